@@ -1,0 +1,50 @@
+// swift-tools-version:6.0
+// mocov3-cl: MoCo v3 self-supervised ViT pre-training on OpenCL (CLBlast + hand-written kernels)
+// with an OpenBLAS host backend behind one tensor protocol. Architecture: README.md.
+import PackageDescription
+
+let package = Package(
+    name: "mocov3-cl",
+    products: [
+        .executable(name: "mocov3-cl", targets: ["mocov3-cl"]),
+        .executable(name: "bench-gemm", targets: ["GEMMBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // MARK: C shims (module map + header, no Swift API)
+        .systemLibrary(name: "COpenCL", path: "Sources/COpenCL"),
+        .systemLibrary(name: "CCLBlast", path: "Sources/CCLBlast"),
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+
+        // MARK: OpenCL C sources, embedded into the binary at build time
+        .target(name: "KernelSources", path: "kernels", resources: [.embedInCode("cl")]),
+
+        // MARK: Tensor protocol, op set and the host (OpenBLAS) backend
+        .target(name: "Kernels", dependencies: ["COpenBLAS"]),
+
+        // MARK: OpenCL backend: runtime, program cache, CLBlast, launchers for kernels/cl/*.cl
+        .target(name: "CLBackend", dependencies: ["Kernels", "KernelSources", "COpenCL", "CCLBlast"]),
+
+        // MARK: Model and training (written against the tensor protocol only)
+        .target(name: "Model", dependencies: ["Kernels"]),
+        .target(name: "Train", dependencies: ["Model", "Kernels", "CLBackend"]),
+
+        // MARK: Command-line tool
+        .executableTarget(
+            name: "mocov3-cl",
+            dependencies: ["Train", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+
+        // MARK: Benchmarks (swift run -c release bench-gemm)
+        .executableTarget(name: "GEMMBench", dependencies: ["Train", "Kernels", "CLBackend"], path: "bench/GEMMBench"),
+
+        // MARK: Tests
+        .target(name: "TestSupport", dependencies: ["Kernels", "CLBackend"], path: "Tests/TestSupport"),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
+        .testTarget(name: "CLBackendTests", dependencies: ["CLBackend", "Kernels", "KernelSources", "TestSupport"]),
+        .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "TestSupport"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

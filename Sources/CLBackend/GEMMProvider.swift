@@ -1,0 +1,86 @@
+import Foundation
+
+/// Which implementation serves GEMMs on an OpenCL device.
+///
+/// - `clblast`: CLBlast's tuned kernels, the right choice on GPUs (~80 % of the vendor BLAS once
+///   tuned), but 7–28 GFLOP/s on PoCL plus 15–30 s of first-time compilation per routine.
+/// - `kernel`: the register-blocked `kernels/cl/gemm.cl`, written for CPU-class devices, where it
+///   runs as fast as OpenBLAS; it is correct but slow on GPUs.
+///
+/// The default follows the device class; `--gemm` or `MOCOV3_GEMM` overrides it.
+public enum GEMMProvider: String, CaseIterable, Sendable {
+    case clblast
+    case kernel
+
+    public static let environmentVariable = "MOCOV3_GEMM"
+
+    public static func `default`(for deviceClass: CLDeviceClass) -> GEMMProvider {
+        deviceClass == .gpu ? .clblast : .kernel
+    }
+
+    /// Parses a user's choice; the error lists the valid names.
+    public init(parsing text: String) throws {
+        guard let provider = GEMMProvider(rawValue: text.lowercased()) else {
+            throw SelectionError(message: "unknown GEMM provider '\(text)'; choose one of: "
+                                 + GEMMProvider.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        self = provider
+    }
+
+    /// The provider `MOCOV3_GEMM` names, nil when unset.
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws -> GEMMProvider?
+    {
+        guard let text = environment[environmentVariable], !text.isEmpty else { return nil }
+        return try GEMMProvider(parsing: text)
+    }
+}
+
+/// A bad device, provider or tile choice from the user, with what to do about it.
+public struct SelectionError: Error, CustomStringConvertible {
+    public let message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// The register tile of `kernels/cl/gemm.cl`: each work-item computes `rows` × (`vectorWidth` ·
+/// `vectors`) elements of C in registers.
+public struct GEMMTile: Equatable, CustomStringConvertible, Sendable {
+    public var rows: Int
+    public var vectorWidth: Int
+    public var vectors: Int
+
+    public init(rows: Int, vectorWidth: Int, vectors: Int) {
+        self.rows = rows
+        self.vectorWidth = vectorWidth
+        self.vectors = vectors
+    }
+
+    /// Columns of C per work-item.
+    public var columns: Int { vectorWidth * vectors }
+
+    /// The tile that fits the vector register file: 16 accumulators of the device's preferred
+    /// width plus the B vectors (AVX2: 16 ymm registers; AVX-512: 32 zmm).
+    public static func `default`(preferredVectorWidth: Int) -> GEMMTile {
+        switch preferredVectorWidth {
+        case 16...: return GEMMTile(rows: 8, vectorWidth: 16, vectors: 2)
+        case 8: return GEMMTile(rows: 4, vectorWidth: 8, vectors: 3)
+        default: return GEMMTile(rows: 4, vectorWidth: 4, vectors: 3)
+        }
+    }
+
+    /// `MOCOV3_GEMM_TILE=ROWSxWIDTHxVECTORS` (e.g. `4x8x3`), for tuning experiments.
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment)
+        -> GEMMTile?
+    {
+        guard let text = environment["MOCOV3_GEMM_TILE"] else { return nil }
+        let parts = text.split(separator: "x").compactMap { Int($0) }
+        guard parts.count == 3, parts[0] > 0, [4, 8, 16].contains(parts[1]), parts[2] > 0 else { return nil }
+        return GEMMTile(rows: parts[0], vectorWidth: parts[1], vectors: parts[2])
+    }
+
+    /// Build options for gemm.cl.
+    var buildOptions: String { "-DROWS=\(rows) -DVW=\(vectorWidth) -DVECS=\(vectors)" }
+
+    public var description: String { "\(rows)x\(columns)" }
+}

@@ -1,0 +1,124 @@
+// bench-gemm: GEMM throughput for the ViT-Tiny/Small training shapes on the host (OpenBLAS) and
+// on each OpenCL device with each provider, next to this machine's measured sgemm ceiling.
+//
+//   swift run -c release bench-gemm [--devices host,cpu0] [--providers kernel,clblast]
+//                                   [--repeats 7] [--tokens 16640]
+//
+// Every configuration is checked against the host first (worst error printed), then warmed up
+// once (program build, caches), then timed REPEATS times around a synchronized region; the
+// median is reported. Output: CSV lines (header first), commentary on lines starting with '#'.
+import CLBackend
+import Dispatch
+import Foundation
+import Kernels
+import Train
+
+OpenBLASCore.reexecIfMisdetected()
+
+struct Case {
+    let label: String
+    let shape: GEMMShape
+}
+
+/// The GEMMs of one ViT training step with `tokens` = B·N rows: each Linear's forward (NT: X·Wᵀ),
+/// input gradient (NN: dY·W) and weight gradient (TN: dYᵀ·X), plus the attention batched GEMMs.
+func vitCases(width: Int, heads: Int, tokens: Int, images: Int, sequence: Int) -> [Case] {
+    var cases: [Case] = []
+    for (name, input, output) in [("qkv", width, 3 * width), ("proj", width, width),
+                                  ("fc1", width, 4 * width), ("fc2", 4 * width, width)] {
+        cases.append(Case(label: "\(name).fwd", shape: GEMMShape(m: tokens, n: output, k: input, transposeB: true)))
+        cases.append(Case(label: "\(name).dx", shape: GEMMShape(m: tokens, n: input, k: output)))
+        cases.append(Case(label: "\(name).dw", shape: GEMMShape(m: output, n: input, k: tokens, transposeA: true)))
+    }
+    let headDim = width / heads
+    cases.append(Case(label: "attn.qk", shape: GEMMShape(m: sequence, n: sequence, k: headDim, transposeB: true,
+                                                         batch: images * heads)))
+    cases.append(Case(label: "attn.pv", shape: GEMMShape(m: sequence, n: headDim, k: sequence, batch: images * heads)))
+    return cases
+}
+
+func option(_ name: String) -> String? {
+    guard let index = CommandLine.arguments.firstIndex(of: name), index + 1 < CommandLine.arguments.count else { return nil }
+    return CommandLine.arguments[index + 1]
+}
+
+let repeats = Int(option("--repeats") ?? "") ?? 7
+let tokens = Int(option("--tokens") ?? "") ?? 256 * 65
+let catalog = DeviceCatalog()
+let deviceNames = (option("--devices") ?? (["host"] + catalog.openCLDevices.map(\.name)).joined(separator: ","))
+    .split(separator: ",").map(String.init)
+let providers = (option("--providers") ?? "kernel,clblast").split(separator: ",").map(String.init)
+
+func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+
+/// Seconds per call of `body` on `backend`: one untimed warm-up, then the median of `repeats`.
+func time(_ backend: any Backend, repeats: Int, _ body: () throws -> Void) throws -> Double {
+    try body()
+    try backend.synchronize()
+    var samples: [Double] = []
+    for _ in 0..<repeats {
+        let start = DispatchTime.now().uptimeNanoseconds
+        try body()
+        try backend.synchronize()
+        samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+    return median(samples)
+}
+
+var generator = SplitMix64(seed: 1)
+let host = HostBackend()
+
+// The ceiling: OpenBLAS sgemm on a large square problem, the best this machine's BLAS does.
+let ceilingShape = GEMMShape(m: 2048, n: 2048, k: 2048)
+let ceilingTensors = try [2048 * 2048, 2048 * 2048, 2048 * 2048].map {
+    try host.makeTensor(randomValues($0, using: &generator), shape: [$0])
+}
+let ceilingSeconds = try time(host, repeats: repeats) {
+    try host.gemm(ceilingShape, alpha: 1, a: ceilingTensors[0], b: ceilingTensors[1], beta: 0, c: ceilingTensors[2])
+}
+let ceiling = ceilingShape.flops / ceilingSeconds / 1e9
+print("# machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; OpenBLAS core \(OpenBLASCore.detectedCore)")
+print("# ceiling: OpenBLAS sgemm 2048^3 = \(String(format: "%.1f", ceiling)) GFLOP/s")
+print("device,provider,case,shape,gflop,median_ms,gflops,ceiling_gflops,percent_of_ceiling,worst_error_ratio")
+
+let cases = vitCases(width: 192, heads: 3, tokens: tokens, images: tokens / 65, sequence: 65).map {
+    Case(label: "tiny." + $0.label, shape: $0.shape)
+} + vitCases(width: 384, heads: 12, tokens: tokens, images: tokens / 65, sequence: 65).map {
+    Case(label: "small." + $0.label, shape: $0.shape)
+}
+
+for deviceName in deviceNames {
+    let configurations: [(any Backend, String)]
+    if deviceName == "host" {
+        configurations = [(host, "openblas")]
+    } else {
+        configurations = try providers.map { provider in
+            (try catalog.makeBackend(requested: deviceName, gemmProvider: try GEMMProvider(parsing: provider)), provider)
+        }
+    }
+    for (backend, provider) in configurations {
+        for testCase in cases {
+            let shape = testCase.shape
+            let sizes = [shape.m * shape.k * shape.batch, shape.k * shape.n * shape.batch, shape.m * shape.n * shape.batch]
+            let values = sizes.map { randomValues($0, using: &generator) }
+            let tensors = try zip(values, sizes).map { try backend.makeTensor($0, shape: [$1]) }
+            try backend.gemm(shape, alpha: 1, a: tensors[0], b: tensors[1], beta: 0, c: tensors[2])
+            var ratio = 0.0
+            if !(backend is HostBackend) {
+                let reference = try zip(values, sizes).map { try host.makeTensor($0, shape: [$1]) }
+                try host.gemm(shape, alpha: 1, a: reference[0], b: reference[1], beta: 0, c: reference[2])
+                ratio = worstError(try backend.download(tensors[2]), try host.download(reference[2]),
+                                   relative: 1e-4, absolute: 1e-4).ratio
+            }
+            let seconds = try time(backend, repeats: repeats) {
+                try backend.gemm(shape, alpha: 1, a: tensors[0], b: tensors[1], beta: 0, c: tensors[2])
+            }
+            let rate = shape.flops / seconds / 1e9
+            print([deviceName, provider, testCase.label, "\(shape)".replacingOccurrences(of: " ", with: "_"),
+                   String(format: "%.3f", shape.flops / 1e9), String(format: "%.2f", seconds * 1e3),
+                   String(format: "%.1f", rate), String(format: "%.1f", ceiling),
+                   String(format: "%.0f", 100 * rate / ceiling), String(format: "%.3f", ratio)].joined(separator: ","))
+            fflush(stdout)
+        }
+    }
+}

@@ -1,0 +1,116 @@
+// gemm.cl: register-blocked SGEMM for CPU-class OpenCL devices (PoCL, Intel CPU runtime).
+//
+//   C[b] = alpha * op(A[b]) * B'[b] + beta * C[b]      (row-major, b in [0, batch))
+//
+// op(A) is M x K: A stored M x K (lda >= K) or, with TRANSPOSE_A, K x M (lda >= M).
+// B' is K x NPAD, dense, made by gemm_pack_b from the caller's B in any orientation; columns
+// N..NPAD-1 are zero, so the main kernel loads whole vectors without bounds checks.
+//
+// Why this shape (measured on PoCL 3.1, see bench/RESULTS.md): on CPUs, each work-item keeps a
+// ROWS x (VW*VECS) tile of C in vector registers and streams K, with no local memory and no
+// barriers. Work-groups run along the row tiles of one column tile, so the group's K x (VW*VECS)
+// slice of B' stays in L1 while each work-item streams its own rows of A. GPU-style tiling with
+// local memory and barriers ran ~50x slower on PoCL; GPUs use CLBlast instead.
+//
+// Tunables (build options), chosen from CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT by the launcher:
+//   VW    vector width (4, 8 or 16)
+//   VECS  vectors per row of the tile        (tile width  TN = VW * VECS)
+//   ROWS  rows of C per work-item            (tile height)
+// Preconditions: NPAD % (VW*VECS) == 0; offsets and strides in elements.
+// Host reference: Sources/Kernels/HostBackend.swift (cblas_sgemm).
+
+#ifndef VW
+#define VW 8
+#endif
+#ifndef VECS
+#define VECS 3
+#endif
+#ifndef ROWS
+#define ROWS 4
+#endif
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define floatV CAT(float, VW)
+#define vloadV CAT(vload, VW)
+#define vstoreV CAT(vstore, VW)
+#define TN (VW * VECS)
+
+// B'[b][k][j] = op(B)[b][k][j] for j < N, 0 for N <= j < npad.  Global size (npad, K, batch).
+__kernel void gemm_pack_b(__global float *packed, const int npad,
+                          __global const float *b, const long b_offset, const int ldb, const long stride_b,
+                          const int transpose_b, const int n, const int k) {
+    const int j = get_global_id(0), kk = get_global_id(1), batch = get_global_id(2);
+    if (j >= npad || kk >= k) return;
+    __global const float *src = b + b_offset + batch * stride_b;
+    float value = 0.0f;
+    if (j < n) value = transpose_b ? src[(long)j * ldb + kk] : src[(long)kk * ldb + j];
+    packed[((long)batch * k + kk) * npad + j] = value;
+}
+
+// Global size (npad / TN, roundup(ceil(M / ROWS), local1), batch).
+__kernel void gemm_blocked(__global float *c, const long c_offset, const int ldc, const long stride_c,
+                           __global const float *a, const long a_offset, const int lda, const long stride_a,
+                           const int transpose_a,
+                           __global const float *packed, const int npad,
+                           const int m, const int n, const int k, const float alpha, const float beta) {
+    const int column0 = get_global_id(0) * TN;
+    const int row0 = get_global_id(1) * ROWS;
+    const int batch = get_global_id(2);
+    if (row0 >= m) return;
+
+    __global const float *ab = a + a_offset + batch * stride_a;
+    __global const float *bb = packed + (long)batch * k * npad + column0;
+
+    // Rows past M are clamped for loading (always in bounds) and never stored.
+    int rows[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) rows[r] = min(row0 + r, m - 1);
+
+    floatV acc[ROWS][VECS];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+        for (int v = 0; v < VECS; ++v) acc[r][v] = (floatV)(0.0f);
+
+    // A element (row, kk): a[row * lda + kk], or a[kk * lda + row] when A is stored transposed.
+    const long row_step = transpose_a ? 1 : lda;
+    const long k_step = transpose_a ? lda : 1;
+    for (int kk = 0; kk < k; ++kk) {
+        floatV bv[VECS];
+#pragma unroll
+        for (int v = 0; v < VECS; ++v) bv[v] = vloadV(0, bb + (long)kk * npad + v * VW);
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+            const floatV av = (floatV)(ab[rows[r] * row_step + kk * k_step]);
+#pragma unroll
+            for (int v = 0; v < VECS; ++v) acc[r][v] = fma(av, bv[v], acc[r][v]);
+        }
+    }
+
+    __global float *cb = c + c_offset + batch * stride_c;
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+        const int row = row0 + r;
+        if (row >= m) break;
+        __global float *line = cb + (long)row * ldc + column0;
+#pragma unroll
+        for (int v = 0; v < VECS; ++v) {
+            const int column = column0 + v * VW;
+            if (column + VW <= n) {
+                floatV result = alpha * acc[r][v];
+                // beta == 0 must not read C: it may hold NaN (BLAS semantics).
+                if (beta != 0.0f) result += beta * vloadV(0, line + v * VW);
+                vstoreV(result, 0, line + v * VW);
+            } else if (column < n) {
+                float values[VW];
+                vstoreV(acc[r][v], 0, values);
+                for (int e = 0; e < n - column; ++e) {
+                    float result = alpha * values[e];
+                    if (beta != 0.0f) result += beta * line[v * VW + e];
+                    line[v * VW + e] = result;
+                }
+            }
+        }
+    }
+}
