@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Kernels", "CLBackend"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
         .testTarget(name: "CLBackendTests", dependencies: ["CLBackend", "Kernels", "KernelSources", "TestSupport"]),
-        .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "TestSupport"]),
+        .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "CLBackend", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

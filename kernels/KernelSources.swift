@@ -33,11 +33,12 @@ public enum KernelSources {
     }
 
     /// The OpenCL C text of one family (`"gemm"` for `kernels/cl/gemm.cl`).
-    public static func source(family: String) throws -> String {
+    public static func source(family: String,
+                              environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
         guard let bytes = families[family] else {
             throw Failure.unknownFamily(family, known: Array(families.keys))
         }
-        if let directory = ProcessInfo.processInfo.environment[overrideVariable], !directory.isEmpty {
+        if let directory = environment[overrideVariable], !directory.isEmpty {
             let path = (directory as NSString).appendingPathComponent("\(family).cl")
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
                 throw Failure.overrideFileMissing(path: path)

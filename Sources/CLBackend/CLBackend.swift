@@ -22,6 +22,8 @@ public final class CLBackend: Backend {
     let binaryCache: KernelBinaryCache?
     /// Whether launches record profiling events (see ``drainTimings()``).
     public let profiling: Bool
+    /// Programs loaded from the on-disk binary cache instead of compiled (for tests and logs).
+    public private(set) var binaryCacheHits = 0
     private var programs: [String: cl_program] = [:]
     private var kernels: [String: cl_kernel] = [:]
     private var pendingEvents: [(String, cl_event)] = []
@@ -116,6 +118,7 @@ public final class CLBackend: Backend {
         let cacheKey = KernelBinaryCache.key(source: source, options: options, device: device)
         if let binaryCache, let binary = binaryCache.load(key: cacheKey),
            let program = programFromBinary(binary, options: options) {
+            binaryCacheHits += 1
             return program
         }
         var status: cl_int = 0

@@ -65,17 +65,26 @@ public struct CLDevice: @unchecked Sendable {
                 found.append((platform, device, deviceClass))
             }
         }
-        var counters: [CLDeviceClass: Int] = [:]
+        let names = stableNames(for: found.map(\.2))
         var named: [CLDevice] = []
         for deviceClass in CLDeviceClass.allCases {
-            for (platform, device, _) in found.filter({ $0.2 == deviceClass }) {
-                let index = counters[deviceClass, default: 0]
-                counters[deviceClass] = index + 1
-                named.append(try CLDevice(id: device, platform: platform, name: "\(deviceClass.prefix)\(index)",
-                                          deviceClass: deviceClass))
+            for (index, entry) in found.enumerated() where entry.2 == deviceClass {
+                named.append(try CLDevice(id: entry.1, platform: entry.0, name: names[index], deviceClass: deviceClass))
             }
         }
         return named
+    }
+
+    /// Stable names for devices of the given classes, in enumeration order: each class is
+    /// numbered from 0 in the order its devices were enumerated (`[cpu, gpu, gpu]` gives
+    /// `[cpu0, gpu0, gpu1]`). Listings show GPUs first, then CPUs, then accelerators.
+    public static func stableNames(for classes: [CLDeviceClass]) -> [String] {
+        var counters: [CLDeviceClass: Int] = [:]
+        return classes.map { deviceClass in
+            let index = counters[deviceClass, default: 0]
+            counters[deviceClass] = index + 1
+            return "\(deviceClass.prefix)\(index)"
+        }
     }
 
     init(id: cl_device_id, platform: cl_platform_id, name: String, deviceClass: CLDeviceClass) throws {

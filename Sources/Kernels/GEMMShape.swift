@@ -25,9 +25,10 @@ public struct GEMMShape: Equatable, CustomStringConvertible, Sendable {
         self.m = m
         self.n = n
         self.k = k
-        lda = transposeA ? m : k
-        ldb = transposeB ? k : n
-        ldc = n
+        // BLAS requires ld ≥ max(1, stored columns), even for empty operands.
+        lda = max(transposeA ? m : k, 1)
+        ldb = max(transposeB ? k : n, 1)
+        ldc = max(n, 1)
         self.batch = batch
         strideA = m * k
         strideB = k * n
