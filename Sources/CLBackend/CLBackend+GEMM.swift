@@ -1,5 +1,6 @@
 import CCLBlast
 import COpenCL
+import Foundation
 import Kernels
 
 // GEMM on OpenCL: one entry point, two providers (see GEMMProvider).
@@ -7,6 +8,8 @@ import Kernels
 extension CLBackend {
     /// Work-items per group along the row tiles of gemm_blocked: they share one K×TN slice of B'.
     static let gemmRowGroup = 32
+    /// K per split in split-K mode (see gemm.cl): 512 measured best of 128–1024 here.
+    static let gemmSplitChunk = 512
 
     public func gemm(_ shape: GEMMShape, alpha: Float, a: Tensor, b: Tensor, beta: Float, c: Tensor) throws {
         try checkOperands("gemm", a, b, c)
@@ -37,12 +40,34 @@ extension CLBackend {
         }
         let rowTiles = (shape.m + tile.rows - 1) / tile.rows
         let group = min(Self.gemmRowGroup, rowTiles)
+        let splits = Self.kSplits(k: shape.k)
+        let chunk = (shape.k + splits - 1) / splits
+        // With split-K, the blocked kernel writes dense per-split partial products instead of C.
+        let partial = splits > 1 ? try makeTensor(shape: [shape.batch * splits, shape.m, shape.n]) : nil
+        let target: [KernelArgument] = partial.map {
+            [.buffer($0), .long(Int64($0.offset)), .int(Int32(shape.n)), .long(Int64(shape.m * shape.n))]
+        } ?? [.buffer(c), .long(Int64(c.offset)), .int(Int32(shape.ldc)), .long(Int64(shape.strideC))]
         try launch(kernel("gemm_blocked", family: "gemm", options: options), label: "gemm_blocked",
-                   global: [npad / tile.columns, rowTiles, shape.batch], local: [1, group, 1],
-                   [.buffer(c), .long(Int64(c.offset)), .int(Int32(shape.ldc)), .long(Int64(shape.strideC)),
+                   global: [npad / tile.columns, rowTiles, shape.batch * splits], local: [1, group, 1],
+                   target + [
                     .buffer(a), .long(Int64(a.offset)), .int(Int32(shape.lda)), .long(Int64(shape.strideA)),
                     .int(shape.transposeA ? 1 : 0), .buffer(packed), .int(Int32(npad)),
-                    .int(Int32(shape.m)), .int(Int32(shape.n)), .int(Int32(shape.k)), .float(alpha), .float(beta)])
+                    .int(Int32(shape.m)), .int(Int32(shape.n)), .int(Int32(shape.k)), .float(alpha),
+                    .float(partial == nil ? beta : 0), .int(Int32(splits)), .int(Int32(max(chunk, 1)))])
+        if let partial {
+            try launch(kernel("gemm_reduce_splits", family: "gemm", options: options), label: "gemm_reduce_splits",
+                       global: [shape.n, shape.m, shape.batch],
+                       [.buffer(c), .long(Int64(c.offset)), .int(Int32(shape.ldc)), .long(Int64(shape.strideC)),
+                        .buffer(partial), .int(Int32(splits)), .int(Int32(shape.m)), .int(Int32(shape.n)),
+                        .float(beta)])
+        }
+    }
+
+    /// How many K chunks the hand-written GEMM splits a product into: chunks of about
+    /// `gemmSplitChunk` once K reaches twice that (the weight gradients, K = B·N tokens).
+    static func kSplits(k: Int) -> Int {
+        let chunk = Int(ProcessInfo.processInfo.environment["MOCOV3_GEMM_KCHUNK"] ?? "") ?? gemmSplitChunk
+        return k >= 2 * chunk ? (k + chunk - 1) / chunk : 1
     }
 
     /// CLBlast: `CLBlastSgemmWithTempBuffer` (its scratch comes from our pool, so steady-state

@@ -15,6 +15,10 @@ struct CLGEMMTests {
         + GEMMCase.allTransposes([(33, 17, 9), (65, 50, 1)], alpha: 0.5, beta: 0.25, padding: 3)
         + GEMMCase.allTransposes([(65, 65, 32)], batch: 6)
         + GEMMCase.allTransposes([(197, 32, 197)], batch: 2, alpha: -1, beta: 1, padding: 5)
+        // Long K takes the split-K path (K ≥ 2 × 512): partial products, then a reduction.
+        + GEMMCase.allTransposes([(37, 40, 1500)], alpha: 0.5, beta: 0.25, padding: 3)
+        + [GEMMCase(m: 20, n: 24, k: 1100, transposeA: true, transposeB: false, batch: 2),
+           GEMMCase(m: 192, n: 64, k: 4160, transposeA: true, transposeB: false)]
 
     /// CLBlast compiles each routine family once per process (15–30 s cold on PoCL), so these
     /// cases reuse few variants: the direct GEMM, the indirect one, and the strided-batched one.

@@ -17,6 +17,7 @@
 //   VECS  vectors per row of the tile        (tile width  TN = VW * VECS)
 //   ROWS  rows of C per work-item            (tile height)
 // Preconditions: NPAD % (VW*VECS) == 0; offsets and strides in elements.
+// Split-K (launcher-chosen for long K): see gemm_blocked and gemm_reduce_splits.
 // Host reference: Sources/Kernels/HostBackend.swift (cblas_sgemm).
 
 #ifndef VW
@@ -48,16 +49,26 @@ __kernel void gemm_pack_b(__global float *packed, const int npad,
     packed[((long)batch * k + kk) * npad + j] = value;
 }
 
-// Global size (npad / TN, roundup(ceil(M / ROWS), local1), batch).
+// Global size (npad / TN, roundup(ceil(M / ROWS), local1), batch * splits).
+//
+// Split-K: with splits > 1, work-item z = batch * splits + split covers K range
+// [split * k_chunk, min(K, (split + 1) * k_chunk)) and the launcher points C at a dense partial
+// buffer (ldc = N, stride_c = M * N, beta = 0) that gemm_reduce_splits sums. A long K (the weight
+// gradients, K = B*N tokens) otherwise streams a K x TN slice of B' far larger than L2 once per
+// work-item; a chunk of it stays in L1/L2 for the whole work-group.
 __kernel void gemm_blocked(__global float *c, const long c_offset, const int ldc, const long stride_c,
                            __global const float *a, const long a_offset, const int lda, const long stride_a,
                            const int transpose_a,
                            __global const float *packed, const int npad,
-                           const int m, const int n, const int k, const float alpha, const float beta) {
+                           const int m, const int n, const int k, const float alpha, const float beta,
+                           const int splits, const int k_chunk) {
     const int column0 = get_global_id(0) * TN;
     const int row0 = get_global_id(1) * ROWS;
-    const int batch = get_global_id(2);
+    const int z = get_global_id(2);
+    const int batch = z / splits, split = z % splits;
     if (row0 >= m) return;
+    const int k_begin = split * k_chunk;
+    const int k_end = min(k, k_begin + k_chunk);
 
     __global const float *ab = a + a_offset + batch * stride_a;
     __global const float *bb = packed + (long)batch * k * npad + column0;
@@ -76,7 +87,7 @@ __kernel void gemm_blocked(__global float *c, const long c_offset, const int ldc
     // A element (row, kk): a[row * lda + kk], or a[kk * lda + row] when A is stored transposed.
     const long row_step = transpose_a ? 1 : lda;
     const long k_step = transpose_a ? lda : 1;
-    for (int kk = 0; kk < k; ++kk) {
+    for (int kk = k_begin; kk < k_end; ++kk) {
         floatV bv[VECS];
 #pragma unroll
         for (int v = 0; v < VECS; ++v) bv[v] = vloadV(0, bb + (long)kk * npad + v * VW);
@@ -88,7 +99,7 @@ __kernel void gemm_blocked(__global float *c, const long c_offset, const int ldc
         }
     }
 
-    __global float *cb = c + c_offset + batch * stride_c;
+    __global float *cb = c + c_offset + z * stride_c;
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
         const int row = row0 + r;
@@ -113,4 +124,18 @@ __kernel void gemm_blocked(__global float *c, const long c_offset, const int ldc
             }
         }
     }
+}
+
+// C[b] = sum over s of partial[b * splits + s] + beta * C[b], for split-K gemm_blocked.
+// partial is dense (M x N per slice). Global size (N, M, batch).
+__kernel void gemm_reduce_splits(__global float *c, const long c_offset, const int ldc, const long stride_c,
+                                 __global const float *partial, const int splits,
+                                 const int m, const int n, const float beta) {
+    const int column = get_global_id(0), row = get_global_id(1), batch = get_global_id(2);
+    if (column >= n || row >= m) return;
+    __global const float *p = partial + (long)batch * splits * m * n + (long)row * n + column;
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum += p[(long)s * m * n];
+    __global float *target = c + c_offset + batch * stride_c + (long)row * ldc + column;
+    *target = beta != 0.0f ? sum + beta * *target : sum;
 }
