@@ -11,6 +11,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-numerics", from: "1.0.0"),
     ],
     targets: [
         // MARK: C shims (module map + header, no Swift API)
@@ -22,7 +23,7 @@ let package = Package(
         .target(name: "KernelSources", path: "kernels", resources: [.embedInCode("cl")]),
 
         // MARK: Tensor protocol, op set and the host (OpenBLAS) backend
-        .target(name: "Kernels", dependencies: ["COpenBLAS"]),
+        .target(name: "Kernels", dependencies: ["COpenBLAS", .product(name: "RealModule", package: "swift-numerics")]),
 
         // MARK: OpenCL backend: runtime, program cache, CLBlast, launchers for kernels/cl/*.cl
         .target(name: "CLBackend", dependencies: ["Kernels", "KernelSources", "COpenCL", "CCLBlast"]),

@@ -81,18 +81,18 @@ public final class CLBackend: Backend {
 
     func memory(_ tensor: Tensor) -> cl_mem { tensor.storage.handle }
 
-    public func upload(_ values: UnsafeBufferPointer<Float>, to tensor: Tensor) throws {
-        try checkOperands("upload", tensor)
-        guard let base = values.baseAddress, tensor.count > 0 else { return }
-        try check(clEnqueueWriteBuffer(queue, memory(tensor), cl_bool(CL_TRUE), tensor.offset * 4, tensor.count * 4,
-                                       base, 0, nil, nil), "clEnqueueWriteBuffer")
+    public func upload(bytes: UnsafeRawBufferPointer, to tensor: Tensor) throws {
+        try checkTransfer("upload", tensor, byteCount: bytes.count)
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        try check(clEnqueueWriteBuffer(queue, memory(tensor), cl_bool(CL_TRUE), tensor.offset * tensor.dtype.byteSize,
+                                       bytes.count, base, 0, nil, nil), "clEnqueueWriteBuffer")
     }
 
-    public func download(_ tensor: Tensor, into destination: UnsafeMutableBufferPointer<Float>) throws {
-        try checkOperands("download", tensor)
-        guard let base = destination.baseAddress, tensor.count > 0 else { return }
-        try check(clEnqueueReadBuffer(queue, memory(tensor), cl_bool(CL_TRUE), tensor.offset * 4, tensor.count * 4,
-                                      base, 0, nil, nil), "clEnqueueReadBuffer")
+    public func download(_ tensor: Tensor, intoBytes destination: UnsafeMutableRawBufferPointer) throws {
+        try checkTransfer("download", tensor, byteCount: destination.count)
+        guard let base = destination.baseAddress, destination.count > 0 else { return }
+        try check(clEnqueueReadBuffer(queue, memory(tensor), cl_bool(CL_TRUE), tensor.offset * tensor.dtype.byteSize,
+                                      destination.count, base, 0, nil, nil), "clEnqueueReadBuffer")
     }
 
     public func synchronize() throws {

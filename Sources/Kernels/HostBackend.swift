@@ -31,20 +31,26 @@ public final class HostBackend: Backend {
 
     /// The tensor's elements as a host pointer (valid while the tensor is alive).
     public func pointer(_ tensor: Tensor) -> UnsafeMutablePointer<Float> {
-        precondition(owns(tensor), "tensor is not a host tensor")
+        precondition(owns(tensor) && tensor.dtype == .float32, "tensor is not a float32 host tensor")
         return UnsafeMutableRawPointer(tensor.storage.handle).assumingMemoryBound(to: Float.self) + tensor.offset
     }
 
-    public func upload(_ values: UnsafeBufferPointer<Float>, to tensor: Tensor) throws {
-        try checkOperands("upload", tensor)
-        guard let base = values.baseAddress else { return }
-        pointer(tensor).update(from: base, count: tensor.count)
+    /// The tensor's bytes as a host pointer (valid while the tensor is alive).
+    func rawPointer(_ tensor: Tensor) -> UnsafeMutableRawPointer {
+        precondition(owns(tensor), "tensor is not a host tensor")
+        return UnsafeMutableRawPointer(tensor.storage.handle) + tensor.offset * tensor.dtype.byteSize
     }
 
-    public func download(_ tensor: Tensor, into destination: UnsafeMutableBufferPointer<Float>) throws {
-        try checkOperands("download", tensor)
+    public func upload(bytes: UnsafeRawBufferPointer, to tensor: Tensor) throws {
+        try checkTransfer("upload", tensor, byteCount: bytes.count)
+        guard let base = bytes.baseAddress else { return }
+        rawPointer(tensor).copyMemory(from: base, byteCount: bytes.count)
+    }
+
+    public func download(_ tensor: Tensor, intoBytes destination: UnsafeMutableRawBufferPointer) throws {
+        try checkTransfer("download", tensor, byteCount: destination.count)
         guard let base = destination.baseAddress else { return }
-        base.update(from: pointer(tensor), count: tensor.count)
+        base.copyMemory(from: rawPointer(tensor), byteCount: destination.count)
     }
 
     public func synchronize() throws {}

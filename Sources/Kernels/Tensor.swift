@@ -1,13 +1,15 @@
-/// Element types a tensor can hold. Every op runs on `float32` today; `float16` is reserved so
-/// that storage, views and the pool need no change when mixed precision arrives.
+/// Element types a tensor can hold. Ops compute in `float32`; `int32` holds indices (class
+/// labels); `float16` is reserved so that storage, views and the pool need no change when mixed
+/// precision arrives.
 public enum DType: String, Sendable {
     case float32
     case float16
+    case int32
 
     /// Bytes per element.
     public var byteSize: Int {
         switch self {
-        case .float32: return 4
+        case .float32, .int32: return 4
         case .float16: return 2
         }
     }

@@ -1,0 +1,83 @@
+/// Ranges of a flat buffer that an op treats as separate tensors: the trainable parameters for
+/// AdamW, the per-tensor norms for LARS and the gradient monitor.
+///
+/// Built once from the model's parameter table and reused every step; backends keep a device
+/// copy keyed by the table's identity, so passing it costs nothing after the first step.
+public final class SegmentTable: @unchecked Sendable {
+    public struct Segment: Equatable, Sendable {
+        /// First element in the flat buffer.
+        public let offset: Int
+        public let count: Int
+        /// LARS: whether weight decay and the trust ratio apply (tensors with ndim > 1, SPEC A.6).
+        public let adapted: Bool
+
+        public init(offset: Int, count: Int, adapted: Bool = true) {
+            self.offset = offset
+            self.count = count
+            self.adapted = adapted
+        }
+    }
+
+    public let segments: [Segment]
+
+    public init(_ segments: [Segment]) {
+        precondition(segments.allSatisfy { $0.offset >= 0 && $0.count >= 0 }, "negative segment")
+        self.segments = segments
+    }
+
+    public var count: Int { segments.count }
+
+    /// Adjacent segments merged into maximal contiguous runs (for ops that need no per-tensor
+    /// state, such as AdamW: one launch per run instead of one per tensor).
+    public var contiguousRuns: [(offset: Int, count: Int)] {
+        var runs: [(offset: Int, count: Int)] = []
+        for segment in segments.sorted(by: { $0.offset < $1.offset }) where segment.count > 0 {
+            if let last = runs.last, last.offset + last.count == segment.offset {
+                runs[runs.count - 1].count += segment.count
+            } else {
+                runs.append((segment.offset, segment.count))
+            }
+        }
+        return runs
+    }
+
+    /// Elements a flat buffer needs to hold every segment.
+    public var extent: Int { segments.map { $0.offset + $0.count }.max() ?? 0 }
+}
+
+/// Hyper-parameters of one AdamW step (PyTorch `torch.optim.AdamW`, decoupled weight decay;
+/// SPEC A.6: betas (0.9, 0.999), eps 1e-8, decay on every trainable tensor).
+public struct AdamWStep: Sendable {
+    public var learningRate: Float
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.999
+    public var epsilon: Float = 1e-8
+    public var weightDecay: Float
+    /// 1-based step count, for the bias corrections.
+    public var step: Int
+
+    public init(learningRate: Float, weightDecay: Float, step: Int, beta1: Float = 0.9, beta2: Float = 0.999,
+                epsilon: Float = 1e-8) {
+        self.learningRate = learningRate
+        self.weightDecay = weightDecay
+        self.step = step
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+    }
+}
+
+/// Hyper-parameters of one LARS step (the reference's `moco/optimizer.py`, SPEC A.6).
+public struct LARSStep: Sendable {
+    public var learningRate: Float
+    public var weightDecay: Float
+    public var momentum: Float = 0.9
+    public var trustCoefficient: Float = 0.001
+
+    public init(learningRate: Float, weightDecay: Float, momentum: Float = 0.9, trustCoefficient: Float = 0.001) {
+        self.learningRate = learningRate
+        self.weightDecay = weightDecay
+        self.momentum = momentum
+        self.trustCoefficient = trustCoefficient
+    }
+}
