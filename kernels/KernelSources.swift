@@ -15,6 +15,15 @@ public enum KernelSources {
     public static let families: [String: [UInt8]] = [
         "vector": PackageResources.vector_cl,
         "gemm": PackageResources.gemm_cl,
+        "elementwise": PackageResources.elementwise_cl,
+        "reduce": PackageResources.reduce_cl,
+        "optimizer": PackageResources.optimizer_cl,
+        "softmax": PackageResources.softmax_cl,
+        "l2norm": PackageResources.l2norm_cl,
+        "patch_embed": PackageResources.patch_embed_cl,
+        "layernorm": PackageResources.layernorm_cl,
+        "batchnorm": PackageResources.batchnorm_cl,
+        "attention": PackageResources.attention_cl,
     ]
 
     public enum Failure: Error, CustomStringConvertible {

@@ -20,10 +20,16 @@ public final class CLBackend: Backend {
     let context: cl_context
     let queue: cl_command_queue
     let binaryCache: KernelBinaryCache?
+    /// Which kernel variants are built: CPU-class (a work-item per row, no barriers) or GPU-class
+    /// (work-groups with local memory). Defaults from the device class; tests set both on PoCL.
+    public var kernelVariant: KernelVariant
     /// Whether launches record profiling events (see ``drainTimings()``).
     public let profiling: Bool
     /// Programs loaded from the on-disk binary cache instead of compiled (for tests and logs).
     public private(set) var binaryCacheHits = 0
+    /// Device copies of segment tables' chunk tables (CLBackend+Reduce.swift), keyed by table
+    /// identity; each entry keeps its table alive so the key is never reused.
+    var segmentTables: [ObjectIdentifier: DeviceSegmentTable] = [:]
     private var programs: [String: cl_program] = [:]
     private var kernels: [String: cl_kernel] = [:]
     private var pendingEvents: [(String, cl_event)] = []
@@ -41,6 +47,7 @@ public final class CLBackend: Backend {
         self.gemmTile = GEMMTile.fromEnvironment() ?? GEMMTile.default(preferredVectorWidth: device.preferredFloatVectorWidth)
         self.binaryCache = binaryCache
         self.profiling = profiling
+        kernelVariant = device.deviceClass == .gpu ? .gpu : .cpu
         var status: cl_int = 0
         var deviceID: cl_device_id? = device.id
         guard let context = clCreateContext(nil, 1, &deviceID, nil, nil, &status), status == CL_SUCCESS else {
@@ -75,6 +82,12 @@ public final class CLBackend: Backend {
         pool.trim()
         clReleaseCommandQueue(queue)
         clReleaseContext(context)
+    }
+
+    /// The kernel variant choice as a build option (`-DCPU_CLASS=1` or `0`).
+    public enum KernelVariant: String, CaseIterable, Sendable {
+        case cpu, gpu
+        public var buildOption: String { "-DCPU_CLASS=\(self == .cpu ? 1 : 0)" }
     }
 
     // MARK: Memory

@@ -191,6 +191,14 @@ extension Backend {
         return tensor
     }
 
+    /// A new int64 tensor holding `values` (offset tables).
+    public func makeTensor(_ values: [Int64], shape: [Int]) throws -> Tensor {
+        precondition(values.count == shape.reduce(1, *), "\(values.count) values for shape \(shape)")
+        let tensor = try makeTensor(shape: shape, dtype: .int64)
+        try values.withUnsafeBytes { try upload(bytes: $0, to: tensor) }
+        return tensor
+    }
+
     /// The tensor's elements, after every queued op has finished.
     public func download(_ tensor: Tensor) throws -> [Float] {
         precondition(tensor.dtype == .float32, "downloading a \(tensor.dtype) tensor as Float")
@@ -211,6 +219,20 @@ extension Backend {
             throw BackendError.invalidArgument(operation: operation, reason:
                 "\(byteCount) bytes for a \(tensor.dtype) tensor of \(tensor.count) elements")
         }
+    }
+
+    /// Throws unless every tensor has the same element count.
+    public func checkSameCount(_ operation: String, _ tensors: Tensor...) throws {
+        let counts = tensors.map(\.count)
+        guard Set(counts).count <= 1 else {
+            throw BackendError.invalidArgument(operation: operation, reason: "element counts differ: \(counts)")
+        }
+    }
+
+    /// Rows and columns of a tensor seen as (R, C): C is the last dimension, R the rest.
+    public func rowsAndColumns(_ tensor: Tensor) -> (rows: Int, columns: Int) {
+        let columns = tensor.shape.last ?? 1
+        return (columns == 0 ? 0 : tensor.count / columns, columns)
     }
 
     /// Whether `tensor` was allocated by this backend.

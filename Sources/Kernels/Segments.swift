@@ -46,18 +46,20 @@ public final class SegmentTable: @unchecked Sendable {
 }
 
 /// Hyper-parameters of one AdamW step (PyTorch `torch.optim.AdamW`, decoupled weight decay;
-/// SPEC A.6: betas (0.9, 0.999), eps 1e-8, decay on every trainable tensor).
+/// SPEC A.6: betas (0.9, 0.999), eps 1e-8, decay on every trainable tensor). Doubles, as
+/// PyTorch's Python scalars are: constants such as `1 − β₂` are formed in double and only then
+/// rounded to float, which matters at the 1e-5 level for golden comparisons.
 public struct AdamWStep: Sendable {
-    public var learningRate: Float
-    public var beta1: Float = 0.9
-    public var beta2: Float = 0.999
-    public var epsilon: Float = 1e-8
-    public var weightDecay: Float
+    public var learningRate: Double
+    public var beta1: Double
+    public var beta2: Double
+    public var epsilon: Double
+    public var weightDecay: Double
     /// 1-based step count, for the bias corrections.
     public var step: Int
 
-    public init(learningRate: Float, weightDecay: Float, step: Int, beta1: Float = 0.9, beta2: Float = 0.999,
-                epsilon: Float = 1e-8) {
+    public init(learningRate: Double, weightDecay: Double, step: Int, beta1: Double = 0.9, beta2: Double = 0.999,
+                epsilon: Double = 1e-8) {
         self.learningRate = learningRate
         self.weightDecay = weightDecay
         self.step = step
@@ -69,12 +71,12 @@ public struct AdamWStep: Sendable {
 
 /// Hyper-parameters of one LARS step (the reference's `moco/optimizer.py`, SPEC A.6).
 public struct LARSStep: Sendable {
-    public var learningRate: Float
-    public var weightDecay: Float
-    public var momentum: Float = 0.9
-    public var trustCoefficient: Float = 0.001
+    public var learningRate: Double
+    public var weightDecay: Double
+    public var momentum: Double
+    public var trustCoefficient: Double
 
-    public init(learningRate: Float, weightDecay: Float, momentum: Float = 0.9, trustCoefficient: Float = 0.001) {
+    public init(learningRate: Double, weightDecay: Double, momentum: Double = 0.9, trustCoefficient: Double = 0.001) {
         self.learningRate = learningRate
         self.weightDecay = weightDecay
         self.momentum = momentum

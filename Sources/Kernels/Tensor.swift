@@ -1,16 +1,19 @@
-/// Element types a tensor can hold. Ops compute in `float32`; `int32` holds indices (class
-/// labels); `float16` is reserved so that storage, views and the pool need no change when mixed
+/// Element types a tensor can hold. Ops compute in `float32`; `int32`/`int64` hold indices (class
+/// labels, offset tables); `float16` is reserved so that storage, views and the pool need no change when mixed
 /// precision arrives.
 public enum DType: String, Sendable {
     case float32
     case float16
     case int32
+    /// Element offsets in index tables (segment chunk tables).
+    case int64
 
     /// Bytes per element.
     public var byteSize: Int {
         switch self {
         case .float32, .int32: return 4
         case .float16: return 2
+        case .int64: return 8
         }
     }
 }

@@ -1,0 +1,51 @@
+import Kernels
+
+// Launchers for kernels/cl/optimizer.cl. Host reference: HostBackend+Optimizer.swift.
+extension CLBackend {
+    public func adamw(parameters: Tensor, gradients: Tensor, firstMoment: Tensor, secondMoment: Tensor,
+                      segments: SegmentTable, step: AdamWStep) throws {
+        try checkOperands("adamw", parameters, gradients, firstMoment, secondMoment)
+        try checkSegments("adamw", segments, parameters, gradients, firstMoment, secondMoment)
+        let k = AdamWConstants(step)
+        // One launch per contiguous run of trainable tensors (typically a handful per model).
+        for run in segments.contiguousRuns {
+            let count = try int32Count(run.count, "adamw")
+            try launchPointwise("adamw", family: "optimizer", count: run.count,
+                                operand(parameters) + operand(gradients) + operand(firstMoment) + operand(secondMoment)
+                                + [.long(Int64(run.offset)), .int(count), .float(k.decay), .float(k.oneMinusBeta1),
+                                   .float(k.beta2), .float(k.oneMinusBeta2), .float(k.stepSize),
+                                   .float(k.biasCorrection2Root), .float(k.epsilon)])
+        }
+    }
+
+    public func lars(parameters: Tensor, gradients: Tensor, momentumBuffer: Tensor, segments: SegmentTable,
+                     step: LARSStep) throws {
+        try checkOperands("lars", parameters, gradients, momentumBuffer)
+        try checkSegments("lars", segments, parameters, gradients, momentumBuffer)
+        let table = try deviceSegments(segments)
+        guard table.chunks > 0 else { return }
+        let partialParameters = try makeTensor(shape: [table.chunks])
+        let partialGradients = try makeTensor(shape: [table.chunks])
+        let factors = try makeTensor(shape: [segments.count])
+        try launch(kernel("lars_decay_norms", family: "optimizer"), label: "lars_decay_norms", global: [table.chunks],
+                   [.buffer(partialParameters), .buffer(partialGradients)] + operand(parameters) + operand(gradients)
+                   + [.buffer(table.chunkSegment), .buffer(table.chunkBegin), .buffer(table.chunkCount),
+                      .buffer(table.segmentAdapted), .int(Int32(table.chunks)), .float(Float(step.weightDecay))])
+        try launch(kernel("lars_factors", family: "optimizer"), label: "lars_factors", global: [segments.count],
+                   [.buffer(factors), .buffer(partialParameters), .buffer(partialGradients),
+                    .buffer(table.segmentFirstChunk), .buffer(table.segmentChunks), .buffer(table.segmentAdapted),
+                    .int(Int32(segments.count)), .float(Float(step.trustCoefficient))])
+        try launch(kernel("lars_update", family: "optimizer"), label: "lars_update", global: [table.chunks],
+                   operand(parameters) + operand(gradients) + operand(momentumBuffer)
+                   + [.buffer(factors), .buffer(table.chunkSegment), .buffer(table.chunkBegin), .buffer(table.chunkCount),
+                      .int(Int32(table.chunks)), .float(Float(step.momentum)), .float(Float(step.learningRate))])
+    }
+
+    public func momentumUpdate(target: Tensor, source: Tensor, momentum: Float) throws {
+        try checkOperands("momentumUpdate", target, source)
+        try checkSameCount("momentumUpdate", target, source)
+        let n = try int32Count(target.count, "momentumUpdate")
+        try launchPointwise("momentum_update", family: "optimizer", count: target.count,
+                            operand(target) + operand(source) + [.int(n), .float(momentum)])
+    }
+}

@@ -1,0 +1,69 @@
+import CLBackend
+import Kernels
+import Testing
+import TestSupport
+
+/// kernels/cl/softmax.cl (both variants) and kernels/cl/l2norm.cl against the host backend.
+@Suite(.enabled(if: TestDevices.hasOpenCL, TestDevices.skipReason), .serialized)
+struct SoftmaxTests {
+    /// (rows, columns): MoCo's logits are B×B (ViT-Tiny default batch 128, reference 4096 split
+    /// per device), plus odd sizes around the 128-wide GPU group.
+    static let shapes: [[Int]] = [[128, 128], [256, 256], [7, 129], [1, 1], [33, 5], [3, 1000]]
+    let device: CLBackend
+
+    init() throws { device = try TestDevices.backend() }
+
+    @Test(arguments: CLBackend.KernelVariant.allCases, [(-5...5) as ClosedRange<Float>, -60...60])
+    func softmaxCrossEntropyMatchesHost(variant: CLBackend.KernelVariant, range: ClosedRange<Float>) throws {
+        device.kernelVariant = variant
+        for shape in Self.shapes {
+            var generator = SplitMix64(seed: UInt64(shape[0] * 1000 + shape[1]))
+            let logits = randomValues(shape[0] * shape[1], in: range, using: &generator)
+            // Labels on the "diagonal" plus an offset, as the distributed loss uses them.
+            let labels = (0..<shape[0]).map { Int32(($0 + 3) % shape[1]) }
+            try compareWithHost(device, inputs: [.float(logits, shape: shape), .int32(labels, shape: [shape[0]])],
+                                outputs: [OpOutput(shape: [shape[0]]), OpOutput(shape: shape)],
+                                "softmaxCrossEntropy \(variant) \(shape) \(range)") { b, i, o in
+                try b.softmaxCrossEntropy(losses: o[0], logitsGradient: o[1], logits: i[0], labels: i[1],
+                                          scale: 2 * 0.2 / Float(shape[0]))
+            }
+        }
+    }
+
+    @Test func badLabelsAndShapesAreRejected() throws {
+        let logits = try device.makeTensor(shape: [2, 3]), gradient = try device.makeTensor(shape: [2, 3])
+        let losses = try device.makeTensor(shape: [2])
+        let floatLabels = try device.makeTensor(shape: [2])
+        #expect(throws: BackendError.self) {
+            try device.softmaxCrossEntropy(losses: losses, logitsGradient: gradient, logits: logits, labels: floatLabels,
+                                           scale: 1)
+        }
+        let host = HostBackend()
+        let error = #expect(throws: BackendError.self) {
+            try host.softmaxCrossEntropy(losses: host.makeTensor(shape: [2]), logitsGradient: host.makeTensor(shape: [2, 3]),
+                                         logits: host.makeTensor([0, 0, 0, 0, 0, 0] as [Float], shape: [2, 3]),
+                                         labels: host.makeTensor([0, 3] as [Int32], shape: [2]), scale: 1)
+        }
+        #expect("\(error!)".contains("label 3 of row 1"))
+    }
+
+    @Test(arguments: [[256, 256], [128, 384], [7, 33], [1, 1], [5, 4097]])
+    func l2NormalizeMatchesHost(shape: [Int]) throws {
+        var generator = SplitMix64(seed: 77)
+        var x = randomValues(shape[0] * shape[1], in: -3...3, using: &generator)
+        // One row below F.normalize's 1e-12 floor exercises the clamped branch.
+        for j in 0..<shape[1] { x[j] = 1e-15 }
+        let dy = randomValues(x.count, using: &generator)
+        let forward = try compareWithHost(device, inputs: [.float(x, shape: shape)],
+                                          outputs: [OpOutput(shape: shape), OpOutput(shape: [shape[0]])],
+                                          "l2NormalizeForward \(shape)") { b, i, o in
+            try b.l2NormalizeForward(output: o[0], norms: o[1], input: i[0])
+        }
+        // The clamped row's gradient is dy / 1e-12 ~ 1e12: compare relative only there.
+        try compareWithHost(device, inputs: [.float(dy, shape: shape), .float(forward[0], shape: shape),
+                                             .float(forward[1], shape: [shape[0]])],
+                            outputs: [OpOutput(shape: shape)], "l2NormalizeBackward \(shape)") { b, i, o in
+            try b.l2NormalizeBackward(inputGradient: o[0], outputGradient: i[0], output: i[1], norms: i[2])
+        }
+    }
+}
