@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .executable(name: "mocov3-cl", targets: ["mocov3-cl"]),
         .executable(name: "bench-gemm", targets: ["GEMMBench"]),
+        .executable(name: "bench-kernels", targets: ["KernelsBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -38,8 +39,12 @@ let package = Package(
             dependencies: ["Train", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
-        // MARK: Benchmarks (swift run -c release bench-gemm)
-        .executableTarget(name: "GEMMBench", dependencies: ["Train", "Kernels", "CLBackend"], path: "bench/GEMMBench"),
+        // MARK: Benchmarks (swift run -c release bench-gemm / bench-kernels)
+        .target(name: "BenchSupport", dependencies: ["Kernels"], path: "bench/BenchSupport"),
+        .executableTarget(name: "GEMMBench", dependencies: ["BenchSupport", "Train", "Kernels", "CLBackend"],
+                          path: "bench/GEMMBench"),
+        .executableTarget(name: "KernelsBench", dependencies: ["BenchSupport", "Train", "Kernels", "CLBackend"],
+                          path: "bench/KernelsBench"),
 
         // MARK: Tests
         .target(name: "TestSupport", dependencies: ["Kernels", "CLBackend"], path: "Tests/TestSupport"),

@@ -2,7 +2,8 @@ import Kernels
 
 /// Which form of kernels/cl/attention.cl runs (its build option `CPU_CLASS`).
 ///
-/// The device class picks it (``default(for:)``); the explicit-variant overloads of
+/// The backend's ``CLBackend/kernelVariant`` picks it (CPU-class: `rows`, GPU-class: `tiled`); the
+/// explicit-variant overloads of
 /// ``CLBackend/attentionForward(output:logSumExp:qkv:heads:variant:)`` exist so that both forms are
 /// tested on whatever device the tests have (PoCL in CI), and for benchmarks.
 public enum AttentionVariant: String, CaseIterable, Sendable {
@@ -12,8 +13,8 @@ public enum AttentionVariant: String, CaseIterable, Sendable {
     /// Work-groups of rows sharing tiles of the other rows staged in local memory. GPUs.
     case tiled
 
-    public static func `default`(for deviceClass: CLDeviceClass) -> AttentionVariant {
-        deviceClass == .gpu ? .tiled : .rows
+    public init(_ kernelVariant: CLBackend.KernelVariant) {
+        self = kernelVariant == .gpu ? .tiled : .rows
     }
 
     /// Rows per work-group: 8 is one AVX2 vector of work-items on PoCL and wastes few rows past N
@@ -35,7 +36,7 @@ extension CLBackend {
 
     public func attentionForward(output: Tensor, logSumExp: Tensor, qkv: Tensor, heads: Int) throws {
         try attentionForward(output: output, logSumExp: logSumExp, qkv: qkv, heads: heads,
-                             variant: .default(for: device.deviceClass))
+                             variant: AttentionVariant(kernelVariant))
     }
 
     /// ``attentionForward(output:logSumExp:qkv:heads:)`` with the kernel variant forced.
@@ -57,7 +58,7 @@ extension CLBackend {
     public func attentionBackward(qkvGradient: Tensor, outputGradient: Tensor, qkv: Tensor, output: Tensor,
                                   logSumExp: Tensor, heads: Int) throws {
         try attentionBackward(qkvGradient: qkvGradient, outputGradient: outputGradient, qkv: qkv, output: output,
-                              logSumExp: logSumExp, heads: heads, variant: .default(for: device.deviceClass))
+                              logSumExp: logSumExp, heads: heads, variant: AttentionVariant(kernelVariant))
     }
 
     /// ``attentionBackward(qkvGradient:outputGradient:qkv:output:logSumExp:heads:)`` with the

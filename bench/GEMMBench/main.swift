@@ -7,8 +7,8 @@
 // Every configuration is checked against the host first (worst error printed), then warmed up
 // once (program build, caches), then timed REPEATS times around a synchronized region; the
 // median is reported. Output: CSV lines (header first), commentary on lines starting with '#'.
+import BenchSupport
 import CLBackend
-import Dispatch
 import Foundation
 import Kernels
 import Train
@@ -37,47 +37,19 @@ func vitCases(width: Int, heads: Int, tokens: Int, images: Int, sequence: Int) -
     return cases
 }
 
-func option(_ name: String) -> String? {
-    guard let index = CommandLine.arguments.firstIndex(of: name), index + 1 < CommandLine.arguments.count else { return nil }
-    return CommandLine.arguments[index + 1]
-}
-
-let repeats = Int(option("--repeats") ?? "") ?? 7
-let tokens = Int(option("--tokens") ?? "") ?? 256 * 65
+let repeats = Int(Bench.option("--repeats") ?? "") ?? 7
+let tokens = Int(Bench.option("--tokens") ?? "") ?? 256 * 65
 let catalog = DeviceCatalog()
-let deviceNames = (option("--devices") ?? (["host"] + catalog.openCLDevices.map(\.name)).joined(separator: ","))
+let deviceNames = (Bench.option("--devices") ?? (["host"] + catalog.openCLDevices.map(\.name)).joined(separator: ","))
     .split(separator: ",").map(String.init)
-let caseFilter = option("--cases")
-let providers = (option("--providers") ?? "kernel,clblast").split(separator: ",").map(String.init)
-
-func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
-
-/// Seconds per call of `body` on `backend`: one untimed warm-up, then the median of `repeats`.
-func time(_ backend: any Backend, repeats: Int, _ body: () throws -> Void) throws -> Double {
-    try body()
-    try backend.synchronize()
-    var samples: [Double] = []
-    for _ in 0..<repeats {
-        let start = DispatchTime.now().uptimeNanoseconds
-        try body()
-        try backend.synchronize()
-        samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-    }
-    return median(samples)
-}
+let caseFilter = Bench.option("--cases")
+let providers = (Bench.option("--providers") ?? "kernel,clblast").split(separator: ",").map(String.init)
 
 var generator = SplitMix64(seed: 1)
 let host = HostBackend()
 
 // The ceiling: OpenBLAS sgemm on a large square problem, the best this machine's BLAS does.
-let ceilingShape = GEMMShape(m: 2048, n: 2048, k: 2048)
-let ceilingTensors = try [2048 * 2048, 2048 * 2048, 2048 * 2048].map {
-    try host.makeTensor(randomValues($0, using: &generator), shape: [$0])
-}
-let ceilingSeconds = try time(host, repeats: repeats) {
-    try host.gemm(ceilingShape, alpha: 1, a: ceilingTensors[0], b: ceilingTensors[1], beta: 0, c: ceilingTensors[2])
-}
-let ceiling = ceilingShape.flops / ceilingSeconds / 1e9
+let ceiling = try Bench.sgemmCeiling(repeats: repeats)
 print("# machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; OpenBLAS core \(OpenBLASCore.detectedCore)")
 print("# ceiling: OpenBLAS sgemm 2048^3 = \(String(format: "%.1f", ceiling)) GFLOP/s")
 print("device,provider,case,shape,gflop,median_ms,gflops,ceiling_gflops,percent_of_ceiling,worst_error_ratio")
@@ -111,7 +83,7 @@ for deviceName in deviceNames {
                 ratio = worstError(try backend.download(tensors[2]), try host.download(reference[2]),
                                    relative: 1e-4, absolute: 2e-7 * Double(shape.k) + 1e-5).ratio
             }
-            let seconds = try time(backend, repeats: repeats) {
+            let seconds = try Bench.time(backend, repeats: repeats) {
                 try backend.gemm(shape, alpha: 1, a: tensors[0], b: tensors[1], beta: 0, c: tensors[2])
             }
             let rate = shape.flops / seconds / 1e9

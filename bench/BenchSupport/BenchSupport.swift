@@ -1,0 +1,59 @@
+import Dispatch
+import Foundation
+import Kernels
+
+/// Shared pieces of the benchmarks: flags, timing and ceilings.
+public enum Bench {
+    /// The value after `--name` on the command line, if any.
+    public static func option(_ name: String) -> String? {
+        let arguments = CommandLine.arguments
+        guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
+        return arguments[index + 1]
+    }
+
+    public static func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+
+    /// Seconds per call of `body` on `backend`: one untimed warm-up (program builds, caches,
+    /// first-touch allocations), then the median of `repeats` synchronized runs.
+    public static func time(_ backend: any Backend, repeats: Int, _ body: () throws -> Void) throws -> Double {
+        try body()
+        try backend.synchronize()
+        var samples: [Double] = []
+        for _ in 0..<max(repeats, 1) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            try body()
+            try backend.synchronize()
+            samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        return median(samples)
+    }
+
+    /// This machine's sgemm ceiling: OpenBLAS on a 2048³ product, in GFLOP/s.
+    public static func sgemmCeiling(repeats: Int) throws -> Double {
+        let host = HostBackend()
+        var generator = SplitMix64(seed: 1)
+        let shape = GEMMShape(m: 2048, n: 2048, k: 2048)
+        let tensors = try (0..<3).map { _ in try host.makeTensor(randomValues(2048 * 2048, using: &generator), shape: [2048 * 2048]) }
+        let seconds = try time(host, repeats: repeats) {
+            try host.gemm(shape, alpha: 1, a: tensors[0], b: tensors[1], beta: 0, c: tensors[2])
+        }
+        return shape.flops / seconds / 1e9
+    }
+
+    /// This machine's copy bandwidth: `memcpy` of 256 MiB, counting bytes read plus written, GB/s.
+    public static func copyBandwidth(repeats: Int) -> Double {
+        let bytes = 256 << 20
+        let source = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        let target = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        defer { source.deallocate(); target.deallocate() }
+        memset(source, 1, bytes)
+        memset(target, 0, bytes)
+        var samples: [Double] = []
+        for _ in 0..<max(repeats, 1) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            memcpy(target, source, bytes)
+            samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        return 2 * Double(bytes) / median(samples) / 1e9
+    }
+}
