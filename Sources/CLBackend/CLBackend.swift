@@ -47,7 +47,7 @@ public final class CLBackend: Backend {
         self.gemmTile = GEMMTile.fromEnvironment() ?? GEMMTile.default(preferredVectorWidth: device.preferredFloatVectorWidth)
         self.binaryCache = binaryCache
         self.profiling = profiling
-        kernelVariant = device.deviceClass == .gpu ? .gpu : .cpu
+        kernelVariant = .default(for: device.deviceClass)
         var status: cl_int = 0
         var deviceID: cl_device_id? = device.id
         guard let context = clCreateContext(nil, 1, &deviceID, nil, nil, &status), status == CL_SUCCESS else {
@@ -88,6 +88,11 @@ public final class CLBackend: Backend {
     public enum KernelVariant: String, CaseIterable, Sendable {
         case cpu, gpu
         public var buildOption: String { "-DCPU_CLASS=\(self == .cpu ? 1 : 0)" }
+
+        /// GPU-class kernels on GPUs, CPU-class on CPUs and other accelerators.
+        public static func `default`(for deviceClass: CLDeviceClass) -> KernelVariant {
+            deviceClass == .gpu ? .gpu : .cpu
+        }
     }
 
     // MARK: Memory

@@ -21,7 +21,8 @@ struct Devices: ParsableCommand {
                   + "max allocation \(formatBytes(device.maxAllocationBytes))")
             print("      fp16: \(device.supportsFP16 ? "yes" : "no"), fp64: \(device.supportsFP64 ? "yes" : "no"), "
                   + "GEMM: \(provider.rawValue)"
-                  + (provider == .kernel ? " (tile \(GEMMTile.fromEnvironment() ?? GEMMTile.default(preferredVectorWidth: device.preferredFloatVectorWidth)))" : ""))
+                  + (provider == .kernel ? " (tile \(GEMMTile.fromEnvironment() ?? GEMMTile.default(preferredVectorWidth: device.preferredFloatVectorWidth)))" : "")
+                  + ", kernels: \(CLBackend.KernelVariant.default(for: device.deviceClass).rawValue.uppercased())-class")
         }
         print("host  \(HostBackend().summary)")
         if let problem = catalog.openCLProblem { print("OpenCL is unavailable: \(problem)") }

@@ -1,0 +1,147 @@
+// LayerNorm on the host, and the reference for kernels/cl/layernorm.cl.
+
+/// The (R, C) of a normalization op, checked against every operand before any work is queued.
+/// Both backends validate through it, so they reject exactly the same calls with the same words.
+public struct NormalizationShape: Equatable, Sendable {
+    public let rows: Int
+    public let columns: Int
+
+    /// LayerNorm: C is `input`'s last dimension and every leading dimension flattens into R.
+    /// - Parameters:
+    ///   - likeInput: tensors with as many elements as the input (output, gradients).
+    ///   - perRow: tensors with one element per row (mean, reciprocalStd).
+    ///   - perColumn: tensors with one element per feature (weight, bias and their gradients).
+    public static func layerNorm(_ operation: String, input: Tensor, likeInput: KeyValuePairs<String, Tensor>,
+                                 perRow: KeyValuePairs<String, Tensor>,
+                                 perColumn: KeyValuePairs<String, Tensor>) throws -> NormalizationShape {
+        guard let columns = input.shape.last, columns > 0 else {
+            throw BackendError.invalidArgument(operation: operation, reason:
+                "input has shape \(input.shape); LayerNorm needs at least one dimension and C ≥ 1 features in the last")
+        }
+        let shape = NormalizationShape(rows: input.count / columns, columns: columns)
+        try shape.expect(operation, likeInput, count: input.count, "one per input element")
+        try shape.expect(operation, perRow, count: shape.rows, "one per row")
+        try shape.expect(operation, perColumn, count: columns, "one per feature")
+        return shape
+    }
+
+    func expect(_ operation: String, _ tensors: KeyValuePairs<String, Tensor>, count: Int, _ meaning: String) throws {
+        for (label, tensor) in tensors where tensor.count != count {
+            throw BackendError.invalidArgument(operation: operation, reason:
+                "\(label) has \(tensor.count) elements (shape \(tensor.shape)) but input (R, C) = (\(rows), \(columns)) "
+                + "needs \(count) (\(meaning))")
+        }
+    }
+}
+
+/// LayerNorm in plain loops (SPEC A.2; `torch.nn.LayerNorm`, biased variance), generic over the
+/// storage type so the finite-difference tests run it in Double. Sums are taken in Double for any
+/// `T`: a Float running sum of 768 values near 100 is off by ~1e-4, far more than the kernels.
+/// Shapes: input (R, C) flat, weight and bias (C), mean and reciprocalStd (R).
+public enum LayerNormReference {
+    public static func forward<T: BinaryFloatingPoint>(input: [T], weight: [T], bias: [T], epsilon: T)
+        -> (output: [T], mean: [T], reciprocalStd: [T]) {
+        let columns = weight.count, rows = input.count / columns
+        precondition(rows * columns == input.count && bias.count == columns, "LayerNorm operands do not fit (R, C)")
+        var output = [T](repeating: 0, count: input.count)
+        var mean = [T](repeating: 0, count: rows), reciprocalStd = [T](repeating: 0, count: rows)
+        for r in 0..<rows {
+            let start = r * columns
+            var sum = 0.0
+            for c in 0..<columns { sum += Double(input[start + c]) }
+            let m = sum / Double(columns)
+            var squares = 0.0
+            for c in 0..<columns {
+                let d = Double(input[start + c]) - m
+                squares += d * d
+            }
+            let s = 1 / (squares / Double(columns) + Double(epsilon)).squareRoot()
+            for c in 0..<columns {
+                let xhat = (Double(input[start + c]) - m) * s
+                output[start + c] = T(xhat * Double(weight[c]) + Double(bias[c]))
+            }
+            mean[r] = T(m)
+            reciprocalStd[r] = T(s)
+        }
+        return (output, mean, reciprocalStd)
+    }
+
+    /// The gradients of one backward pass; `weightGradient` and `biasGradient` are this pass's
+    /// sums alone (the backend adds them into the parameter gradients).
+    public static func backward<T: BinaryFloatingPoint>(outputGradient: [T], input: [T], mean: [T], reciprocalStd: [T],
+                                                        weight: [T])
+        -> (inputGradient: [T], weightGradient: [T], biasGradient: [T]) {
+        let columns = weight.count, rows = mean.count
+        precondition(rows * columns == input.count && outputGradient.count == input.count
+                     && reciprocalStd.count == rows, "LayerNorm operands do not fit (R, C)")
+        var inputGradient = [T](repeating: 0, count: input.count)
+        var weightGradient = [Double](repeating: 0, count: columns), biasGradient = weightGradient
+        var xhat = [Double](repeating: 0, count: columns), g = xhat
+        for r in 0..<rows {
+            let start = r * columns
+            let m = Double(mean[r]), s = Double(reciprocalStd[r])
+            var sumG = 0.0, sumGXhat = 0.0
+            for c in 0..<columns {
+                let dy = Double(outputGradient[start + c])
+                xhat[c] = (Double(input[start + c]) - m) * s
+                g[c] = dy * Double(weight[c])
+                sumG += g[c]
+                sumGXhat += g[c] * xhat[c]
+                weightGradient[c] += dy * xhat[c]
+                biasGradient[c] += dy
+            }
+            let meanG = sumG / Double(columns), meanGXhat = sumGXhat / Double(columns)
+            for c in 0..<columns { inputGradient[start + c] = T(s * (g[c] - meanG - xhat[c] * meanGXhat)) }
+        }
+        return (inputGradient, weightGradient.map { T($0) }, biasGradient.map { T($0) })
+    }
+}
+
+extension HostBackend {
+    public func layerNormForward(output: Tensor, mean: Tensor, reciprocalStd: Tensor, input: Tensor, weight: Tensor,
+                                 bias: Tensor, epsilon: Float) throws {
+        try checkOperands("layerNormForward", output, mean, reciprocalStd, input, weight, bias)
+        _ = try NormalizationShape.layerNorm("layerNormForward", input: input, likeInput: ["output": output],
+                                             perRow: ["mean": mean, "reciprocalStd": reciprocalStd],
+                                             perColumn: ["weight": weight, "bias": bias])
+        let result = LayerNormReference.forward(input: copyOut(input), weight: copyOut(weight),
+                                                bias: copyOut(bias), epsilon: epsilon)
+        copyIn(result.output, to: output)
+        copyIn(result.mean, to: mean)
+        copyIn(result.reciprocalStd, to: reciprocalStd)
+    }
+
+    public func layerNormBackward(inputGradient: Tensor, weightGradient: Tensor, biasGradient: Tensor,
+                                  outputGradient: Tensor, input: Tensor, mean: Tensor, reciprocalStd: Tensor,
+                                  weight: Tensor) throws {
+        try checkOperands("layerNormBackward", inputGradient, weightGradient, biasGradient, outputGradient, input,
+                          mean, reciprocalStd, weight)
+        _ = try NormalizationShape.layerNorm(
+            "layerNormBackward", input: input, likeInput: ["inputGradient": inputGradient, "outputGradient": outputGradient],
+            perRow: ["mean": mean, "reciprocalStd": reciprocalStd],
+            perColumn: ["weight": weight, "weightGradient": weightGradient, "biasGradient": biasGradient])
+        let result = LayerNormReference.backward(outputGradient: copyOut(outputGradient), input: copyOut(input),
+                                                 mean: copyOut(mean), reciprocalStd: copyOut(reciprocalStd),
+                                                 weight: copyOut(weight))
+        copyIn(result.inputGradient, to: inputGradient)
+        addIn(result.weightGradient, to: weightGradient)
+        addIn(result.biasGradient, to: biasGradient)
+    }
+}
+
+// Copies between tensors and the references (HostBackend+LayerNorm, +BatchNorm): small next to
+// the work, and they keep the references pure functions of arrays.
+extension HostBackend {
+    func copyOut(_ tensor: Tensor) -> [Float] {
+        Array(UnsafeBufferPointer(start: pointer(tensor), count: tensor.count))
+    }
+
+    func copyIn(_ values: [Float], to tensor: Tensor) {
+        UnsafeMutableBufferPointer(start: pointer(tensor), count: tensor.count).update(fromContentsOf: values)
+    }
+
+    func addIn(_ values: [Float], to tensor: Tensor) {
+        let target = pointer(tensor)
+        for i in values.indices { target[i] += values[i] }
+    }
+}
