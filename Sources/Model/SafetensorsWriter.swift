@@ -1,0 +1,186 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Writes tensors to a safetensors file that PyTorch's `safetensors` (and so timm) loads.
+///
+/// Tensors are laid out contiguously in the order added, and the header lists them in that
+/// order; the JSON is padded with spaces so the data section starts at a multiple of 8 bytes, as
+/// the reference writer does (so readers can map F64/I64 data aligned). The file is written
+/// atomically: to a temporary file in the same directory, flushed with `fsync`, then renamed over
+/// the destination, so a checkpoint cut off mid-write never replaces a good one.
+///
+/// ```swift
+/// var writer = SafetensorsWriter(metadata: ["format": "pt"])
+/// try writer.add("module.base_encoder.cls_token", shape: [1, 1, 768], floats: clsToken)
+/// try writer.write(to: url)
+/// ```
+public struct SafetensorsWriter: Sendable {
+    private enum Values: Sendable {
+        case float32([Float]), int32([Int32]), int64([Int64])
+    }
+
+    private struct Pending: Sendable {
+        let name: String
+        let shape: [Int]
+        let dtype: SafetensorsDType
+        let values: Values
+    }
+
+    /// String pairs stored as the header's `"__metadata__"` (written with sorted keys).
+    public var metadata: [String: String]
+    private var tensors: [Pending] = []
+    private var names = Set<String>()
+
+    public init(metadata: [String: String] = [:]) { self.metadata = metadata }
+
+    /// Adds an F32 tensor. Throws if `floats.count` is not the shape's element count or the name
+    /// is already used.
+    public mutating func add(_ name: String, shape: [Int], floats: [Float]) throws {
+        try append(name, shape: shape, dtype: .float32, count: floats.count, values: .float32(floats))
+    }
+
+    /// Adds an I32 tensor.
+    public mutating func add(_ name: String, shape: [Int], int32s: [Int32]) throws {
+        try append(name, shape: shape, dtype: .int32, count: int32s.count, values: .int32(int32s))
+    }
+
+    /// Adds an I64 tensor (PyTorch's default integer type, e.g. class labels).
+    public mutating func add(_ name: String, shape: [Int], int64s: [Int64]) throws {
+        try append(name, shape: shape, dtype: .int64, count: int64s.count, values: .int64(int64s))
+    }
+
+    /// Writes F32 tensors in the given order; see ``write(to:)``.
+    public static func write(tensors: [(name: String, shape: [Int], values: [Float])],
+                             metadata: [String: String] = [:], to url: URL) throws {
+        var writer = SafetensorsWriter(metadata: metadata)
+        for tensor in tensors { try writer.add(tensor.name, shape: tensor.shape, floats: tensor.values) }
+        try writer.write(to: url)
+    }
+
+    /// The header JSON, space-padded to a multiple of 8 bytes.
+    public func header() -> [UInt8] {
+        var members: [String] = []
+        if !metadata.isEmpty {
+            let pairs = metadata.sorted { $0.key < $1.key }.map { "\(Self.quoted($0.key)):\(Self.quoted($0.value))" }
+            members.append("\"__metadata__\":{\(pairs.joined(separator: ","))}")
+        }
+        var offset = 0
+        for tensor in tensors {
+            let end = offset + tensor.shape.reduce(tensor.dtype.byteSize, *)
+            let shape = tensor.shape.map(String.init).joined(separator: ",")
+            members.append("\(Self.quoted(tensor.name)):{\"dtype\":\"\(tensor.dtype.rawValue)\",\"shape\":[\(shape)],"
+                           + "\"data_offsets\":[\(offset),\(end)]}")
+            offset = end
+        }
+        var bytes = Array("{\(members.joined(separator: ","))}".utf8)
+        bytes += repeatElement(UInt8(ascii: " "), count: (8 - bytes.count % 8) % 8)
+        return bytes
+    }
+
+    /// Writes the file atomically, replacing any file at `url` only once the new one is complete
+    /// and flushed to disk.
+    public func write(to url: URL) throws {
+        let header = header()
+        guard header.count <= SafetensorsFile.maximumHeaderLength else {
+            throw SafetensorsError.invalidTensor(file: url.path, tensor: tensors.last?.name ?? "",
+                                                 reason: "the header would exceed \(SafetensorsFile.maximumHeaderLength) bytes")
+        }
+        let directory = url.deletingLastPathComponent()
+        // Same directory as the destination, because rename(2) is only atomic within one file system.
+        let temporary = directory.appendingPathComponent(
+            ".\(url.lastPathComponent).\(getpid())-\(String(UInt32.random(in: .min ... .max), radix: 16)).tmp")
+        func failure(_ step: String) -> SafetensorsError {
+            .writeFailed(file: url.path, step: step, reason: String(cString: strerror(errno)))
+        }
+
+        let descriptor = open(temporary.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw failure("creating temporary file \(temporary.path)") }
+        var renamed = false
+        defer { if !renamed { unlink(temporary.path) } }
+        do {
+            var length = UInt64(header.count).littleEndian
+            try withUnsafeBytes(of: &length) { try Self.writeAll(descriptor, $0, failure) }
+            try header.withUnsafeBytes { try Self.writeAll(descriptor, $0, failure) }
+            for tensor in tensors {
+                switch tensor.values {
+                case .float32(let values): try values.withUnsafeBytes { try Self.writeAll(descriptor, $0, failure) }
+                case .int32(let values): try values.withUnsafeBytes { try Self.writeAll(descriptor, $0, failure) }
+                case .int64(let values): try values.withUnsafeBytes { try Self.writeAll(descriptor, $0, failure) }
+                }
+            }
+            guard fsync(descriptor) == 0 else { throw failure("fsync of \(temporary.path)") }
+        } catch {
+            close(descriptor)
+            throw error
+        }
+        guard close(descriptor) == 0 else { throw failure("closing \(temporary.path)") }
+        guard rename(temporary.path, url.path) == 0 else { throw failure("renaming \(temporary.path) to \(url.path)") }
+        renamed = true
+        // rename(2) is atomic but not durable until the directory entry is flushed too. Best effort:
+        // the new file is complete either way, and some file systems refuse fsync on a directory.
+        let directoryDescriptor = open(directory.path, O_RDONLY | O_CLOEXEC)
+        if directoryDescriptor >= 0 {
+            _ = fsync(directoryDescriptor)
+            close(directoryDescriptor)
+        }
+    }
+
+    // MARK: Private
+
+    private mutating func append(_ name: String, shape: [Int], dtype: SafetensorsDType, count: Int, values: Values) throws {
+        func invalid(_ reason: String) -> SafetensorsError { .invalidTensor(file: "<writer>", tensor: name, reason: reason) }
+        guard name != "__metadata__" else { throw invalid("the name is reserved for the header's metadata") }
+        guard !names.contains(name) else { throw invalid("a tensor with this name was already added") }
+        guard shape.allSatisfy({ $0 >= 0 }) else { throw invalid("shape \(shape) has a negative dimension") }
+        guard shape.reduce(1, *) == count else {
+            throw invalid("shape \(shape) holds \(shape.reduce(1, *)) elements but \(count) values were given")
+        }
+        names.insert(name)
+        tensors.append(Pending(name: name, shape: shape, dtype: dtype, values: values))
+    }
+
+    /// A JSON string literal: quotes, backslashes and control characters escaped (RFC 8259 §7);
+    /// other characters, including non-ASCII, are written as UTF-8.
+    private static func quoted(_ text: String) -> String {
+        var result = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": result += "\\\""
+            case "\\": result += "\\\\"
+            case "\n": result += "\\n"
+            case "\t": result += "\\t"
+            case "\r": result += "\\r"
+            case "\u{00}"..."\u{1F}":
+                let hex = String(scalar.value, radix: 16)
+                result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: result.unicodeScalars.append(scalar)
+            }
+        }
+        return result + "\""
+    }
+
+    /// Writes all of `bytes`, resuming after partial writes and signals.
+    private static func writeAll(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer,
+                                 _ failure: (String) -> SafetensorsError) throws {
+        var written = 0
+        while written < bytes.count {
+            let result = systemWrite(descriptor, bytes.baseAddress! + written, bytes.count - written)
+            if result < 0 {
+                if errno == EINTR { continue }
+                throw failure("writing \(bytes.count) bytes")
+            }
+            written += result
+        }
+    }
+}
+
+/// write(2), at file scope because inside ``SafetensorsWriter`` the name `write` means its methods.
+private func systemWrite(_ descriptor: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int {
+    write(descriptor, bytes, count)
+}
