@@ -57,11 +57,7 @@ extension CLBackend {
 
     public func addBias(_ x: Tensor, bias: Tensor) throws {
         try checkOperands("addBias", x, bias)
-        let (rows, columns) = rowsAndColumns(x)
-        guard bias.count == columns else {
-            throw BackendError.invalidArgument(operation: "addBias", reason:
-                "bias has \(bias.count) elements for \(columns) columns")
-        }
+        let (rows, columns) = try checkRowVector("addBias", matrix: x, vector: bias)
         _ = try int32Count(x.count, "addBias")
         try launch(kernel("add_bias", family: "elementwise", options: kernelVariant.buildOption), label: "add_bias",
                    global: [columns, rows], operand(x) + operand(bias) + [.int(Int32(rows)), .int(Int32(columns))])
@@ -72,11 +68,7 @@ extension CLBackend {
 
     public func sumRows(output: Tensor, input: Tensor) throws {
         try checkOperands("sumRows", output, input)
-        let (rows, columns) = rowsAndColumns(input)
-        guard output.count == columns else {
-            throw BackendError.invalidArgument(operation: "sumRows", reason:
-                "output has \(output.count) elements for \(columns) columns")
-        }
+        let (rows, columns) = try checkRowVector("sumRows", matrix: input, vector: output)
         _ = try int32Count(input.count, "sumRows")
         guard rows > 0, columns > 0 else { return }
         let chunks = (rows + Self.sumRowsChunk - 1) / Self.sumRowsChunk

@@ -62,11 +62,7 @@ extension HostBackend {
 
     public func addBias(_ x: Tensor, bias: Tensor) throws {
         try checkOperands("addBias", x, bias)
-        let (rows, columns) = rowsAndColumns(x)
-        guard bias.count == columns else {
-            throw BackendError.invalidArgument(operation: "addBias", reason:
-                "bias has \(bias.count) elements for \(columns) columns")
-        }
+        let (rows, columns) = try checkRowVector("addBias", matrix: x, vector: bias)
         let values = pointer(x), b = pointer(bias)
         for row in 0..<rows {
             let line = values + row * columns
@@ -76,11 +72,7 @@ extension HostBackend {
 
     public func sumRows(output: Tensor, input: Tensor) throws {
         try checkOperands("sumRows", output, input)
-        let (rows, columns) = rowsAndColumns(input)
-        guard output.count == columns else {
-            throw BackendError.invalidArgument(operation: "sumRows", reason:
-                "output has \(output.count) elements for \(columns) columns")
-        }
+        let (rows, columns) = try checkRowVector("sumRows", matrix: input, vector: output)
         let x = pointer(input), y = pointer(output)
         var sums = [Double](repeating: 0, count: columns)
         for row in 0..<rows {

@@ -2,13 +2,6 @@ import Foundation
 
 /// Reference math for kernels/cl/reduce.cl and kernels/cl/optimizer.cl.
 extension HostBackend {
-    func checkSegments(_ operation: String, _ segments: SegmentTable, _ tensors: Tensor...) throws {
-        for tensor in tensors where tensor.count < segments.extent {
-            throw BackendError.invalidArgument(operation: operation, reason:
-                "a buffer of \(tensor.count) elements is shorter than the segment table's extent \(segments.extent)")
-        }
-    }
-
     public func squaredNorms(output: Tensor, input: Tensor, segments: SegmentTable) throws {
         try checkOperands("squaredNorms", output, input)
         try checkSegments("squaredNorms", segments, input)

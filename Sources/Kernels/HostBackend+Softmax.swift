@@ -49,14 +49,8 @@ public enum LossReference {
 extension HostBackend {
     public func softmaxCrossEntropy(losses: Tensor, logitsGradient: Tensor, logits: Tensor, labels: Tensor,
                                     scale: Float) throws {
-        try checkOperands("softmaxCrossEntropy", losses, logitsGradient, logits)
-        try checkOperands("softmaxCrossEntropy", [labels], dtype: .int32)
-        let (rows, columns) = rowsAndColumns(logits)
-        guard losses.count == rows, labels.count == rows, logitsGradient.count == logits.count else {
-            throw BackendError.invalidArgument(operation: "softmaxCrossEntropy", reason:
-                "logits \(logits.shape) need \(rows) losses and labels and an equal-sized gradient; got "
-                + "\(losses.count), \(labels.count), \(logitsGradient.count)")
-        }
+        let (rows, columns) = try checkSoftmaxCrossEntropy(losses: losses, logitsGradient: logitsGradient,
+                                                           logits: logits, labels: labels)
         let label = rawPointer(labels).assumingMemoryBound(to: Int32.self)
         let z = pointer(logits), dz = pointer(logitsGradient), loss = pointer(losses)
         for row in 0..<rows {
@@ -71,12 +65,7 @@ extension HostBackend {
     }
 
     public func l2NormalizeForward(output: Tensor, norms: Tensor, input: Tensor) throws {
-        try checkOperands("l2NormalizeForward", output, norms, input)
-        let (rows, columns) = rowsAndColumns(input)
-        guard output.count == input.count, norms.count == rows else {
-            throw BackendError.invalidArgument(operation: "l2NormalizeForward", reason:
-                "input \(input.shape) needs an output of the same size and \(rows) norms")
-        }
+        let (rows, columns) = try checkL2Normalize("l2NormalizeForward", rowsOf: input, norms: norms, sameSize: output)
         let x = pointer(input), y = pointer(output), n = pointer(norms)
         for row in 0..<rows {
             n[row] = LossReference.normalize(UnsafeBufferPointer(start: x + row * columns, count: columns),
@@ -86,12 +75,8 @@ extension HostBackend {
 
     public func l2NormalizeBackward(inputGradient: Tensor, outputGradient: Tensor, output: Tensor,
                                     norms: Tensor) throws {
-        try checkOperands("l2NormalizeBackward", inputGradient, outputGradient, output, norms)
-        let (rows, columns) = rowsAndColumns(output)
-        guard inputGradient.count == output.count, outputGradient.count == output.count, norms.count == rows else {
-            throw BackendError.invalidArgument(operation: "l2NormalizeBackward", reason:
-                "output \(output.shape) needs gradients of the same size and \(rows) norms")
-        }
+        let (rows, columns) = try checkL2Normalize("l2NormalizeBackward", rowsOf: output, norms: norms,
+                                                   sameSize: inputGradient, outputGradient)
         let dy = pointer(outputGradient), y = pointer(output), dx = pointer(inputGradient), n = pointer(norms)
         for row in 0..<rows {
             LossReference.normalizeBackward(
