@@ -1,0 +1,81 @@
+"""Time one MoCo v3 ViT training step in PyTorch on the CPU: the baseline for the Swift engine.
+
+The step is the same code that writes the golden fixtures (tools/golden.py: EMA update, two
+query forwards, two key forwards, symmetrized 2T-scaled InfoNCE, backward, AdamW), in float32
+with the reference's default heads (moco_mlp_dim 4096, moco_dim 256) unless told otherwise.
+One untimed warm-up step, then --steps timed steps; prints one JSON line:
+
+    {"images_per_second": ..., "median_step_seconds": ..., ...}
+
+where an image is one sample of the batch (each step runs both of its views).
+
+    python3 tools/bench_torch_step.py --embed-dim 192 --depth 12 --heads 3 \\
+        --image-size 32 --patch-size 4 --batch-size 128 --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from golden import Config, build_moco, moco_step  # noqa: E402
+
+
+def bench(cfg: Config, steps: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    model, opt = build_moco(cfg)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    shape = (cfg.batch_size, 3, cfg.img_size, cfg.img_size)
+    x1 = torch.randn(shape, generator=gen)
+    x2 = torch.randn(shape, generator=gen)
+    moco_step(model, opt, x1, x2, cfg.moco_m)                          # warm-up, untimed
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss, *_ = moco_step(model, opt, x1, x2, cfg.moco_m)
+        loss.item()
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return {
+        "images_per_second": cfg.batch_size / med,
+        "median_step_seconds": med,
+        "step_seconds": times,
+        "embed_dim": cfg.embed_dim, "depth": cfg.depth, "heads": cfg.num_heads,
+        "image_size": cfg.img_size, "patch_size": cfg.patch_size, "batch_size": cfg.batch_size,
+        "moco_mlp_dim": cfg.moco_mlp_dim, "moco_dim": cfg.moco_dim, "threads": threads,
+        "torch_version": torch.__version__, "final_loss": loss.item(),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Time a MoCo v3 ViT step in PyTorch (CPU, fp32).")
+    ap.add_argument("--embed-dim", type=int, default=192)
+    ap.add_argument("--depth", type=int, default=12)
+    ap.add_argument("--heads", type=int, default=3)
+    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--patch-size", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--moco-mlp-dim", type=int, default=4096)
+    ap.add_argument("--moco-dim", type=int, default=256)
+    ap.add_argument("--stop-grad-conv1", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    if args.steps < 1:
+        ap.error("--steps must be at least 1")
+    cfg = Config(img_size=args.image_size, patch_size=args.patch_size, embed_dim=args.embed_dim,
+                 depth=args.depth, num_heads=args.heads, moco_dim=args.moco_dim,
+                 moco_mlp_dim=args.moco_mlp_dim, batch_size=args.batch_size,
+                 stop_grad_conv1=args.stop_grad_conv1, lr=1.5e-4 * args.batch_size / 256)
+    print(json.dumps(bench(cfg, args.steps, args.threads)))
+
+
+if __name__ == "__main__":
+    main()
