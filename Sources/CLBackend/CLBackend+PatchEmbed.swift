@@ -2,8 +2,10 @@ import Kernels
 
 // Launchers for kernels/cl/patch_embed.cl. Host reference: HostBackend+PatchEmbed.swift.
 extension CLBackend {
-    /// Channels per work-item (VW in patch_embed.cl).
+    /// Register tile of patch_embed.cl: VW-wide vectors, VECS of them per token, TOKENS tokens.
     static let patchVectorWidth = 8
+    static let patchVectors = 2
+    static let patchTokens = 4
 
     public func patchEmbedForward(output: Tensor, images: Tensor, weight: Tensor, bias: Tensor, patchSize: Int,
                                   firstToken: Int) throws {
@@ -11,16 +13,16 @@ extension CLBackend {
         let g = try PatchGeometry(output: output, images: images, weight: weight, bias: bias, patchSize: patchSize,
                                   firstToken: firstToken, operation: "patchEmbedForward")
         for count in [output.count, images.count] { _ = try int32Count(count, "patchEmbedForward") }
-        let width = Self.patchVectorWidth
-        let padded = (g.embedDim + width - 1) / width * width
-        let options = "-DVW=\(width)"
+        let width = Self.patchVectorWidth, tile = width * Self.patchVectors
+        let padded = (g.embedDim + tile - 1) / tile * tile
+        let options = "-DVW=\(width) -DVECS=\(Self.patchVectors) -DTOKENS=\(Self.patchTokens)"
         let packed = try makeTensor(shape: [g.patchLength, padded])
         try launch(kernel("patch_pack_weight", family: "patch_embed", options: options), label: "patch_pack_weight",
                    global: [padded, g.patchLength],
                    [.buffer(packed)] + operand(weight)
                    + [.int(Int32(g.embedDim)), .int(Int32(padded)), .int(Int32(g.patchLength))])
         try launch(kernel("patch_embed", family: "patch_embed", options: options), label: "patch_embed",
-                   global: [padded / width, g.batch * g.patches],
+                   global: [padded / tile, (g.batch * g.patches + Self.patchTokens - 1) / Self.patchTokens],
                    operand(output) + operand(images) + [.buffer(packed)] + operand(bias)
                    + geometryArguments(g) + [.int(Int32(padded))])
     }
@@ -32,7 +34,8 @@ extension CLBackend {
                                   patchSize: patchSize, firstToken: firstToken, operation: "patchEmbedBackward")
         for count in [outputGradient.count, images.count] { _ = try int32Count(count, "patchEmbedBackward") }
         let width = Self.patchVectorWidth
-        try launch(kernel("patch_embed_backward", family: "patch_embed", options: "-DVW=\(width)"),
+        try launch(kernel("patch_embed_backward", family: "patch_embed",
+                          options: "-DVW=\(width) -DVECS=\(Self.patchVectors) -DTOKENS=\(Self.patchTokens)"),
                    label: "patch_embed_backward",
                    global: [(g.embedDim + width - 1) / width, g.patchLength + 1],
                    operand(weightGradient) + operand(biasGradient) + operand(outputGradient) + operand(images)

@@ -6,28 +6,26 @@
 //     pixel(b, t, k) = images[b, ch, row*P + i, col*P + j]
 //   backward: dW[c, k] += sum_{b,t} dY[b, first + t, c] * pixel(b, t, k); db[c] += sum_{b,t} dY[...]
 //
-// images (B, CH, H, W); tokens (B, N, C); W (C, K) row-major; K = CH*P*P. Each work-item owns
-// VW consecutive channels (a float VW vector): forward for one token, backward for one input k
-// (k == K computes the bias gradient). The forward reads W transposed and zero-padded to CPAD
-// columns (patch_pack_weight), so every vector load is whole.
+// images (B, CH, H, W); tokens (B, N, C); W (C, K) row-major; K = CH*P*P. The forward keeps a
+// TOKENS x (VW*VECS) register tile per work-item and reads W transposed and zero-padded to CPAD
+// columns (patch_pack_weight, CPAD a multiple of VW*VECS), so every vector load is whole. The
+// backward gives each work-item one input k (k == K: the bias gradient) and VW channels.
+// Tunables: VW (vector width), VECS (vectors per token), TOKENS (tokens per work-item).
 // Host reference: Sources/Kernels/HostBackend+PatchEmbed.swift.
 
 #ifndef VW
 #define VW 8
 #endif
+#ifndef VECS
+#define VECS 2
+#endif
+#ifndef TOKENS
+#define TOKENS 4
+#endif
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 #define floatV CAT(float, VW)
 #define vloadV CAT(vload, VW)
-
-inline long pixel_index(const int b, const int t, const int k, const int channels, const int height,
-                        const int width, const int patch) {
-    const int columns = width / patch;
-    const int row = t / columns, col = t % columns;
-    const int channel = k / (patch * patch), within = k % (patch * patch);
-    const int i = within / patch, j = within % patch;
-    return (((long)b * channels + channel) * height + row * patch + i) * width + col * patch + j;
-}
 
 // packed[k, c] = W[c, k] for c < C, 0 up to CPAD.  Global (CPAD, K).
 __kernel void patch_pack_weight(__global float *packed, __global const float *weight, const long weight_offset,
@@ -37,28 +35,57 @@ __kernel void patch_pack_weight(__global float *packed, __global const float *we
     packed[(long)k * padded + c] = c < embed ? weight[weight_offset + (long)c * inputs + k] : 0.0f;
 }
 
-// Global (CPAD / VW, B * T).
+// Global (CPAD / (VW * VECS), ceil(B * T / TOKENS)). Each work-item keeps a TOKENS x (VW * VECS)
+// tile of outputs in registers (like gemm.cl): every pixel it loads feeds VW * VECS channels and
+// every weight vector TOKENS tokens. Pixels are walked channel, row, column with pointer steps:
+// recomputing the (channel, i, j) index per element cost more than the arithmetic.
 __kernel void patch_embed(__global float *tokens, const long tokens_offset,
                           __global const float *images, const long images_offset,
                           __global const float *packed, __global const float *bias, const long bias_offset,
                           const int batch, const int channels, const int height, const int width,
                           const int patch, const int token_count, const int first_token, const int embed,
                           const int padded) {
-    const int c0 = get_global_id(0) * VW, bt = get_global_id(1);
-    const int patches = (height / patch) * (width / patch);
-    if (c0 >= embed || bt >= batch * patches) return;
-    const int b = bt / patches, t = bt % patches;
-    const int inputs = channels * patch * patch;
-    __global const float *image = images + images_offset;
-    floatV acc = (floatV)(0.0f);
-    for (int k = 0; k < inputs; ++k) {
-        const float pixel = image[pixel_index(b, t, k, channels, height, width, patch)];
-        acc = fma((floatV)(pixel), vloadV(0, packed + (long)k * padded + c0), acc);
+    const int c0 = get_global_id(0) * VW * VECS, bt0 = get_global_id(1) * TOKENS;
+    const int columns = width / patch, patches = (height / patch) * columns, total = batch * patches;
+    if (c0 >= embed || bt0 >= total) return;
+
+    // Top-left pixel of each token's patch (tokens past the end repeat the last one, unstored).
+    __global const float *origin[TOKENS];
+    for (int r = 0; r < TOKENS; ++r) {
+        const int bt = min(bt0 + r, total - 1), b = bt / patches, t = bt % patches;
+        origin[r] = images + images_offset + (long)b * channels * height * width
+                  + (long)(t / columns) * patch * width + (t % columns) * patch;
     }
-    float values[VW];
-    CAT(vstore, VW)(acc, 0, values);
-    __global float *row = tokens + tokens_offset + ((long)b * token_count + first_token + t) * embed;
-    for (int e = 0; e < VW && c0 + e < embed; ++e) row[c0 + e] = values[e] + bias[bias_offset + c0 + e];
+    floatV acc[TOKENS][VECS];
+    for (int r = 0; r < TOKENS; ++r)
+        for (int v = 0; v < VECS; ++v) acc[r][v] = (floatV)(0.0f);
+
+    __global const float *w = packed + c0;
+    const long plane = (long)height * width;
+    for (int ch = 0; ch < channels; ++ch) {
+        for (int i = 0; i < patch; ++i) {
+            const long line = ch * plane + (long)i * width;
+            for (int j = 0; j < patch; ++j) {
+                floatV wv[VECS];
+                for (int v = 0; v < VECS; ++v) wv[v] = vloadV(0, w + v * VW);
+                for (int r = 0; r < TOKENS; ++r) {
+                    const floatV pixel = (floatV)(origin[r][line + j]);
+                    for (int v = 0; v < VECS; ++v) acc[r][v] = fma(pixel, wv[v], acc[r][v]);
+                }
+                w += padded;
+            }
+        }
+    }
+    for (int r = 0; r < TOKENS && bt0 + r < total; ++r) {
+        const int bt = bt0 + r, b = bt / patches, t = bt % patches;
+        __global float *row = tokens + tokens_offset + ((long)b * token_count + first_token + t) * embed;
+        for (int v = 0; v < VECS; ++v) {
+            float values[VW];
+            CAT(vstore, VW)(acc[r][v], 0, values);
+            for (int e = 0; e < VW && c0 + v * VW + e < embed; ++e)
+                row[c0 + v * VW + e] = values[e] + bias[bias_offset + c0 + v * VW + e];
+        }
+    }
 }
 
 // Global (ceil(C / VW), K + 1); work-items with k == K accumulate the bias gradient.
@@ -73,14 +100,21 @@ __kernel void patch_embed_backward(__global float *weight_grad, const long weigh
     const int patches = (height / patch) * (width / patch);
     if (c0 >= embed || k > inputs) return;
     const int lanes = min(VW, embed - c0);
+    const int columns = width / patch, rows = height / patch;
+    // Offset of input k inside a patch: channel plane, row i, column j (computed once).
+    const int channel = k / (patch * patch), within = k % (patch * patch);
+    const long inner = (long)channel * height * width + (long)(within / patch) * width + within % patch;
     float acc[VW];
     for (int e = 0; e < VW; ++e) acc[e] = 0.0f;
     for (int b = 0; b < batch; ++b) {
-        for (int t = 0; t < patches; ++t) {
-            const float pixel = k < inputs
-                ? images[images_offset + pixel_index(b, t, k, channels, height, width, patch)] : 1.0f;
-            __global const float *row = dy + dy_offset + ((long)b * token_count + first_token + t) * embed + c0;
-            for (int e = 0; e < lanes; ++e) acc[e] = fma(pixel, row[e], acc[e]);
+        __global const float *image = images + images_offset + (long)b * channels * height * width + inner;
+        __global const float *grad = dy + dy_offset + ((long)b * token_count + first_token) * embed + c0;
+        for (int pr = 0; pr < rows; ++pr) {
+            for (int pc = 0; pc < columns; ++pc) {
+                const float pixel = k < inputs ? image[(long)pr * patch * width + pc * patch] : 1.0f;
+                for (int e = 0; e < lanes; ++e) acc[e] = fma(pixel, grad[e], acc[e]);
+                grad += embed;
+            }
         }
     }
     for (int e = 0; e < lanes; ++e) {
