@@ -16,14 +16,14 @@ extension CLBackend {
         try checkOperands("gelu", output, input)
         try checkSameCount("gelu", output, input)
         let n = try int32Count(input.count, "gelu")
-        try launchPointwise("gelu", count: input.count, operand(output) + operand(input) + [.int(n)])
+        try launchPointwise("gelu", count: (input.count + 7) / 8, operand(output) + operand(input) + [.int(n)])
     }
 
     public func geluBackward(inputGradient: Tensor, outputGradient: Tensor, input: Tensor) throws {
         try checkOperands("geluBackward", inputGradient, outputGradient, input)
         try checkSameCount("geluBackward", inputGradient, outputGradient, input)
         let n = try int32Count(input.count, "geluBackward")
-        try launchPointwise("gelu_backward", count: input.count,
+        try launchPointwise("gelu_backward", count: (input.count + 7) / 8,
                             operand(inputGradient) + operand(outputGradient) + operand(input) + [.int(n)])
     }
 
