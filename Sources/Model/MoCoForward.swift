@@ -1,0 +1,180 @@
+import Kernels
+
+/// MoCo v3 around a ViT on one ``Backend``: parameters, BN buffers and every activation of one
+/// training step for a fixed batch size, allocated once (SPEC A.1–A.5; `moco/builder.py`).
+///
+/// After the first ``forward(x1:x2:)`` a step allocates nothing from the backend's pool: every
+/// op writes into the tensors made here.
+///
+/// ```swift
+/// let model = try MoCoModel(parameters: layout, backend: backend, batchSize: 256,
+///                           initial: layout.initialValues(seed: 0))
+/// try model.momentumUpdate(m: 0.99)
+/// let loss = try model.forward(x1: view1, x2: view2)
+/// ```
+public final class MoCoModel {
+    public let parameters: MoCoParameters
+    public let backend: any Backend
+    public let batchSize: Int
+
+    /// Every parameter: base encoder | predictor | momentum encoder (``MoCoParameters``).
+    public let parameterTensor: Tensor
+    /// BN running statistics (``MoCoParameters/buffers``).
+    public let bufferTensor: Tensor
+
+    /// The base encoder and predictor pass of each view (kept for the backward).
+    public let baseActivations: [BackboneActivations]        // one per view
+    public let projectorActivations: [MLPActivations]        // one per view; output (B, moco_dim)
+    public let predictorActivations: [MLPActivations]        // one per view; output q (B, moco_dim)
+    /// The momentum encoder needs no backward: one trunk set serves both views.
+    let momentumActivations: BackboneActivations
+    public let momentumProjectorActivations: [MLPActivations] // one per view; output k (B, moco_dim)
+    /// The two `contrastive_loss` terms: ctr(q1, k2) and ctr(q2, k1).
+    public let lossTerms: [ContrastiveLossActivations]
+
+    let baseWeights: BackboneWeights, momentumWeights: BackboneWeights
+    let projectorWeights: MLPWeights, momentumProjectorWeights: MLPWeights, predictorWeights: MLPWeights
+    let backbone: BackboneForward
+    let head: MLPForward
+    let labels: Tensor                                       // (B) int32 arange(B)
+
+    /// q1, q2: the predictor outputs; k1, k2: the momentum encoder outputs (raw, before L2).
+    public var q1: Tensor { predictorActivations[0].output }
+    public var q2: Tensor { predictorActivations[1].output }
+    public var k1: Tensor { momentumProjectorActivations[0].output }
+    public var k2: Tensor { momentumProjectorActivations[1].output }
+
+    /// - Parameter initial: flat parameters and buffers in `parameters`' layout (e.g.
+    ///   ``MoCoParameters/initialValues(seed:)``, or tensors loaded by name through the tables).
+    public init(parameters: MoCoParameters, backend: any Backend, batchSize: Int,
+                initial: (parameters: [Float], buffers: [Float])) throws {
+        let config = parameters.config
+        guard config.vit.pooling == .classToken, config.vit.mlpNormalization == .layerNorm else {
+            throw ModelConfigError("the forward pass supports the reference ViT only (class-token pooling, "
+                + "LayerNorm in every block); got pooling \(config.vit.pooling), norm2 \(config.vit.mlpNormalization)")
+        }
+        guard batchSize > 1 else {
+            throw ModelConfigError("batch size must be at least 2 (training-mode BatchNorm), got \(batchSize)")
+        }
+        guard initial.parameters.count == parameters.table.count, initial.buffers.count == parameters.buffers.count else {
+            throw ModelConfigError("initial values have \(initial.parameters.count) parameters and "
+                + "\(initial.buffers.count) buffers; the layout needs \(parameters.table.count) and \(parameters.buffers.count)")
+        }
+        self.parameters = parameters
+        self.backend = backend
+        self.batchSize = batchSize
+        parameterTensor = try backend.makeTensor(initial.parameters, shape: [parameters.table.count])
+        bufferTensor = try backend.makeTensor(initial.buffers, shape: [parameters.buffers.count])
+
+        let (parameterTensor, bufferTensor) = (parameterTensor, bufferTensor)
+        func view(_ table: ParameterTable, _ tensor: Tensor, _ name: String) throws -> Tensor {
+            guard let entry = table[name] else { throw ModelConfigError("no tensor named \(name) in the layout") }
+            return tensor.view(offset: entry.offset, shape: entry.shape)
+        }
+        func encoder(_ prefix: String) throws -> (BackboneWeights, MLPWeights) {
+            let parameter = { (name: String) in try view(parameters.table, parameterTensor, prefix + name) }
+            let buffer = { (name: String) in try view(parameters.buffers, bufferTensor, prefix + name) }
+            return (try BackboneWeights(config: config.vit, parameter: parameter),
+                    try MLPWeights(linearIndices: [0, 3, 6], normIndices: [1, 4, 7], prefix: "head.",
+                                   parameter: parameter, buffer: buffer))
+        }
+        (baseWeights, projectorWeights) = try encoder(MoCoParameters.baseEncoderPrefix)
+        (momentumWeights, momentumProjectorWeights) = try encoder(MoCoParameters.momentumEncoderPrefix)
+        let predictorPrefix = MoCoParameters.predictorPrefix
+        predictorWeights = try MLPWeights(
+            linearIndices: [0, 3], normIndices: [1, 4], prefix: "",
+            parameter: { try view(parameters.table, parameterTensor, predictorPrefix + $0) },
+            buffer: { try view(parameters.buffers, bufferTensor, predictorPrefix + $0) })
+
+        let (h, d) = (config.mocoMLPDim, config.mocoDim)
+        baseActivations = try (0..<2).map { _ in try BackboneActivations(backend: backend, config: config.vit, batchSize: batchSize) }
+        projectorActivations = try (0..<2).map { _ in try MLPActivations(backend: backend, widths: [h, h, d], batchSize: batchSize) }
+        predictorActivations = try (0..<2).map { _ in try MLPActivations(backend: backend, widths: [h, d], batchSize: batchSize) }
+        momentumActivations = try BackboneActivations(backend: backend, config: config.vit, batchSize: batchSize)
+        momentumProjectorActivations = try (0..<2).map { _ in
+            try MLPActivations(backend: backend, widths: [h, h, d], batchSize: batchSize)
+        }
+        lossTerms = try (0..<2).map { _ in try ContrastiveLossActivations(backend: backend, batchSize: batchSize, width: d) }
+        backbone = try BackboneForward(backend: backend, config: config.vit, batchSize: batchSize)
+        head = try MLPForward(backend: backend, batchSize: batchSize)
+        labels = try backend.makeTensor((0..<batchSize).map { Int32($0) }, shape: [batchSize])
+    }
+
+    /// The momentum-encoder EMA `ξ ← m·ξ + (1 − m)·θ` over every base-encoder parameter (SPEC
+    /// A.5), one pass over the aligned blocks. The step calls it before the key forward (A.1).
+    public func momentumUpdate(m: Float) throws {
+        let (base, momentum) = (parameters.baseEncoder, parameters.momentumEncoder)
+        try backend.momentumUpdate(target: parameterTensor.view(offset: momentum.lowerBound, shape: [momentum.count]),
+                                   source: parameterTensor.view(offset: base.lowerBound, shape: [base.count]),
+                                   momentum: m)
+    }
+
+    /// One step's forward (`MoCo.forward`, SPEC A.1): q1, q2 from the base encoder and predictor,
+    /// each view its own call so each BN normalizes over its own view; k1, k2 from the momentum
+    /// encoder, also in training mode. Returns `ctr(q1, k2) + ctr(q2, k1)`.
+    ///
+    /// - Parameters: x1, x2: the views (B, 3, S, S) on this backend.
+    public func forward(x1: Tensor, x2: Tensor) throws -> Float {
+        let vit = parameters.config.vit
+        let expected = [batchSize, vit.channels, vit.imageSize, vit.imageSize]
+        for view in [x1, x2] where view.shape != expected {
+            throw ModelConfigError("a view has shape \(view.shape); this model was built for \(expected)")
+        }
+        let featureStride = vit.tokens * vit.embedDim   // the cls rows of (B, N, C)
+        for (index, images) in [x1, x2].enumerated() {
+            // q = predictor(base_encoder(x))
+            try backbone(backend, images: images, weights: baseWeights, activations: baseActivations[index])
+            try head(backend, input: baseActivations[index].normalized, inputStride: featureStride,
+                     weights: projectorWeights, activations: projectorActivations[index])
+            try head(backend, input: projectorActivations[index].output, inputStride: parameters.config.mocoDim,
+                     weights: predictorWeights, activations: predictorActivations[index])
+        }
+        for (index, images) in [x1, x2].enumerated() {
+            // k = momentum_encoder(x)
+            try backbone(backend, images: images, weights: momentumWeights, activations: momentumActivations)
+            try head(backend, input: momentumActivations.normalized, inputStride: featureStride,
+                     weights: momentumProjectorWeights, activations: momentumProjectorActivations[index])
+        }
+        let temperature = Float(parameters.config.temperature)
+        try lossTerms[0](backend, queries: q1, keys: k2, labels: labels, temperature: temperature)
+        try lossTerms[1](backend, queries: q2, keys: k1, labels: labels, temperature: temperature)
+        // Summed on the host in Double: 2·B floats.
+        var loss = 0.0
+        for term in lossTerms { loss += try backend.download(term.losses).reduce(0) { $0 + Double($1) } }
+        return Float(loss)
+    }
+}
+
+/// `contrastive_loss(q, k)` (SPEC A.4, one device): `2T · CE(q̂·k̂ᵀ / T, arange(B))`, with the
+/// per-row losses and the logits gradient kept for the backward.
+public struct ContrastiveLossActivations {
+    public let queries: Tensor          // (B, d) q / ‖q‖
+    public let queryNorms: Tensor       // (B)
+    public let keys: Tensor             // (B, d) k / ‖k‖
+    public let keyNorms: Tensor         // (B)
+    public let logits: Tensor           // (B, B) q̂·k̂ᵀ / T
+    public let logitsGradient: Tensor   // (B, B) ∂loss/∂logits
+    /// Per-query losses, each already × 2T/B, so their sum is the term (mean CE × 2T).
+    public let losses: Tensor           // (B)
+
+    init(backend: any Backend, batchSize B: Int, width d: Int) throws {
+        queries = try backend.makeTensor(shape: [B, d])
+        queryNorms = try backend.makeTensor(shape: [B])
+        keys = try backend.makeTensor(shape: [B, d])
+        keyNorms = try backend.makeTensor(shape: [B])
+        logits = try backend.makeTensor(shape: [B, B])
+        logitsGradient = try backend.makeTensor(shape: [B, B])
+        losses = try backend.makeTensor(shape: [B])
+    }
+
+    func callAsFunction(_ backend: any Backend, queries q: Tensor, keys k: Tensor, labels: Tensor,
+                        temperature: Float) throws {
+        let (B, d) = (q.shape[0], q.shape[1])
+        try backend.l2NormalizeForward(output: queries, norms: queryNorms, input: q)
+        try backend.l2NormalizeForward(output: keys, norms: keyNorms, input: k)
+        try backend.gemm(GEMMShape(m: B, n: B, k: d, transposeB: true), alpha: 1 / temperature, a: queries, b: keys,
+                         beta: 0, c: logits)
+        try backend.softmaxCrossEntropy(losses: losses, logitsGradient: logitsGradient, logits: logits, labels: labels,
+                                        scale: 2 * temperature / Float(B))
+    }
+}
