@@ -1,0 +1,119 @@
+import Kernels
+
+/// Gradients, AdamW moments and backward scratch of a ``MoCoModel``, allocated once with it.
+struct MoCoTrainingState {
+    /// ∂loss/∂θ over ``MoCoParameters/trainableRegion`` (base encoder | predictor), same offsets
+    /// as the parameter buffer; frozen tensors (pos_embed, a stop-grad patch projection) keep
+    /// zero slots that the optimizer's segments skip.
+    let gradientTensor: Tensor
+    let firstMoment: Tensor, secondMoment: Tensor
+    let segments: SegmentTable
+    /// Views of `gradientTensor` that mirror the base-encoder and predictor weight views.
+    let baseGradients: BackboneWeights, projectorGradients: MLPWeights, predictorGradients: MLPWeights
+    let backbone: BackboneGradients
+    let projector: MLPGradients, predictor: MLPGradients
+    let normalizedQueryGradient: Tensor     // (B, d) ∂loss/∂q̂
+    let queryGradient: Tensor               // (B, d) ∂loss/∂q (predictor output)
+    let projectionGradient: Tensor          // (B, d) ∂loss/∂(projector output)
+
+    init(parameters: MoCoParameters, backend: any Backend, batchSize B: Int, bufferTensor: Tensor) throws {
+        let config = parameters.config
+        let count = parameters.trainableRegion.upperBound
+        gradientTensor = try backend.makeTensor(shape: [count])
+        firstMoment = try backend.makeTensor(shape: [count])
+        secondMoment = try backend.makeTensor(shape: [count])
+        for tensor in [gradientTensor, firstMoment, secondMoment] { try backend.fill(tensor, value: 0) }
+        segments = parameters.segmentTable()
+
+        let gradientTensor = gradientTensor
+        func view(_ table: ParameterTable, _ tensor: Tensor, _ name: String) throws -> Tensor {
+            guard let entry = table[name] else { throw ModelConfigError("no tensor named \(name) in the layout") }
+            return tensor.view(offset: entry.offset, shape: entry.shape)
+        }
+        // Buffers are not trainable; the MLP views carry them only because MLPWeights does.
+        let base = MoCoParameters.baseEncoderPrefix, predictorPrefix = MoCoParameters.predictorPrefix
+        baseGradients = try BackboneWeights(config: config.vit) { try view(parameters.table, gradientTensor, base + $0) }
+        projectorGradients = try MLPWeights(
+            linearIndices: [0, 3, 6], normIndices: [1, 4, 7], prefix: "head.",
+            parameter: { try view(parameters.table, gradientTensor, base + $0) },
+            buffer: { try view(parameters.buffers, bufferTensor, base + $0) })
+        predictorGradients = try MLPWeights(
+            linearIndices: [0, 3], normIndices: [1, 4], prefix: "",
+            parameter: { try view(parameters.table, gradientTensor, predictorPrefix + $0) },
+            buffer: { try view(parameters.buffers, bufferTensor, predictorPrefix + $0) })
+
+        let (h, d) = (config.mocoMLPDim, config.mocoDim)
+        backbone = try BackboneGradients(backend: backend, config: config.vit, batchSize: B)
+        projector = try MLPGradients(backend: backend, widths: [h, h, d], batchSize: B)
+        predictor = try MLPGradients(backend: backend, widths: [h, d], batchSize: B)
+        normalizedQueryGradient = try backend.makeTensor(shape: [B, d])
+        queryGradient = try backend.makeTensor(shape: [B, d])
+        projectionGradient = try backend.makeTensor(shape: [B, d])
+    }
+}
+
+extension MoCoModel {
+    /// ∂loss/∂θ after ``backward()``: the flat gradient over ``MoCoParameters/trainableRegion``.
+    public var gradientTensor: Tensor { training.gradientTensor }
+
+    /// The gradient view of a trainable tensor by its checkpoint name
+    /// (`module.base_encoder.blocks.0.attn.qkv.weight`, `module.predictor.3.weight`, …).
+    public func gradient(named name: String) throws -> Tensor {
+        guard let entry = parameters.table[name], entry.offset + entry.count <= parameters.trainableRegion.upperBound
+        else { throw ModelConfigError("\(name) is not a tensor of the base encoder or predictor") }
+        return training.gradientTensor.view(offset: entry.offset, shape: entry.shape)
+    }
+
+    /// Accumulates ∂loss/∂θ of the last ``forward(x1:x2:)`` into ``gradientTensor`` for
+    /// `loss = ctr(q1, k2) + ctr(q2, k1)`, in exact reverse order of the forward. The keys get no
+    /// gradient (the momentum encoder runs under no_grad, SPEC A.1). The caller zeroes the
+    /// gradient first (``step(x1:x2:learningRate:weightDecay:momentum:stepNumber:)`` does).
+    public func backward(x1: Tensor, x2: Tensor) throws {
+        let vit = parameters.config.vit
+        let (B, d) = (batchSize, parameters.config.mocoDim)
+        let featureStride = vit.tokens * vit.embedDim
+        let temperature = Float(parameters.config.temperature)
+        let t = training
+        let trunk = BackboneBackward(config: vit, batchSize: B, ones: backbone.ones)
+        let mlp = MLPBackward(batchSize: B)
+        for (index, images) in [x1, x2].enumerated().reversed() {
+            // Term `index` is ctr(q_index, k_other); softmaxCrossEntropy already wrote
+            // ∂loss/∂logits (with the 2T/B scale). logits = q̂·k̂ᵀ/T, so ∂q̂ = (1/T)·∂logits·k̂.
+            let term = lossTerms[index]
+            try backend.gemm(GEMMShape(m: B, n: d, k: B), alpha: 1 / temperature, a: term.logitsGradient,
+                             b: term.keys, beta: 0, c: t.normalizedQueryGradient)
+            try backend.l2NormalizeBackward(inputGradient: t.queryGradient, outputGradient: t.normalizedQueryGradient,
+                                            output: term.queries, norms: term.queryNorms)
+            try mlp(backend, inputGradient: t.projectionGradient, outputGradient: t.queryGradient,
+                    input: projectorActivations[index].output, inputStride: d, weights: predictorWeights,
+                    gradients: t.predictorGradients, activations: predictorActivations[index], scratch: t.predictor)
+            // The projector read the cls rows of the trunk output in place; its input gradient goes
+            // to the same rows of an otherwise zero (B, N, C) gradient.
+            try backend.fill(t.backbone.normalized, value: 0)
+            try mlp(backend, inputGradient: t.backbone.normalized, outputGradient: t.projectionGradient,
+                    input: baseActivations[index].normalized, inputStride: featureStride, weights: projectorWeights,
+                    gradients: t.projectorGradients, activations: projectorActivations[index], scratch: t.projector)
+            try trunk(backend, images: images, weights: baseWeights, gradients: t.baseGradients,
+                      activations: baseActivations[index], scratch: t.backbone)
+        }
+    }
+
+    /// One MoCo v3 training step with AdamW (SPEC A.1, A.6): EMA of the momentum encoder, forward,
+    /// zero the gradient, backward, then `torch.optim.AdamW` over every trainable tensor.
+    ///
+    /// - Parameters:
+    ///   - stepNumber: 1-based AdamW step count (bias corrections).
+    /// - Returns: the loss of this step's forward (before the update).
+    public func step(x1: Tensor, x2: Tensor, learningRate: Double, weightDecay: Double, momentum m: Float,
+                     stepNumber: Int) throws -> Float {
+        try momentumUpdate(m: m)
+        let loss = try forward(x1: x1, x2: x2)
+        try backend.fill(training.gradientTensor, value: 0)
+        try backward(x1: x1, x2: x2)
+        try backend.adamw(parameters: parameterTensor, gradients: training.gradientTensor,
+                          firstMoment: training.firstMoment, secondMoment: training.secondMoment,
+                          segments: training.segments,
+                          step: AdamWStep(learningRate: learningRate, weightDecay: weightDecay, step: stepNumber))
+        return loss
+    }
+}

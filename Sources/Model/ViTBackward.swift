@@ -1,0 +1,99 @@
+import Kernels
+
+/// Gradient scratch of the ViT trunk for one view, allocated once and reused by both views.
+struct BackboneGradients {
+    let residual: Tensor      // (B, N, C) ∂loss/∂(residual stream) at the current point
+    let branch: Tensor        // (B, N, C) a LayerNorm's input gradient before the residual add
+    let normalized: Tensor    // (B, N, C) ∂loss/∂(LN output) / ∂(attention output); the final LN's
+                              //           output gradient (zero except the cls rows)
+    let qkv: Tensor           // (B, N, 3C)
+    let gelu: Tensor          // (B, N, 4C) ∂loss/∂(GELU output)
+    let fc1: Tensor           // (B, N, 4C) ∂loss/∂(fc1 output)
+
+    init(backend: any Backend, config: ViTConfig, batchSize B: Int) throws {
+        let (N, C, hidden) = (config.tokens, config.embedDim, config.mlpHiddenDim)
+        func make(_ shape: [Int]) throws -> Tensor { try backend.makeTensor(shape: shape) }
+        residual = try make([B, N, C])
+        branch = try make([B, N, C])
+        normalized = try make([B, N, C])
+        qkv = try make([B, N, 3 * C])
+        gelu = try make([B, N, hidden])
+        fc1 = try make([B, N, hidden])
+    }
+}
+
+/// The trunk's backward, in exact reverse order of ``BackboneForward``.
+struct BackboneBackward {
+    let config: ViTConfig
+    let batchSize: Int
+    /// (B, 1) of ones (shared with the forward): cls_token's gradient is onesᵀ·(row 0 of every image).
+    let ones: Tensor
+
+    /// nn.Linear backward for y (R, out) = x (R, in)·Wᵀ + b: dW += dyᵀ·x, db += Σ_r dy (accumulate),
+    /// dx = dy·W (overwrite).
+    static func linearBackward(_ backend: any Backend, inputGradient: Tensor, weightGradient: Tensor,
+                               biasGradient: Tensor, outputGradient: Tensor, input: Tensor, weight: Tensor,
+                               rows: Int, inputs: Int, outputs: Int) throws {
+        try backend.gemm(GEMMShape(m: outputs, n: inputs, k: rows, transposeA: true), alpha: 1, a: outputGradient,
+                         b: input, beta: 1, c: weightGradient)
+        try backend.sumRows(output: biasGradient, input: outputGradient.reshaped([rows, outputs]))
+        try backend.gemm(GEMMShape(m: rows, n: inputs, k: outputs), alpha: 1, a: outputGradient, b: weight,
+                         beta: 0, c: inputGradient)
+    }
+
+    /// Reads `g.normalized` (∂loss/∂ final LN output, (B, N, C)); accumulates every trunk
+    /// parameter gradient into `gradients` except pos_embed (frozen) and, with stop_grad_conv1,
+    /// the patch projection.
+    func callAsFunction(_ backend: any Backend, images: Tensor, weights w: BackboneWeights,
+                        gradients dw: BackboneWeights, activations a: BackboneActivations,
+                        scratch g: BackboneGradients) throws {
+        let (B, N, C) = (batchSize, config.tokens, config.embedDim)
+        let (R, hidden) = (B * N, config.mlpHiddenDim)
+        let blockInputs = [a.embedded] + a.blocks.dropLast().map(\.output)
+
+        try backend.layerNormBackward(inputGradient: g.residual, weightGradient: dw.normWeight,
+                                      biasGradient: dw.normBias, outputGradient: g.normalized,
+                                      input: a.blocks.last?.output ?? a.embedded, mean: a.normMean,
+                                      reciprocalStd: a.normReciprocalStd, weight: w.normWeight)
+        for index in stride(from: w.blocks.count - 1, through: 0, by: -1) {
+            let (block, blockGradient, s) = (w.blocks[index], dw.blocks[index], a.blocks[index])
+            // x = x + fc2(GELU(fc1(LN2(x)))): g.residual is ∂loss/∂(block output).
+            try Self.linearBackward(backend, inputGradient: g.gelu, weightGradient: blockGradient.fc2Weight,
+                                    biasGradient: blockGradient.fc2Bias, outputGradient: g.residual, input: s.gelu,
+                                    weight: block.fc2Weight, rows: R, inputs: hidden, outputs: C)
+            try backend.geluBackward(inputGradient: g.fc1, outputGradient: g.gelu, input: s.fc1)
+            try Self.linearBackward(backend, inputGradient: g.normalized, weightGradient: blockGradient.fc1Weight,
+                                    biasGradient: blockGradient.fc1Bias, outputGradient: g.fc1, input: s.norm2,
+                                    weight: block.fc1Weight, rows: R, inputs: C, outputs: hidden)
+            try backend.layerNormBackward(inputGradient: g.branch, weightGradient: blockGradient.norm2Weight,
+                                          biasGradient: blockGradient.norm2Bias, outputGradient: g.normalized,
+                                          input: s.afterAttention, mean: s.norm2Mean,
+                                          reciprocalStd: s.norm2ReciprocalStd, weight: block.norm2Weight)
+            try backend.add(output: g.residual, g.residual, g.branch)
+            // x = x + proj(attn(LN1(x))): g.residual is now ∂loss/∂(afterAttention).
+            try Self.linearBackward(backend, inputGradient: g.normalized, weightGradient: blockGradient.projWeight,
+                                    biasGradient: blockGradient.projBias, outputGradient: g.residual,
+                                    input: s.attention, weight: block.projWeight, rows: R, inputs: C, outputs: C)
+            try backend.attentionBackward(qkvGradient: g.qkv, outputGradient: g.normalized, qkv: s.qkv,
+                                          output: s.attention, logSumExp: s.logSumExp, heads: config.heads)
+            try Self.linearBackward(backend, inputGradient: g.normalized, weightGradient: blockGradient.qkvWeight,
+                                    biasGradient: blockGradient.qkvBias, outputGradient: g.qkv, input: s.norm1,
+                                    weight: block.qkvWeight, rows: R, inputs: C, outputs: 3 * C)
+            try backend.layerNormBackward(inputGradient: g.branch, weightGradient: blockGradient.norm1Weight,
+                                          biasGradient: blockGradient.norm1Bias, outputGradient: g.normalized,
+                                          input: blockInputs[index], mean: s.norm1Mean,
+                                          reciprocalStd: s.norm1ReciprocalStd, weight: block.norm1Weight)
+            try backend.add(output: g.residual, g.residual, g.branch)
+        }
+        // g.residual = ∂loss/∂embedded. pos_embed is frozen (SPEC A.2): no gradient.
+        // cls_token (1, 1, C) += Σ_b row 0 of image b: onesᵀ (1, B) · rows 0 (B, C) at ld N·C.
+        var classRows = GEMMShape(m: 1, n: C, k: B, transposeA: true)
+        classRows.ldb = N * C
+        try backend.gemm(classRows, alpha: 1, a: ones, b: g.residual, beta: 1, c: dw.classToken)
+        if !config.stopGradConv1 {
+            try backend.patchEmbedBackward(weightGradient: dw.patchWeight, biasGradient: dw.patchBias,
+                                           outputGradient: g.residual, images: images, patchSize: config.patchSize,
+                                           firstToken: 1)
+        }
+    }
+}
