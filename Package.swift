@@ -36,7 +36,7 @@ let package = Package(
         // MARK: Command-line tool
         .executableTarget(
             name: "mocov3-cl",
-            dependencies: ["Train", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Train", "Model", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         // MARK: Benchmarks (swift run -c release bench-gemm / bench-kernels)

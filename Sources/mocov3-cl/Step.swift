@@ -1,0 +1,184 @@
+import ArgumentParser
+import CLBackend
+import Foundation
+import Kernels
+import Model
+import Train
+
+/// `mocov3-cl step`: one MoCo v3 training step (EMA, forward of both views through both encoders,
+/// loss, backward, one AdamW update from a fresh optimizer state), from a weights file or a seeded
+/// init; optionally writes everything the step produced, or times `--repeat` steps.
+struct Step: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run (or time) one MoCo v3 training step and optionally write its outputs as safetensors.")
+
+    @Option(help: "Weights (.safetensors) with the model configuration in __metadata__; default: init from --seed.")
+    var weights: String?
+
+    @Option(help: "Tensor-name prefix in --weights (e.g. 'init.' for golden fixtures; default: detected).")
+    var prefix: String?
+
+    @Option(help: "Views (.safetensors) holding x1 and x2, each B×3×H×W; default: random normal from --seed.")
+    var views: String?
+
+    @Option(help: "Write loss, q1, q2, k1, k2, grad.<name> and the updated weights/buffers here (.safetensors).")
+    var output: String?
+
+    @Option(help: "Device name from `mocov3-cl devices` (default: MOCOV3_DEVICE, else first GPU/CPU, else host).")
+    var device: String?
+
+    @Option(help: "GEMM provider on OpenCL devices: clblast or kernel (default by device class; MOCOV3_GEMM).")
+    var gemm: String?
+
+    @Flag(help: "Do not read or write the on-disk kernel binary cache.")
+    var noKernelCache = false
+
+    @Option(help: "AdamW learning rate.") var lr: Double = 1e-3
+    @Option(help: "AdamW decoupled weight decay.") var weightDecay: Double = 0.1
+    @Option(help: "Momentum-encoder EMA coefficient m.") var mocoM: Double = 0.99
+    @Option(help: "Contrastive loss temperature T.") var mocoT: Double = 0.2
+
+    @Option(help: "Time N steps after one untimed warm-up and print one JSON line.")
+    var `repeat`: Int?
+
+    @Flag(help: "Print the configuration, parameter counts and memory plan, allocate nothing, and exit.")
+    var dryRun = false
+
+    @Option(name: [.customShort("a"), .long], help: "ViT preset when no --weights: vit_tiny, vit_small, vit_base, …")
+    var arch = "vit_tiny"
+    @Option(help: "Image side in pixels (no --weights).") var imageSize = 32
+    @Option(help: "Patch side in pixels (no --weights).") var patchSize = 4
+    @Option(help: "Projector/predictor output width (no --weights).") var mocoDim = 256
+    @Option(help: "Projector/predictor hidden width (no --weights).") var mocoMlpDim = 4096
+    @Option(name: [.customShort("b"), .long], help: "Images per view (default 128, or the batch of --views).")
+    var batchSize: Int?
+    @Option(help: "Seed of the initial weights and random views.") var seed: UInt64 = 0
+    @Flag(help: "Freeze the base encoder's patch projection (no --weights).") var stopGradConv1 = false
+
+    func validate() throws {
+        if let batchSize, batchSize < 2 {
+            throw ValidationError("--batch-size must be at least 2 (training-mode BatchNorm needs two samples), got \(batchSize)")
+        }
+        guard lr >= 0, lr.isFinite else { throw ValidationError("--lr must be a finite number ≥ 0, got \(lr)") }
+        guard weightDecay >= 0, weightDecay.isFinite else {
+            throw ValidationError("--weight-decay must be a finite number ≥ 0, got \(weightDecay)")
+        }
+        guard (0...1).contains(mocoM) else { throw ValidationError("--moco-m must lie in [0, 1], got \(mocoM)") }
+        guard mocoT > 0, mocoT.isFinite else { throw ValidationError("--moco-t must be a positive number, got \(mocoT)") }
+        if let count = self.repeat, count < 1 { throw ValidationError("--repeat must be at least 1, got \(count)") }
+        if weights == nil {
+            guard imageSize > 0, patchSize > 0 else {
+                throw ValidationError("--image-size and --patch-size must be positive, got \(imageSize) and \(patchSize)")
+            }
+            guard imageSize % patchSize == 0 else {
+                throw ValidationError("--patch-size \(patchSize) must divide --image-size \(imageSize); "
+                    + "pick an image size that is a multiple of the patch size")
+            }
+            guard mocoDim > 0, mocoMlpDim > 0 else {
+                throw ValidationError("--moco-dim and --moco-mlp-dim must be positive, got \(mocoDim) and \(mocoMlpDim)")
+            }
+            do { _ = try ViTConfig.named(arch) } catch { throw ValidationError("\(error)") }
+        }
+    }
+
+    func run() throws {
+        let weightsFile = try weights.map { try SafetensorsFile(contentsOf: URL(fileURLWithPath: $0)) }
+        let viewsFile = try views.map { try SafetensorsFile(contentsOf: URL(fileURLWithPath: $0)) }
+        let config = try modelConfig(weightsFile)
+        let layout = try MoCoParameters(config)
+
+        let vit = config.vit
+        var batch = batchSize ?? 128
+        if let viewsFile {
+            let shape = try viewsFile.entry(named: "x1").shape
+            guard shape.count == 4, shape[1] == vit.channels, shape[2] == vit.imageSize, shape[3] == vit.imageSize else {
+                throw ValidationError("\(viewsFile.source): x1 has shape \(shape); this model needs "
+                    + "[B, \(vit.channels), \(vit.imageSize), \(vit.imageSize)]")
+            }
+            if let batchSize, batchSize != shape[0] {
+                throw ValidationError("--batch-size \(batchSize) differs from the views' batch \(shape[0]); drop one")
+            }
+            batch = shape[0]
+            guard batch >= 2 else { throw ValidationError("the views hold \(batch) image(s); BatchNorm needs at least 2") }
+        }
+
+        if dryRun {
+            for line in layout.summary(batchSize: batch) { print(line) }
+            return
+        }
+
+        let backend = try DeviceCatalog().makeBackend(
+            requested: device, gemmProvider: try gemm.map(GEMMProvider.init(parsing:)),
+            kernelCache: noKernelCache ? nil : KernelBinaryCache.fromEnvironment())
+        let initial = try weightsFile.map { try Checkpoint.initialValues(from: $0, layout: layout, prefix: prefix) }
+            ?? layout.initialValues(seed: seed)
+        let imageShape = [batch, vit.channels, vit.imageSize, vit.imageSize]
+        let (x1Values, x2Values) = try viewsFile.map {
+            (try $0.floats("x1", shape: imageShape), try $0.floats("x2", shape: imageShape))
+        } ?? Checkpoint.randomViews(config: vit, batchSize: batch, seed: seed)
+        let model = try MoCoModel(parameters: layout, backend: backend, batchSize: batch, initial: initial)
+        let x1 = try backend.makeTensor(x1Values, shape: imageShape)
+        let x2 = try backend.makeTensor(x2Values, shape: imageShape)
+
+        func step(_ number: Int) throws -> Float {
+            let loss = try model.step(x1: x1, x2: x2, learningRate: lr, weightDecay: weightDecay,
+                                      momentum: Float(mocoM), stepNumber: number)
+            guard loss.isFinite else {
+                throw ValidationError("step \(number): the loss is \(loss); lower --lr or check the weights and views")
+            }
+            return loss
+        }
+
+        var loss = try step(1)
+        if let count = self.repeat {
+            var seconds: [Double] = []
+            for number in 2...(count + 1) {
+                let start = DispatchTime.now().uptimeNanoseconds
+                loss = try step(number)   // returns the loss on the host: the step is synchronized
+                seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+            let median = seconds.sorted()[seconds.count / 2]   // odd N: the median; even: the upper one
+            // As tools/bench_torch_step.py: an image is one sample of the batch (both views run).
+            let fields: [(String, String)] = [
+                ("device", jsonString(backend.name)), ("arch", jsonString(archName(config))),
+                ("batch_size", "\(batch)"), ("image_size", "\(vit.imageSize)"), ("patch_size", "\(vit.patchSize)"),
+                ("median_step_seconds", "\(median)"), ("images_per_second", "\(Double(batch) / median)"),
+                ("loss", "\(loss)"),
+            ]
+            print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
+        } else {
+            print("\(backend.name): loss \(loss)")
+        }
+
+        if let output {
+            var metadata = weightsFile?.metadata ?? [:]
+            metadata.merge(Checkpoint.metadata(for: config)) { _, new in new }
+            let writer = try Checkpoint.stepWriter(model: model, loss: loss, metadata: metadata)
+            try writer.write(to: URL(fileURLWithPath: output))
+        }
+    }
+
+    /// The configuration from the weights' metadata, else from the flags.
+    private func modelConfig(_ weightsFile: SafetensorsFile?) throws -> MoCoConfig {
+        if let weightsFile { return try Checkpoint.config(from: weightsFile, temperature: mocoT) }
+        var vit = try ViTConfig.named(arch)
+        vit.imageSize = imageSize
+        vit.patchSize = patchSize
+        vit.stopGradConv1 = stopGradConv1
+        let config = MoCoConfig(vit: vit, mocoDim: mocoDim, mocoMLPDim: mocoMlpDim, temperature: mocoT)
+        do { try config.validate() } catch { throw ValidationError("\(error)") }
+        return config
+    }
+
+    /// The preset whose width, depth and heads match, else "custom".
+    private func archName(_ config: MoCoConfig) -> String {
+        ViTConfig.presets.first {
+            $0.config.embedDim == config.vit.embedDim && $0.config.depth == config.vit.depth
+                && $0.config.heads == config.vit.heads
+        }?.name ?? "custom"
+    }
+
+    private func jsonString(_ text: String) -> String {
+        "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+    }
+}
