@@ -10,19 +10,10 @@ struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Compare a device's GEMM and vector ops against the host backend on random inputs.")
 
-    @Option(help: "Device name from `mocov3-cl devices` (default: MOCOV3_DEVICE, else first GPU/CPU, else host).")
-    var device: String?
-
-    @Option(help: "GEMM provider on OpenCL devices: clblast or kernel (default by device class; MOCOV3_GEMM).")
-    var gemm: String?
-
-    @Flag(help: "Do not read or write the on-disk kernel binary cache.")
-    var noKernelCache = false
+    @OptionGroup var deviceOptions: DeviceOptions
 
     func run() throws {
-        let catalog = DeviceCatalog()
-        let backend = try catalog.makeBackend(requested: device, gemmProvider: try gemm.map(GEMMProvider.init(parsing:)),
-                                              kernelCache: noKernelCache ? nil : KernelBinaryCache.fromEnvironment())
+        let backend = try deviceOptions.makeBackend()
         let host = HostBackend()
         var generator = SplitMix64(seed: 7)
         var failures = 0

@@ -24,14 +24,7 @@ struct Step: ParsableCommand {
     @Option(help: "Write loss, q1, q2, k1, k2, grad.<name> and the updated weights/buffers here (.safetensors).")
     var output: String?
 
-    @Option(help: "Device name from `mocov3-cl devices` (default: MOCOV3_DEVICE, else first GPU/CPU, else host).")
-    var device: String?
-
-    @Option(help: "GEMM provider on OpenCL devices: clblast or kernel (default by device class; MOCOV3_GEMM).")
-    var gemm: String?
-
-    @Flag(help: "Do not read or write the on-disk kernel binary cache.")
-    var noKernelCache = false
+    @OptionGroup var deviceOptions: DeviceOptions
 
     @Option(help: "AdamW learning rate.") var lr: Double = 1e-3
     @Option(help: "AdamW decoupled weight decay.") var weightDecay: Double = 0.1
@@ -107,9 +100,7 @@ struct Step: ParsableCommand {
             return
         }
 
-        let backend = try DeviceCatalog().makeBackend(
-            requested: device, gemmProvider: try gemm.map(GEMMProvider.init(parsing:)),
-            kernelCache: noKernelCache ? nil : KernelBinaryCache.fromEnvironment())
+        let backend = try deviceOptions.makeBackend()
         let initial = try weightsFile.map { try Checkpoint.initialValues(from: $0, layout: layout, prefix: prefix) }
             ?? layout.initialValues(seed: seed)
         let imageShape = [batch, vit.channels, vit.imageSize, vit.imageSize]
