@@ -42,17 +42,13 @@ extension CLBackend {
     /// ``attentionForward(output:logSumExp:qkv:heads:)`` with the kernel variant forced.
     public func attentionForward(output: Tensor, logSumExp: Tensor, qkv: Tensor, heads: Int,
                                  variant: AttentionVariant) throws {
-        let operation = "attentionForward"
-        try checkOperands(operation, output, logSumExp, qkv)
-        let g = try AttentionGeometry(qkv: qkv, heads: heads, operation: operation)
-        try g.expect(output, "output", g.outputShape, operation: operation)
-        try g.expect(logSumExp, "logSumExp", g.statisticShape, operation: operation)
-        let options = try attentionOptions(g, variant: variant, operation: operation)
+        let g = try checkAttentionForward(output: output, logSumExp: logSumExp, qkv: qkv, heads: heads)
+        let options = try attentionOptions(g, variant: variant, operation: "attentionForward")
         guard g.batch > 0, g.tokens > 0 else { return }
         try launch(kernel("attention_forward", family: "attention", options: options), label: "attention_forward",
                    global: [g.tokens, g.heads, g.batch], local: [variant.localSize, 1, 1],
-                   [.buffer(output), .long(Int64(output.offset)), .buffer(logSumExp), .long(Int64(logSumExp.offset)),
-                    .buffer(qkv), .long(Int64(qkv.offset))] + attentionSizes(g, scaled: true))
+                   [.operand(output), .operand(logSumExp),
+                    .operand(qkv)] + attentionSizes(g, scaled: true))
     }
 
     public func attentionBackward(qkvGradient: Tensor, outputGradient: Tensor, qkv: Tensor, output: Tensor,
@@ -65,28 +61,23 @@ extension CLBackend {
     /// kernel variant forced.
     public func attentionBackward(qkvGradient: Tensor, outputGradient: Tensor, qkv: Tensor, output: Tensor,
                                   logSumExp: Tensor, heads: Int, variant: AttentionVariant) throws {
-        let operation = "attentionBackward"
-        try checkOperands(operation, qkvGradient, outputGradient, qkv, output, logSumExp)
-        let g = try AttentionGeometry(qkv: qkv, heads: heads, operation: operation)
-        try g.expect(qkvGradient, "qkvGradient", qkv.shape, operation: operation)
-        try g.expect(outputGradient, "outputGradient", g.outputShape, operation: operation)
-        try g.expect(output, "output", g.outputShape, operation: operation)
-        try g.expect(logSumExp, "logSumExp", g.statisticShape, operation: operation)
-        let options = try attentionOptions(g, variant: variant, operation: operation)
+        let g = try checkAttentionBackward(qkvGradient: qkvGradient, outputGradient: outputGradient, qkv: qkv,
+                                           output: output, logSumExp: logSumExp, heads: heads)
+        let options = try attentionOptions(g, variant: variant, operation: "attentionBackward")
         guard g.batch > 0, g.tokens > 0 else { return }
 
         // Δ_i = dO_i·O_i, read by both passes; pooled, so steady-state training allocates nothing.
         let delta = try makeTensor(shape: g.statisticShape)
         try launch(kernel("attention_backward_delta", family: "attention", options: options),
                    label: "attention_backward_delta", global: [g.tokens, g.heads, g.batch],
-                   [.buffer(delta), .long(Int64(delta.offset)), .buffer(outputGradient),
-                    .long(Int64(outputGradient.offset)), .buffer(output), .long(Int64(output.offset))]
+                   [.operand(delta), .buffer(outputGradient),
+                    .long(Int64(outputGradient.offset)), .operand(output)]
                     + attentionSizes(g, scaled: false))
         // Both passes write disjoint parts of qkvGradient (dQ; dK and dV), so no atomics.
         let inputs: [KernelArgument] = [
-            .buffer(qkvGradient), .long(Int64(qkvGradient.offset)),
-            .buffer(outputGradient), .long(Int64(outputGradient.offset)), .buffer(qkv), .long(Int64(qkv.offset)),
-            .buffer(logSumExp), .long(Int64(logSumExp.offset)), .buffer(delta), .long(Int64(delta.offset)),
+            .operand(qkvGradient),
+            .operand(outputGradient), .operand(qkv),
+            .operand(logSumExp), .operand(delta),
         ] + attentionSizes(g, scaled: true)
         for name in ["attention_backward_query", "attention_backward_key"] {
             try launch(kernel(name, family: "attention", options: options), label: name,

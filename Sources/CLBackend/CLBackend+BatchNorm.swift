@@ -20,7 +20,8 @@ extension CLBackend {
     public func batchNormForward(output: Tensor, savedMean: Tensor, savedReciprocalStd: Tensor, input: Tensor,
                                  weight: Tensor?, bias: Tensor?, runningMean: Tensor, runningVariance: Tensor,
                                  momentum: Float, epsilon: Float, training: Bool) throws {
-        try checkOperands("batchNormForward", [output, savedMean, savedReciprocalStd, input, runningMean, runningVariance]
+        try checkOperands("batchNormForward", [output, savedMean, savedReciprocalStd, input, runningMean,
+                                               runningVariance]
                           + [weight, bias].compactMap { $0 })
         let shape = try NormalizationShape.batchNorm(
             "batchNormForward", input: input, training: training, likeInput: ["output": output],
@@ -31,12 +32,12 @@ extension CLBackend {
         let (global, local) = columnLaunch(columns: shape.columns)
         try launch(kernel("batchnorm_forward", family: "batchnorm", options: normalizationOptions),
                    label: "batchnorm_forward", global: global, local: local,
-                   [.buffer(output), .long(Int64(output.offset)), .buffer(savedMean), .long(Int64(savedMean.offset)),
-                    .buffer(savedReciprocalStd), .long(Int64(savedReciprocalStd.offset)),
-                    .buffer(input), .long(Int64(input.offset))]
+                   [.operand(output), .operand(savedMean),
+                    .operand(savedReciprocalStd),
+                    .operand(input)]
                    + optionalArguments(weight, placeholder: input) + optionalArguments(bias, placeholder: input)
-                   + [.buffer(runningMean), .long(Int64(runningMean.offset)),
-                      .buffer(runningVariance), .long(Int64(runningVariance.offset)),
+                   + [.operand(runningMean),
+                      .operand(runningVariance),
                       .int(Int32(shape.rows)), .int(Int32(shape.columns)), .float(momentum), .float(epsilon),
                       .int(training ? 1 : 0)])
     }
@@ -55,12 +56,12 @@ extension CLBackend {
         let (global, local) = columnLaunch(columns: shape.columns)
         try launch(kernel("batchnorm_backward", family: "batchnorm", options: normalizationOptions),
                    label: "batchnorm_backward", global: global, local: local,
-                   [.buffer(inputGradient), .long(Int64(inputGradient.offset))]
+                   [.operand(inputGradient)]
                    + optionalArguments(weightGradient, placeholder: input)
                    + optionalArguments(biasGradient, placeholder: input)
-                   + [.buffer(outputGradient), .long(Int64(outputGradient.offset)), .buffer(input),
-                      .long(Int64(input.offset)), .buffer(savedMean), .long(Int64(savedMean.offset)),
-                      .buffer(savedReciprocalStd), .long(Int64(savedReciprocalStd.offset))]
+                   + [.operand(outputGradient), .buffer(input),
+                      .long(Int64(input.offset)), .operand(savedMean),
+                      .operand(savedReciprocalStd)]
                    + optionalArguments(weight, placeholder: input)
                    + [.int(Int32(shape.rows)), .int(Int32(shape.columns))])
     }

@@ -2,9 +2,6 @@ import Kernels
 
 // Launchers for kernels/cl/elementwise.cl. Host reference: HostBackend+Elementwise.swift.
 extension CLBackend {
-    /// A tensor as the (buffer, element offset) argument pair every kernel takes.
-    func operand(_ tensor: Tensor) -> [KernelArgument] { [.buffer(tensor), .long(Int64(tensor.offset))] }
-
     /// One work-item per element over `count` elements of a family built with the variant option.
     func launchPointwise(_ name: String, family: String = "elementwise", count: Int,
                          _ arguments: [KernelArgument]) throws {
@@ -16,7 +13,7 @@ extension CLBackend {
         try checkOperands("gelu", output, input)
         try checkSameCount("gelu", output, input)
         let n = try int32Count(input.count, "gelu")
-        try launchPointwise("gelu", count: (input.count + 7) / 8, operand(output) + operand(input) + [.int(n)])
+        try launchPointwise("gelu", count: (input.count + 7) / 8, [.operand(output), .operand(input), .int(n)])
     }
 
     public func geluBackward(inputGradient: Tensor, outputGradient: Tensor, input: Tensor) throws {
@@ -24,14 +21,14 @@ extension CLBackend {
         try checkSameCount("geluBackward", inputGradient, outputGradient, input)
         let n = try int32Count(input.count, "geluBackward")
         try launchPointwise("gelu_backward", count: (input.count + 7) / 8,
-                            operand(inputGradient) + operand(outputGradient) + operand(input) + [.int(n)])
+                            [.operand(inputGradient), .operand(outputGradient), .operand(input), .int(n)])
     }
 
     public func relu(output: Tensor, input: Tensor) throws {
         try checkOperands("relu", output, input)
         try checkSameCount("relu", output, input)
         let n = try int32Count(input.count, "relu")
-        try launchPointwise("relu", count: input.count, operand(output) + operand(input) + [.int(n)])
+        try launchPointwise("relu", count: input.count, [.operand(output), .operand(input), .int(n)])
     }
 
     public func reluBackward(inputGradient: Tensor, outputGradient: Tensor, output: Tensor) throws {
@@ -39,20 +36,20 @@ extension CLBackend {
         try checkSameCount("reluBackward", inputGradient, outputGradient, output)
         let n = try int32Count(output.count, "reluBackward")
         try launchPointwise("relu_backward", count: output.count,
-                            operand(inputGradient) + operand(outputGradient) + operand(output) + [.int(n)])
+                            [.operand(inputGradient), .operand(outputGradient), .operand(output), .int(n)])
     }
 
     public func add(output: Tensor, _ a: Tensor, _ b: Tensor) throws {
         try checkOperands("add", output, a, b)
         try checkSameCount("add", output, a, b)
         let n = try int32Count(output.count, "add")
-        try launchPointwise("add", count: output.count, operand(output) + operand(a) + operand(b) + [.int(n)])
+        try launchPointwise("add", count: output.count, [.operand(output), .operand(a), .operand(b), .int(n)])
     }
 
     public func scale(_ x: Tensor, by factor: Float) throws {
         try checkOperands("scale", x)
         let n = try int32Count(x.count, "scale")
-        try launchPointwise("scale", count: x.count, operand(x) + [.int(n), .float(factor)])
+        try launchPointwise("scale", count: x.count, [.operand(x), .int(n), .float(factor)])
     }
 
     public func addBias(_ x: Tensor, bias: Tensor) throws {
@@ -60,7 +57,7 @@ extension CLBackend {
         let (rows, columns) = try checkRowVector("addBias", matrix: x, vector: bias)
         _ = try int32Count(x.count, "addBias")
         try launch(kernel("add_bias", family: "elementwise", options: kernelVariant.buildOption), label: "add_bias",
-                   global: [columns, rows], operand(x) + operand(bias) + [.int(Int32(rows)), .int(Int32(columns))])
+                   global: [columns, rows], [.operand(x), .operand(bias), .int(Int32(rows)), .int(Int32(columns))])
     }
 
     /// Rows summed per work-item in the first pass of sumRows (SUM_ROWS_CHUNK in the kernel).
@@ -76,8 +73,8 @@ extension CLBackend {
         let options = kernelVariant.buildOption
         try launch(kernel("sum_rows_partial", family: "elementwise", options: options), label: "sum_rows_partial",
                    global: [columns, chunks],
-                   [.buffer(partial)] + operand(input) + [.int(Int32(rows)), .int(Int32(columns))])
+                   [.buffer(partial)] + [.operand(input), .int(Int32(rows)), .int(Int32(columns))])
         try launch(kernel("sum_rows_finish", family: "elementwise", options: options), label: "sum_rows_finish",
-                   global: [columns], operand(output) + [.buffer(partial), .int(Int32(chunks)), .int(Int32(columns))])
+                   global: [columns], [.operand(output), .buffer(partial), .int(Int32(chunks)), .int(Int32(columns))])
     }
 }

@@ -34,7 +34,7 @@ extension CLBackend {
         if shape.k > 0 {
             try launch(kernel("gemm_pack_b", family: "gemm", options: options), label: "gemm_pack_b",
                        global: [npad, shape.k, shape.batch],
-                       [.buffer(packed), .int(Int32(npad)), .buffer(b), .long(Int64(b.offset)), .int(Int32(shape.ldb)),
+                       [.buffer(packed), .int(Int32(npad)), .operand(b), .int(Int32(shape.ldb)),
                         .long(Int64(shape.strideB)), .int(shape.transposeB ? 1 : 0), .int(Int32(shape.n)),
                         .int(Int32(shape.k))])
         }
@@ -46,18 +46,18 @@ extension CLBackend {
         let partial = splits > 1 ? try makeTensor(shape: [shape.batch * splits, shape.m, shape.n]) : nil
         let target: [KernelArgument] = partial.map {
             [.buffer($0), .long(Int64($0.offset)), .int(Int32(shape.n)), .long(Int64(shape.m * shape.n))]
-        } ?? [.buffer(c), .long(Int64(c.offset)), .int(Int32(shape.ldc)), .long(Int64(shape.strideC))]
+        } ?? [.operand(c), .int(Int32(shape.ldc)), .long(Int64(shape.strideC))]
         try launch(kernel("gemm_blocked", family: "gemm", options: options), label: "gemm_blocked",
                    global: [npad / tile.columns, rowTiles, shape.batch * splits], local: [1, group, 1],
                    target + [
-                    .buffer(a), .long(Int64(a.offset)), .int(Int32(shape.lda)), .long(Int64(shape.strideA)),
+                    .operand(a), .int(Int32(shape.lda)), .long(Int64(shape.strideA)),
                     .int(shape.transposeA ? 1 : 0), .buffer(packed), .int(Int32(npad)),
                     .int(Int32(shape.m)), .int(Int32(shape.n)), .int(Int32(shape.k)), .float(alpha),
                     .float(partial == nil ? beta : 0), .int(Int32(splits)), .int(Int32(max(chunk, 1)))])
         if let partial {
             try launch(kernel("gemm_reduce_splits", family: "gemm", options: options), label: "gemm_reduce_splits",
                        global: [shape.n, shape.m, shape.batch],
-                       [.buffer(c), .long(Int64(c.offset)), .int(Int32(shape.ldc)), .long(Int64(shape.strideC)),
+                       [.operand(c), .int(Int32(shape.ldc)), .long(Int64(shape.strideC)),
                         .buffer(partial), .int(Int32(splits)), .int(Int32(shape.m)), .int(Int32(shape.n)),
                         .float(beta)])
         }
@@ -107,7 +107,7 @@ extension CLBackend {
     /// Zeroes the rows×columns region of each batch of a strided matrix (vector.cl `fill_matrix`).
     func zeroMatrix(_ c: Tensor, rows: Int, columns: Int, ld: Int, batch: Int, stride: Int) throws {
         try launch(kernel("fill_matrix", family: "vector"), label: "fill_matrix", global: [columns, rows, batch],
-                   [.buffer(c), .long(Int64(c.offset)), .int(Int32(ld)), .long(Int64(stride)), .int(Int32(rows)),
+                   [.operand(c), .int(Int32(ld)), .long(Int64(stride)), .int(Int32(rows)),
                     .int(Int32(columns)), .float(0)])
     }
 }

@@ -50,9 +50,9 @@ extension CLBackend {
         let (global, local) = rowLaunch(rows: shape.rows)
         try launch(kernel("layernorm_forward", family: "layernorm", options: normalizationOptions),
                    label: "layernorm_forward", global: global, local: local,
-                   [.buffer(output), .long(Int64(output.offset)), .buffer(mean), .long(Int64(mean.offset)),
-                    .buffer(reciprocalStd), .long(Int64(reciprocalStd.offset)), .buffer(input), .long(Int64(input.offset)),
-                    .buffer(weight), .long(Int64(weight.offset)), .buffer(bias), .long(Int64(bias.offset)),
+                   [.operand(output), .operand(mean),
+                    .operand(reciprocalStd), .operand(input),
+                    .operand(weight), .operand(bias),
                     .int(Int32(shape.rows)), .int(Int32(shape.columns)), .float(epsilon)])
     }
 
@@ -62,13 +62,14 @@ extension CLBackend {
         try checkOperands("layerNormBackward", inputGradient, weightGradient, biasGradient, outputGradient, input,
                           mean, reciprocalStd, weight)
         let shape = try NormalizationShape.layerNorm(
-            "layerNormBackward", input: input, likeInput: ["inputGradient": inputGradient, "outputGradient": outputGradient],
+            "layerNormBackward", input: input, likeInput: ["inputGradient": inputGradient,
+                                                           "outputGradient": outputGradient],
             perRow: ["mean": mean, "reciprocalStd": reciprocalStd],
             perColumn: ["weight": weight, "weightGradient": weightGradient, "biasGradient": biasGradient])
         _ = try int32Count(input.count, "layerNormBackward")
         guard shape.rows > 0 else { return }
         let options = normalizationOptions
-        let statistics: [KernelArgument] = [.buffer(input), .long(Int64(input.offset)), .buffer(mean),
+        let statistics: [KernelArgument] = [.operand(input), .buffer(mean),
                                             .long(Int64(mean.offset)), .buffer(reciprocalStd),
                                             .long(Int64(reciprocalStd.offset))]
 
@@ -81,18 +82,19 @@ extension CLBackend {
         let partialLocal = kernelVariant == .cpu ? nil : [groups.columns, groups.lanes]
         try launch(kernel("layernorm_backward_params_partial", family: "layernorm", options: options),
                    label: "layernorm_backward_params_partial", global: partialGlobal, local: partialLocal,
-                   [.buffer(partial), .buffer(outputGradient), .long(Int64(outputGradient.offset))] + statistics
-                   + [.int(Int32(shape.rows)), .int(Int32(shape.columns)), .int(Int32(rowsPerBlock)), .int(Int32(blocks))])
+                   [.buffer(partial), .operand(outputGradient)] + statistics
+                   + [.int(Int32(shape.rows)), .int(Int32(shape.columns)), .int(Int32(rowsPerBlock)),
+                      .int(Int32(blocks))])
         try launch(kernel("layernorm_backward_params_reduce", family: "layernorm", options: options),
                    label: "layernorm_backward_params_reduce", global: [shape.columns], local: nil,
-                   [.buffer(weightGradient), .long(Int64(weightGradient.offset)), .buffer(biasGradient),
+                   [.operand(weightGradient), .buffer(biasGradient),
                     .long(Int64(biasGradient.offset)), .buffer(partial), .int(Int32(blocks)), .int(Int32(shape.columns))])
 
         let (global, local) = rowLaunch(rows: shape.rows)
         try launch(kernel("layernorm_backward_input", family: "layernorm", options: options),
                    label: "layernorm_backward_input", global: global, local: local,
-                   [.buffer(inputGradient), .long(Int64(inputGradient.offset)), .buffer(outputGradient),
+                   [.operand(inputGradient), .buffer(outputGradient),
                     .long(Int64(outputGradient.offset))] + statistics
-                   + [.buffer(weight), .long(Int64(weight.offset)), .int(Int32(shape.rows)), .int(Int32(shape.columns))])
+                   + [.operand(weight), .int(Int32(shape.rows)), .int(Int32(shape.columns))])
     }
 }

@@ -11,8 +11,8 @@ extension CLBackend {
         for run in segments.contiguousRuns {
             let count = try int32Count(run.count, "adamw")
             try launchPointwise("adamw", family: "optimizer", count: run.count,
-                                operand(parameters) + operand(gradients) + operand(firstMoment) + operand(secondMoment)
-                                + [.long(Int64(run.offset)), .int(count), .float(k.decay), .float(k.oneMinusBeta1),
+                                [.operand(parameters), .operand(gradients), .operand(firstMoment),
+                                 .operand(secondMoment), .long(Int64(run.offset)), .int(count), .float(k.decay), .float(k.oneMinusBeta1),
                                    .float(k.beta2), .float(k.oneMinusBeta2), .float(k.stepSize),
                                    .float(k.biasCorrection2Root), .float(k.epsilon)])
         }
@@ -28,16 +28,16 @@ extension CLBackend {
         let partialGradients = try makeTensor(shape: [table.chunks])
         let factors = try makeTensor(shape: [segments.count])
         try launch(kernel("lars_decay_norms", family: "optimizer"), label: "lars_decay_norms", global: [table.chunks],
-                   [.buffer(partialParameters), .buffer(partialGradients)] + operand(parameters) + operand(gradients)
-                   + [.buffer(table.chunkSegment), .buffer(table.chunkBegin), .buffer(table.chunkCount),
+                   [.buffer(partialParameters), .buffer(partialGradients)] + [.operand(parameters),
+                    .operand(gradients), .buffer(table.chunkSegment), .buffer(table.chunkBegin), .buffer(table.chunkCount),
                       .buffer(table.segmentAdapted), .int(Int32(table.chunks)), .float(Float(step.weightDecay))])
         try launch(kernel("lars_factors", family: "optimizer"), label: "lars_factors", global: [segments.count],
                    [.buffer(factors), .buffer(partialParameters), .buffer(partialGradients),
                     .buffer(table.segmentFirstChunk), .buffer(table.segmentChunks), .buffer(table.segmentAdapted),
                     .int(Int32(segments.count)), .float(Float(step.trustCoefficient))])
         try launch(kernel("lars_update", family: "optimizer"), label: "lars_update", global: [table.chunks],
-                   operand(parameters) + operand(gradients) + operand(momentumBuffer)
-                   + [.buffer(factors), .buffer(table.chunkSegment), .buffer(table.chunkBegin), .buffer(table.chunkCount),
+                   [.operand(parameters), .operand(gradients), .operand(momentumBuffer), .buffer(factors),
+                    .buffer(table.chunkSegment), .buffer(table.chunkBegin), .buffer(table.chunkCount),
                       .int(Int32(table.chunks)), .float(Float(step.momentum)), .float(Float(step.learningRate))])
     }
 
@@ -46,6 +46,6 @@ extension CLBackend {
         try checkSameCount("momentumUpdate", target, source)
         let n = try int32Count(target.count, "momentumUpdate")
         try launchPointwise("momentum_update", family: "optimizer", count: target.count,
-                            operand(target) + operand(source) + [.int(n), .float(momentum)])
+                            [.operand(target), .operand(source), .int(n), .float(momentum)])
     }
 }

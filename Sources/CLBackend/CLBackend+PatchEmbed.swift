@@ -19,11 +19,11 @@ extension CLBackend {
         let packed = try makeTensor(shape: [g.patchLength, padded])
         try launch(kernel("patch_pack_weight", family: "patch_embed", options: options), label: "patch_pack_weight",
                    global: [padded, g.patchLength],
-                   [.buffer(packed)] + operand(weight)
-                   + [.int(Int32(g.embedDim)), .int(Int32(padded)), .int(Int32(g.patchLength))])
+                   [.buffer(packed)] + [.operand(weight), .int(Int32(g.embedDim)), .int(Int32(padded)),
+                    .int(Int32(g.patchLength))])
         try launch(kernel("patch_embed", family: "patch_embed", options: options), label: "patch_embed",
                    global: [padded / tile, (g.batch * g.patches + Self.patchTokens - 1) / Self.patchTokens],
-                   operand(output) + operand(images) + [.buffer(packed)] + operand(bias)
+                   [.operand(output), .operand(images), .buffer(packed)] + [.operand(bias)]
                    + geometryArguments(g) + [.int(Int32(padded))])
     }
 
@@ -38,7 +38,7 @@ extension CLBackend {
                           options: "-DVW=\(width) -DVECS=\(Self.patchVectors) -DTOKENS=\(Self.patchTokens)"),
                    label: "patch_embed_backward",
                    global: [(g.embedDim + width - 1) / width, g.patchLength + 1],
-                   operand(weightGradient) + operand(biasGradient) + operand(outputGradient) + operand(images)
+                   [.operand(weightGradient), .operand(biasGradient), .operand(outputGradient), .operand(images)]
                    + geometryArguments(g))
     }
 

@@ -45,30 +45,26 @@ extension CLBackend {
             chunkCount: try makeTensor(chunkCount + [0], shape: [chunks + 1]).view(shape: [padded]),
             segmentFirstChunk: try makeTensor(firstChunk + [0], shape: [table.count + 1]),
             segmentChunks: try makeTensor(chunkTotals + [0], shape: [table.count + 1]),
-            segmentAdapted: try makeTensor(table.segments.map { Int32($0.adapted ? 1 : 0) } + [0], shape: [table.count + 1]))
+            segmentAdapted: try makeTensor(table.segments.map { Int32($0.adapted ? 1 : 0) } + [0],
+                                                                                               shape: [table.count + 1]))
         segmentTables[ObjectIdentifier(table)] = entry
         return entry
     }
 
     public func squaredNorms(output: Tensor, input: Tensor, segments: SegmentTable) throws {
-        try checkOperands("squaredNorms", output, input)
-        try checkSegments("squaredNorms", segments, input)
-        guard output.count == segments.count else {
-            throw BackendError.invalidArgument(operation: "squaredNorms", reason:
-                "output has \(output.count) elements for \(segments.count) segments")
-        }
+        try checkSquaredNorms(output: output, input: input, segments: segments)
         guard segments.count > 0 else { return }
         let table = try deviceSegments(segments)
         let partial = try makeTensor(shape: [max(table.chunks, 1)])
         if table.chunks > 0 {
             try launch(kernel("squared_norms_partial", family: "reduce"), label: "squared_norms_partial",
                        global: [table.chunks],
-                       [.buffer(partial)] + operand(input)
-                       + [.buffer(table.chunkBegin), .buffer(table.chunkCount), .int(Int32(table.chunks))])
+                       [.buffer(partial)] + [.operand(input), .buffer(table.chunkBegin), .buffer(table.chunkCount),
+                        .int(Int32(table.chunks))])
         }
         try launch(kernel("squared_norms_finish", family: "reduce"), label: "squared_norms_finish",
                    global: [segments.count],
-                   operand(output) + [.buffer(partial), .buffer(table.segmentFirstChunk), .buffer(table.segmentChunks),
+                   [.operand(output), .buffer(partial), .buffer(table.segmentFirstChunk), .buffer(table.segmentChunks),
                                       .int(Int32(segments.count))])
     }
 }

@@ -12,8 +12,9 @@ extension CLBackend {
                                                            logits: logits, labels: labels)
         _ = try int32Count(logits.count, "softmaxCrossEntropy")
         guard rows > 0 else { return }
-        let arguments = operand(losses) + operand(logitsGradient) + operand(logits) + operand(labels)
-            + [.int(Int32(rows)), .int(Int32(columns)), .float(scale)]
+        let arguments: [KernelArgument] = [.operand(losses), .operand(logitsGradient), .operand(logits),
+                        .operand(labels),
+                                           .int(Int32(rows)), .int(Int32(columns)), .float(scale)]
         let options = kernelVariant.buildOption + " -DGROUP=\(Self.softmaxGroup)"
         let entry = try kernel("softmax_cross_entropy", family: "softmax", options: options)
         switch kernelVariant {
@@ -29,7 +30,7 @@ extension CLBackend {
         let (rows, columns) = try checkL2Normalize("l2NormalizeForward", rowsOf: input, norms: norms, sameSize: output)
         _ = try int32Count(input.count, "l2NormalizeForward")
         try launch(kernel("l2_normalize", family: "l2norm"), label: "l2_normalize", global: [rows],
-                   operand(output) + operand(norms) + operand(input) + [.int(Int32(rows)), .int(Int32(columns))])
+                   [.operand(output), .operand(norms), .operand(input), .int(Int32(rows)), .int(Int32(columns))])
     }
 
     public func l2NormalizeBackward(inputGradient: Tensor, outputGradient: Tensor, output: Tensor,
@@ -38,7 +39,7 @@ extension CLBackend {
                                                    sameSize: inputGradient, outputGradient)
         _ = try int32Count(output.count, "l2NormalizeBackward")
         try launch(kernel("l2_normalize_backward", family: "l2norm"), label: "l2_normalize_backward", global: [rows],
-                   operand(inputGradient) + operand(outputGradient) + operand(output) + operand(norms)
-                   + [.int(Int32(rows)), .int(Int32(columns))])
+                   [.operand(inputGradient), .operand(outputGradient), .operand(output), .operand(norms),
+                    .int(Int32(rows)), .int(Int32(columns))])
     }
 }

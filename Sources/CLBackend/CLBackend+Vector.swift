@@ -7,8 +7,9 @@ extension CLBackend {
     public func fill(_ tensor: Tensor, value: Float) throws {
         try checkOperands("fill", tensor)
         let count = try int32Count(tensor.count, "fill")
-        try launch(kernel("fill", family: "vector"), label: "fill", global: [tensor.count], local: [Self.vectorLocalSize],
-                   [.buffer(tensor), .long(Int64(tensor.offset)), .int(count), .float(value)])
+        try launch(kernel("fill", family: "vector"), label: "fill", global: [tensor.count],
+                                                                             local: [Self.vectorLocalSize],
+                   [.operand(tensor), .int(count), .float(value)])
     }
 
     public func axpy(alpha: Float, x: Tensor, y: Tensor) throws {
@@ -18,7 +19,7 @@ extension CLBackend {
         }
         let count = try int32Count(x.count, "axpy")
         try launch(kernel("axpy", family: "vector"), label: "axpy", global: [x.count], local: [Self.vectorLocalSize],
-                   [.buffer(y), .long(Int64(y.offset)), .buffer(x), .long(Int64(x.offset)), .int(count), .float(alpha)])
+                   [.operand(y), .operand(x), .int(count), .float(alpha)])
     }
 
     /// Kernels index elements with 32-bit ints; larger tensors are refused rather than wrapped.

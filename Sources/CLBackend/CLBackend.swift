@@ -214,6 +214,8 @@ public final class CLBackend: Backend {
 
     /// One kernel argument, in declaration order.
     enum KernelArgument {
+        /// A tensor as the (buffer, element offset as `long`) pair every kernel takes: two arguments.
+        case operand(Tensor)
         case buffer(Tensor)
         case memory(cl_mem)
         case int(Int32)
@@ -224,9 +226,15 @@ public final class CLBackend: Backend {
     /// Enqueues `kernel` over `global` work-items (rounded up to multiples of `local`). No wait.
     func launch(_ kernel: cl_kernel, label: String, global: [Int], local: [Int]? = nil,
                 _ arguments: [KernelArgument]) throws {
-        for (index, argument) in arguments.enumerated() {
+        let expanded = arguments.flatMap { argument -> [KernelArgument] in
+            guard case .operand(let tensor) = argument else { return [argument] }
+            return [.buffer(tensor), .long(Int64(tensor.offset))]
+        }
+        for (index, argument) in expanded.enumerated() {
             let status: cl_int
             switch argument {
+            case .operand:
+                preconditionFailure("operands are expanded above")
             case .buffer(let tensor):
                 var value: cl_mem? = memory(tensor)
                 status = clSetKernelArg(kernel, cl_uint(index), MemoryLayout<cl_mem>.size, &value)

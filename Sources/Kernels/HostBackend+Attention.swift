@@ -129,11 +129,7 @@ public enum AttentionReference {
 // HostBackend.gemm), and outputs can hold NaN.
 extension HostBackend {
     public func attentionForward(output: Tensor, logSumExp: Tensor, qkv: Tensor, heads: Int) throws {
-        let operation = "attentionForward"
-        try checkOperands(operation, output, logSumExp, qkv)
-        let g = try AttentionGeometry(qkv: qkv, heads: heads, operation: operation)
-        try g.expect(output, "output", g.outputShape, operation: operation)
-        try g.expect(logSumExp, "logSumExp", g.statisticShape, operation: operation)
+        let g = try checkAttentionForward(output: output, logSumExp: logSumExp, qkv: qkv, heads: heads)
         guard g.batch > 0, g.tokens > 0 else { return }
         let (n, c, d) = (g.tokens, g.width, g.headDim)
         let scale = 1 / Float(d).squareRoot()
@@ -159,13 +155,8 @@ extension HostBackend {
 
     public func attentionBackward(qkvGradient: Tensor, outputGradient: Tensor, qkv: Tensor, output: Tensor,
                                   logSumExp: Tensor, heads: Int) throws {
-        let operation = "attentionBackward"
-        try checkOperands(operation, qkvGradient, outputGradient, qkv, output, logSumExp)
-        let g = try AttentionGeometry(qkv: qkv, heads: heads, operation: operation)
-        try g.expect(qkvGradient, "qkvGradient", qkv.shape, operation: operation)
-        try g.expect(outputGradient, "outputGradient", g.outputShape, operation: operation)
-        try g.expect(output, "output", g.outputShape, operation: operation)
-        try g.expect(logSumExp, "logSumExp", g.statisticShape, operation: operation)
+        let g = try checkAttentionBackward(qkvGradient: qkvGradient, outputGradient: outputGradient, qkv: qkv,
+                                           output: output, logSumExp: logSumExp, heads: heads)
         guard g.batch > 0, g.tokens > 0 else { return }
         let (n, c, d, ld) = (g.tokens, g.width, g.headDim, Int32(g.qkvWidth))
         let scale = 1 / Float(d).squareRoot()

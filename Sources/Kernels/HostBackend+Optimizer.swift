@@ -3,12 +3,7 @@ import Foundation
 /// Reference math for kernels/cl/reduce.cl and kernels/cl/optimizer.cl.
 extension HostBackend {
     public func squaredNorms(output: Tensor, input: Tensor, segments: SegmentTable) throws {
-        try checkOperands("squaredNorms", output, input)
-        try checkSegments("squaredNorms", segments, input)
-        guard output.count == segments.count else {
-            throw BackendError.invalidArgument(operation: "squaredNorms", reason:
-                "output has \(output.count) elements for \(segments.count) segments")
-        }
+        try checkSquaredNorms(output: output, input: input, segments: segments)
         let x = pointer(input), y = pointer(output)
         for (index, segment) in segments.segments.enumerated() {
             var sum = 0.0

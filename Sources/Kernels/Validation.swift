@@ -46,4 +46,38 @@ extension Backend {
         }
         return (rows, columns)
     }
+
+    /// Checks `squaredNorms` operands: one output element per segment, an input covering them all.
+    public func checkSquaredNorms(output: Tensor, input: Tensor, segments: SegmentTable) throws {
+        try checkOperands("squaredNorms", output, input)
+        try checkSegments("squaredNorms", segments, input)
+        guard output.count == segments.count else {
+            throw BackendError.invalidArgument(operation: "squaredNorms", reason:
+                "output has \(output.count) elements for \(segments.count) segments")
+        }
+    }
+
+    /// The attention geometry of a forward call, with every operand's shape checked.
+    public func checkAttentionForward(output: Tensor, logSumExp: Tensor, qkv: Tensor,
+                                      heads: Int) throws -> AttentionGeometry {
+        let operation = "attentionForward"
+        try checkOperands(operation, output, logSumExp, qkv)
+        let g = try AttentionGeometry(qkv: qkv, heads: heads, operation: operation)
+        try g.expect(output, "output", g.outputShape, operation: operation)
+        try g.expect(logSumExp, "logSumExp", g.statisticShape, operation: operation)
+        return g
+    }
+
+    /// The attention geometry of a backward call, with every operand's shape checked.
+    public func checkAttentionBackward(qkvGradient: Tensor, outputGradient: Tensor, qkv: Tensor, output: Tensor,
+                                       logSumExp: Tensor, heads: Int) throws -> AttentionGeometry {
+        let operation = "attentionBackward"
+        try checkOperands(operation, qkvGradient, outputGradient, qkv, output, logSumExp)
+        let g = try AttentionGeometry(qkv: qkv, heads: heads, operation: operation)
+        try g.expect(qkvGradient, "qkvGradient", qkv.shape, operation: operation)
+        try g.expect(outputGradient, "outputGradient", g.outputShape, operation: operation)
+        try g.expect(output, "output", g.outputShape, operation: operation)
+        try g.expect(logSumExp, "logSumExp", g.statisticShape, operation: operation)
+        return g
+    }
 }
