@@ -9,17 +9,9 @@ import TestSupport
     static let rows = 4, columns = 3
     static let momentum = 0.1, epsilon = 1e-5
 
-    struct Point {
-        var input: [Double]
-        var weight: [Double]
-        var bias: [Double]
-    }
+    typealias Point = NormalizationPoint
 
-    func point(center: Double) -> Point {
-        Point(input: randomDoubles(Self.rows * Self.columns, in: (center - 1)...(center + 1), seed: 1),
-              weight: randomDoubles(Self.columns, in: 0.5...1.5, seed: 2),
-              bias: randomDoubles(Self.columns, seed: 3))
-    }
+    func point(center: Double) -> Point { Point(rows: Self.rows, columns: Self.columns, center: center) }
 
     let projection = randomDoubles(rows * columns, seed: 4)
     let runningMean = randomDoubles(columns, seed: 5)

@@ -8,18 +8,9 @@ import TestSupport
     static let rows = 3, columns = 5
     static let epsilon = 1e-6
 
-    struct Point {
-        var input: [Double]
-        var weight: [Double]
-        var bias: [Double]
-    }
+    typealias Point = NormalizationPoint
 
-    /// `center` 100 checks that nothing in the math depends on inputs being centred at 0.
-    func point(center: Double) -> Point {
-        Point(input: randomDoubles(Self.rows * Self.columns, in: (center - 1)...(center + 1), seed: 1),
-              weight: randomDoubles(Self.columns, in: 0.5...1.5, seed: 2),
-              bias: randomDoubles(Self.columns, seed: 3))
-    }
+    func point(center: Double) -> Point { Point(rows: Self.rows, columns: Self.columns, center: center) }
 
     let projection = randomDoubles(rows * columns, seed: 4)
 

@@ -42,3 +42,17 @@ public func randomDoubles(_ count: Int, in range: ClosedRange<Double> = -1...1, 
     var generator = Kernels.SplitMix64(seed: seed)
     return (0..<count).map { _ in Double.random(in: range, using: &generator) }
 }
+
+/// Seeded input, weight (in [0.5, 1.5]) and bias of a normalization layer over (rows, columns),
+/// for finite-difference checks; `center` 100 checks that the math does not rely on inputs near 0.
+public struct NormalizationPoint {
+    public var input: [Double]
+    public var weight: [Double]
+    public var bias: [Double]
+
+    public init(rows: Int, columns: Int, center: Double) {
+        input = randomDoubles(rows * columns, in: (center - 1)...(center + 1), seed: 1)
+        weight = randomDoubles(columns, in: 0.5...1.5, seed: 2)
+        bias = randomDoubles(columns, seed: 3)
+    }
+}
