@@ -29,9 +29,13 @@ let package = Package(
         // MARK: OpenCL backend: runtime, program cache, CLBlast, launchers for kernels/cl/*.cl
         .target(name: "CLBackend", dependencies: ["Kernels", "KernelSources", "COpenCL", "CCLBlast"]),
 
+        // MARK: Data: dataset readers (IDX, CIFAR binary, image folders) and the augmentations
+        .target(name: "Datasets"),
+        .target(name: "Augment", dependencies: ["Datasets", "Kernels"]),
+
         // MARK: Model and training (written against the tensor protocol only)
         .target(name: "Model", dependencies: ["Kernels"]),
-        .target(name: "Train", dependencies: ["Model", "Kernels", "CLBackend"]),
+        .target(name: "Train", dependencies: ["Model", "Kernels", "CLBackend", "Datasets", "Augment"]),
 
         // MARK: Command-line tool
         .executableTarget(
@@ -51,6 +55,8 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
         .testTarget(name: "CLBackendTests", dependencies: ["CLBackend", "Kernels", "KernelSources", "TestSupport"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "CLBackend", "TestSupport"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),
+        .testTarget(name: "AugmentTests", dependencies: ["Augment", "Datasets", "TestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "TestSupport"], resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v5]
