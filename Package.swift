@@ -35,12 +35,12 @@ let package = Package(
 
         // MARK: Model and training (written against the tensor protocol only)
         .target(name: "Model", dependencies: ["Kernels"]),
-        .target(name: "Train", dependencies: ["Model", "Kernels", "CLBackend", "Datasets", "Augment"]),
+        .target(name: "Train", dependencies: ["Model", "Kernels", "CLBackend", "Datasets", "Augment", "COpenBLAS"]),
 
         // MARK: Command-line tool
         .executableTarget(
             name: "mocov3-cl",
-            dependencies: ["Train", "Model", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Train", "Model", "Datasets", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         // MARK: Benchmarks (swift run -c release bench-gemm / bench-kernels)

@@ -108,12 +108,31 @@ extension MoCoModel {
                      stepNumber: Int) throws -> Float {
         try momentumUpdate(m: m)
         let loss = try forward(x1: x1, x2: x2)
-        try backend.fill(training.gradientTensor, value: 0)
+        try zeroGradients()
         try backward(x1: x1, x2: x2)
-        try backend.adamw(parameters: parameterTensor, gradients: training.gradientTensor,
-                          firstMoment: training.firstMoment, secondMoment: training.secondMoment,
-                          segments: training.segments,
-                          step: AdamWStep(learningRate: learningRate, weightDecay: weightDecay, step: stepNumber))
+        try applyAdamW(AdamWStep(learningRate: learningRate, weightDecay: weightDecay, step: stepNumber))
         return loss
     }
+
+    /// Clears ``gradientTensor`` before a ``backward(x1:x2:)`` (which accumulates).
+    public func zeroGradients() throws { try backend.fill(training.gradientTensor, value: 0) }
+
+    /// `torch.optim.AdamW` over every trainable tensor with the current gradient (SPEC A.6).
+    public func applyAdamW(_ step: AdamWStep) throws {
+        try backend.adamw(parameters: parameterTensor, gradients: training.gradientTensor,
+                          firstMoment: training.firstMoment, secondMoment: training.secondMoment,
+                          segments: training.segments, step: step)
+    }
+
+    /// The reference's LARS (SPEC A.6) over every trainable tensor: ndim > 1 tensors are decayed
+    /// and trust-scaled, biases and norms are not. The heavy-ball buffer is ``firstMoment``.
+    public func applyLARS(_ step: LARSStep) throws {
+        try backend.lars(parameters: parameterTensor, gradients: training.gradientTensor,
+                         momentumBuffer: training.firstMoment, segments: training.segments, step: step)
+    }
+
+    /// Optimizer state over ``MoCoParameters/trainableRegion``: AdamW's `exp_avg`, or LARS's `mu`.
+    public var firstMoment: Tensor { training.firstMoment }
+    /// AdamW's `exp_avg_sq` (unused by LARS).
+    public var secondMoment: Tensor { training.secondMoment }
 }

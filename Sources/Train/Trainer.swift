@@ -1,0 +1,266 @@
+import Augment
+import Datasets
+import Foundation
+import Kernels
+import Model
+
+/// What one training iteration measured (one JSON line in `metrics.jsonl`).
+public struct IterationMetrics: Sendable {
+    public var epoch: Int
+    public var batch: Int
+    public var batchesPerEpoch: Int
+    public var step: Int
+    public var loss: Double
+    public var learningRate: Double
+    public var momentum: Double
+    public var imagesPerSecond: Double
+    /// The dense kNN monitor's accuracy of this batch against the memory bank (nil when not run).
+    public var knnMonitor: Double?
+    /// Gradient norm per monitored layer (``GradientMonitor/layers`` order).
+    public var gradientNorms: [(String, Double)]
+    public var spikes: [GradientMonitor.Spike]
+}
+
+/// Events the trainer reports to whoever shows them (the CLI's progress line and log).
+public enum TrainingEvent: Sendable {
+    case message(String)
+    case iteration(IterationMetrics)
+    /// kNN top-1 of the held-out split; epoch 0 is the initialisation baseline.
+    case evaluation(epoch: Int, knnTop1: Double, seconds: Double)
+    case checkpoint(path: String)
+}
+
+/// How a run ended.
+public struct TrainingSummary: Sendable {
+    public var completed: Bool
+    public var position: TrainingPosition
+    public var lastLoss: Double
+    public var knnTop1: [Int: Double]
+    public var seconds: Double
+    public var imagesPerSecond: Double
+    public var lastCheckpoint: String?
+}
+
+/// `mocov3-cl pretrain`: the MoCo v3 training loop (SPEC A.1) over a dataset, with the per-
+/// iteration lr and momentum schedules, the paper's monitors (dense kNN, per-layer gradient
+/// norms with spike warnings), the kNN evaluation per epoch, atomic checkpoints every epoch and
+/// on request, and a stop with a named layer when anything goes non-finite.
+public final class Pretrainer {
+    public let configuration: PretrainConfiguration
+    public let layout: MoCoParameters
+    public let model: MoCoModel
+    public let runFolder: URL
+    let data: DatasetSplits
+    let schedules: Schedules
+    let gradients: GradientMonitor
+    var bank: MemoryBank?
+    var position: TrainingPosition
+    let workers: Int
+    let report: (TrainingEvent) -> Void
+    let metrics: MetricsLog
+    let x1: Tensor, x2: Tensor
+    /// Test hook: called after the forward of each step with the model and the step number, before
+    /// the checks (a test poisons a weight here to exercise the non-finite stop).
+    public var afterForward: ((MoCoModel, Int) throws -> Void)?
+
+    /// - Parameters:
+    ///   - resume: a checkpoint to continue from; its configuration replaces `configuration`.
+    public init(configuration: PretrainConfiguration, backend: any Backend, data: DatasetSplits, runFolder: URL,
+                resume: TrainingCheckpoint.Contents? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount,
+                report: @escaping (TrainingEvent) -> Void) throws {
+        let configuration = resume?.configuration ?? configuration
+        try configuration.validate()
+        self.configuration = configuration
+        let config = try configuration.modelConfig()
+        layout = try resume?.layout ?? MoCoParameters(config)
+        guard data.train.count >= configuration.batchSize else {
+            throw PretrainError("\(data.name) has \(data.train.count) training images, fewer than one batch of "
+                + "\(configuration.batchSize); lower -b/--batch-size")
+        }
+        model = try MoCoModel(parameters: layout, backend: backend, batchSize: configuration.batchSize,
+                              initial: resume?.initial ?? layout.initialValues(seed: configuration.seed))
+        if let resume {
+            try backend.upload(resume.firstMoment, to: model.firstMoment)
+            try backend.upload(resume.secondMoment, to: model.secondMoment)
+        }
+        self.runFolder = runFolder
+        self.data = data
+        schedules = Schedules(baseLearningRate: configuration.lr, batchSize: configuration.batchSize,
+                              warmupEpochs: Double(configuration.warmupEpochs), epochs: Double(configuration.epochs),
+                              baseMomentum: configuration.mocoM, cosineMomentum: configuration.mocoMCos)
+        gradients = try GradientMonitor(layout: layout, backend: backend, spikeFactor: configuration.spikeFactor)
+        if data.train.isLabeled, configuration.knnEvery > 0 {
+            let length = configuration.knnBank > 0 ? configuration.knnBank : max(configuration.batchSize, data.train.count / 10)
+            if let saved = resume?.bank, saved.length == length { bank = saved } else {
+                bank = MemoryBank(length: length, width: config.vit.embedDim)
+            }
+        }
+        position = resume?.position ?? TrainingPosition()
+        self.workers = max(1, workers)
+        self.report = report
+        try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
+        metrics = try MetricsLog(url: runFolder.appendingPathComponent("metrics.jsonl"))
+        let shape = [configuration.batchSize, 3, configuration.imageSize, configuration.imageSize]
+        x1 = try backend.makeTensor(shape: shape)
+        x2 = try backend.makeTensor(shape: shape)
+    }
+
+    var batchesPerEpoch: Int { data.train.count / configuration.batchSize }
+
+    /// Trains from the current position to the end of the schedule, or until `shouldStop`
+    /// returns true between iterations (then it writes a checkpoint of the position reached).
+    public func run(shouldStop: @escaping () -> Bool = { false }) throws -> TrainingSummary {
+        let start = Date()
+        var summary = TrainingSummary(completed: false, position: position, lastLoss: .nan, knnTop1: [:], seconds: 0,
+                                      imagesPerSecond: 0, lastCheckpoint: nil)
+        if position == TrainingPosition(), configuration.evalEvery > 0, let top1 = try evaluate(epoch: 0) {
+            summary.knnTop1[0] = top1
+        }
+        let augmentation = MoCoAugmentation(imageSize: configuration.imageSize, cropMin: configuration.cropMin)
+        var imagesTrained = 0
+        var trainingSeconds = 0.0
+        while position.epoch < configuration.epochs {
+            let epoch = position.epoch
+            let loader = TrainingBatches(dataset: data.train, augmentation: augmentation,
+                                         batchSize: configuration.batchSize, seed: configuration.seed, epoch: epoch,
+                                         startBatch: position.batch, workers: workers)
+            defer { loader.cancel() }
+            var reportedSkips = 0
+            var last = Date()
+            while let batch = try loader.next() {
+                let metrics = try iterate(batch, epoch: epoch, start: last)
+                let now = Date()
+                trainingSeconds += now.timeIntervalSince(last)
+                imagesTrained += configuration.batchSize
+                last = now
+                summary.lastLoss = metrics.loss
+                let skipped = loader.errorDescriptions
+                for description in skipped.dropFirst(reportedSkips) { report(.message("skipped unreadable sample: \(description)")) }
+                reportedSkips = skipped.count
+                if shouldStop(), position.batch < batchesPerEpoch {
+                    summary.lastCheckpoint = try saveCheckpoint()
+                    summary.position = position
+                    summary.seconds = Date().timeIntervalSince(start)
+                    summary.imagesPerSecond = Double(imagesTrained) / max(trainingSeconds, 1e-9)
+                    return summary
+                }
+            }
+            if loader.skippedSamples > 0 {
+                report(.message("epoch \(epoch + 1): \(loader.skippedSamples) unreadable samples were skipped and replaced"))
+            }
+            position = TrainingPosition(epoch: epoch + 1, batch: 0, step: position.step)
+            let due = configuration.evalEvery > 0
+                && (position.epoch % configuration.evalEvery == 0 || position.epoch == configuration.epochs)
+            if due, let top1 = try evaluate(epoch: position.epoch) { summary.knnTop1[position.epoch] = top1 }
+            summary.lastCheckpoint = try saveCheckpoint()
+            if shouldStop(), position.epoch < configuration.epochs { break }
+        }
+        summary.completed = position.epoch >= configuration.epochs
+        summary.position = position
+        summary.seconds = Date().timeIntervalSince(start)
+        summary.imagesPerSecond = Double(imagesTrained) / max(trainingSeconds, 1e-9)
+        return summary
+    }
+
+    /// One step of SPEC A.1 on `batch`, then the monitors. Throws before the optimizer update
+    /// when the loss or any gradient is not finite, so the weights and checkpoints stay good.
+    func iterate(_ batch: TrainingBatch, epoch: Int, start: Date) throws -> IterationMetrics {
+        let backend = model.backend
+        let e = Double(epoch) + Double(batch.batchIndex) / Double(batchesPerEpoch)
+        let learningRate = schedules.learningRate(at: e)
+        let momentum = schedules.momentum(at: e)
+        try backend.upload(batch.x1, to: x1)
+        try backend.upload(batch.x2, to: x2)
+        try model.momentumUpdate(m: Float(momentum))
+        let loss = try model.forward(x1: x1, x2: x2)
+        try afterForward?(model, position.step)
+        try model.zeroGradients()
+        try model.backward(x1: x1, x2: x2)
+        let squared = try gradients.tensorSquaredNorms(of: model.gradientTensor)
+        if !loss.isFinite || squared.contains(where: { !$0.isFinite }) {
+            throw nonFiniteError(loss: loss, squared: squared, epoch: epoch, batch: batch.batchIndex)
+        }
+        switch configuration.optimizer {
+        case .adamw:
+            try model.applyAdamW(AdamWStep(learningRate: learningRate, weightDecay: configuration.weightDecay,
+                                           step: position.step + 1))
+        case .lars:
+            try model.applyLARS(LARSStep(learningRate: learningRate, weightDecay: configuration.weightDecay))
+        }
+        position.step += 1
+        position.batch = batch.batchIndex + 1
+
+        let norms = gradients.layerNorms(squared)
+        let spikes = gradients.record(norms)
+        var knn: Double?
+        if var bank {
+            if position.step % configuration.knnEvery == 0, bank.filled > 0 {
+                let width = layout.config.vit.embedDim
+                let queries = KNNClassifier.normalized(try model.baseFeatures(view: 0), width: width)
+                let classifier = KNNClassifier(k: configuration.knnK, temperature: configuration.knnT,
+                                               classes: data.train.classNames.count)
+                knn = classifier.accuracy(queries: queries, labels: batch.labels, bank: bank.features,
+                                          bankLabels: bank.labels, width: width)
+            }
+            bank.enqueue(try model.momentumFeatures(), labels: batch.labels)
+            self.bank = bank
+        }
+        let seconds = Date().timeIntervalSince(start)
+        let metrics = IterationMetrics(
+            epoch: epoch, batch: batch.batchIndex, batchesPerEpoch: batchesPerEpoch, step: position.step,
+            loss: Double(loss), learningRate: learningRate, momentum: momentum,
+            imagesPerSecond: Double(configuration.batchSize) / max(seconds, 1e-9), knnMonitor: knn,
+            gradientNorms: zip(gradients.layers.map(\.name), norms).map { ($0, $1) }, spikes: spikes)
+        try self.metrics.write(metrics)
+        report(.iteration(metrics))
+        return metrics
+    }
+
+    /// Names the iteration and the first layer that went non-finite: a parameter first (the
+    /// weights were already bad), else the first gradient in forward order.
+    func nonFiniteError(loss: Float, squared: [Float], epoch: Int, batch: Int) -> PretrainError {
+        var what = "the loss is \(loss)"
+        if let parameter = try? firstNonFiniteParameter() {
+            what += "; the first non-finite parameter is \(parameter)"
+        } else if let tensor = gradients.firstNonFinite(squared) {
+            what += "; the first non-finite gradient (forward order) is in \(tensor)"
+        }
+        let checkpoint = TrainingCheckpoint.candidates(in: runFolder).first.map { "the last good checkpoint, \($0.path), is intact" }
+            ?? "no checkpoint was written yet"
+        return PretrainError("training diverged at iteration \(position.step + 1) (epoch \(epoch + 1), batch \(batch + 1)): "
+            + "\(what). The update was not applied and \(checkpoint). Try a lower --lr, more --warmup-epochs, "
+            + "or --stop-grad-conv1 (paper Sec. 4.1)")
+    }
+
+    func firstNonFiniteParameter() throws -> String? {
+        let values = try model.backend.download(model.parameterTensor)
+        for entry in layout.table.entries where values[entry.offset..<(entry.offset + entry.count)].contains(where: { !$0.isFinite }) {
+            return entry.name
+        }
+        return nil
+    }
+
+    /// Writes a checkpoint of the current position; returns its path.
+    @discardableResult
+    public func saveCheckpoint() throws -> String {
+        let url = runFolder.appendingPathComponent(TrainingCheckpoint.fileName(for: position))
+        try TrainingCheckpoint.write(to: url, model: model, configuration: configuration, position: position, bank: bank)
+        report(.checkpoint(path: url.path))
+        return url.path
+    }
+
+    /// kNN top-1 of the base encoder's features on the held-out split against the training split
+    /// (k, T from the configuration); nil without a labeled held-out split.
+    func evaluate(epoch: Int) throws -> Double? {
+        guard let test = data.test, test.isLabeled, data.train.isLabeled else { return nil }
+        let start = Date()
+        let extractor = try FeatureExtractor(layout: layout, parameterTensor: model.parameterTensor,
+                                             backend: model.backend, batchSize: min(256, configuration.batchSize))
+        let top1 = try KNNEvaluation(k: configuration.knnK, temperature: configuration.knnT, workers: workers)
+            .accuracy(extractor: extractor, train: data.train, test: test)
+        let seconds = Date().timeIntervalSince(start)
+        try metrics.writeEvaluation(epoch: epoch, knnTop1: top1, seconds: seconds)
+        report(.evaluation(epoch: epoch, knnTop1: top1, seconds: seconds))
+        return top1
+    }
+}

@@ -1,0 +1,153 @@
+import Foundation
+import Kernels
+import Model
+
+/// Where a run stands: what a checkpoint restores besides the tensors.
+public struct TrainingPosition: Sendable, Equatable {
+    /// Epoch of the next batch to run (0-based).
+    public var epoch: Int
+    /// Index of the next batch within that epoch.
+    public var batch: Int
+    /// Optimizer steps taken so far (AdamW's bias-correction count is `step + 1` for the next one).
+    public var step: Int
+
+    public init(epoch: Int = 0, batch: Int = 0, step: Int = 0) {
+        self.epoch = epoch
+        self.batch = batch
+        self.step = step
+    }
+}
+
+/// A pre-training checkpoint (`checkpoint_%04d.safetensors`, SPEC A.10 with safetensors instead
+/// of pickles): both encoders, the predictor and BN buffers under the reference's `module.*`
+/// names (loadable by `mocov3-cl step --weights` and by PyTorch), the optimizer state as
+/// `optimizer.exp_avg.<name>` / `optimizer.exp_avg_sq.<name>` (AdamW) or
+/// `optimizer.momentum_buffer.<name>` (LARS), the dense kNN monitor's bank, and in the metadata
+/// the run's configuration and position. The data order and augmentations are pure functions of
+/// (seed, epoch, sample), so the seed and the position are the whole RNG state.
+public enum TrainingCheckpoint {
+    public static let format = "mocov3-cl pretrain checkpoint 1"
+
+    /// Writes atomically (temp file, fsync, rename): a crash mid-write leaves the previous file.
+    public static func write(to url: URL, model: MoCoModel, configuration: PretrainConfiguration,
+                             position: TrainingPosition, bank: MemoryBank?) throws {
+        let layout = model.parameters
+        var metadata = Checkpoint.metadata(for: layout.config)
+        metadata["format"] = format
+        metadata["pretrain_config"] = String(decoding: try JSONEncoder().encode(configuration), as: UTF8.self)
+        metadata["epoch"] = String(position.epoch)
+        metadata["batch"] = String(position.batch)
+        metadata["step"] = String(position.step)
+        var writer = SafetensorsWriter(metadata: metadata)
+        try addModel(model, to: &writer)
+        let backend = model.backend
+        let moments: [(String, Tensor)] = configuration.optimizer == .adamw
+            ? [("optimizer.exp_avg.", model.firstMoment), ("optimizer.exp_avg_sq.", model.secondMoment)]
+            : [("optimizer.momentum_buffer.", model.firstMoment)]
+        for (prefix, tensor) in moments {
+            let values = try backend.download(tensor)
+            for entry in layout.table.entries where entry.trainable {
+                try writer.add(prefix + entry.name, shape: entry.shape,
+                               floats: Array(values[entry.offset..<(entry.offset + entry.count)]))
+            }
+        }
+        if let bank {
+            try writer.add("monitor.bank.features", shape: [bank.length, bank.width], floats: bank.features)
+            try writer.add("monitor.bank.labels", shape: [bank.length], int32s: bank.labels)
+            try writer.add("monitor.bank.pointer", shape: [], int64s: [Int64(bank.pointer)])
+        }
+        try writer.write(to: url)
+    }
+
+    /// Every parameter and BN buffer under its own name (`num_batches_tracked` as I64, as PyTorch).
+    static func addModel(_ model: MoCoModel, to writer: inout SafetensorsWriter) throws {
+        let layout = model.parameters
+        let parameters = try model.backend.download(model.parameterTensor)
+        for entry in layout.table.entries {
+            try writer.add(entry.name, shape: entry.shape, floats: Array(parameters[entry.offset..<(entry.offset + entry.count)]))
+        }
+        let buffers = try model.backend.download(model.bufferTensor)
+        for entry in layout.buffers.entries {
+            let values = Array(buffers[entry.offset..<(entry.offset + entry.count)])
+            if entry.name.hasSuffix("num_batches_tracked") {
+                try writer.add(entry.name, shape: entry.shape, int64s: values.map { Int64($0) })
+            } else {
+                try writer.add(entry.name, shape: entry.shape, floats: values)
+            }
+        }
+    }
+
+    /// A checkpoint read back and checked: everything ``write(to:model:configuration:position:bank:)`` stored.
+    public struct Contents {
+        public let configuration: PretrainConfiguration
+        public let position: TrainingPosition
+        public let layout: MoCoParameters
+        public let initial: (parameters: [Float], buffers: [Float])
+        /// In ``MoCoParameters/trainableRegion`` layout.
+        public let firstMoment: [Float], secondMoment: [Float]
+        public let bank: MemoryBank?
+        public let source: String
+    }
+
+    /// Reads a checkpoint; a file cut off mid-write, a foreign file or a missing tensor is an
+    /// error naming the file and what is wrong.
+    public static func read(_ url: URL) throws -> Contents {
+        let file: SafetensorsFile
+        do { file = try SafetensorsFile(contentsOf: url) } catch {
+            throw PretrainError("cannot read checkpoint \(url.path): \(error). If the run was interrupted while "
+                + "writing, the previous checkpoint in the same folder is intact: resume from it")
+        }
+        guard file.metadata["format"] == format, let json = file.metadata["pretrain_config"] else {
+            throw PretrainError("\(url.path) is not a mocov3-cl pretrain checkpoint (no \"format\": \"\(format)\" "
+                + "in its metadata); to start from plain weights use `mocov3-cl step --weights`")
+        }
+        let configuration = try JSONDecoder().decode(PretrainConfiguration.self, from: Data(json.utf8))
+        func integer(_ key: String) throws -> Int {
+            guard let value = file.metadata[key].flatMap(Int.init) else {
+                throw PretrainError("checkpoint \(url.path) has no integer \"\(key)\" in its metadata")
+            }
+            return value
+        }
+        let position = TrainingPosition(epoch: try integer("epoch"), batch: try integer("batch"), step: try integer("step"))
+        let layout = try MoCoParameters(configuration.modelConfig())
+        let initial = try Checkpoint.initialValues(from: file, layout: layout, prefix: "")
+        let trainable = layout.trainableRegion.upperBound
+        func moments(_ prefix: String) throws -> [Float] {
+            var values = [Float](repeating: 0, count: trainable)
+            for entry in layout.table.entries where entry.trainable {
+                values.replaceSubrange(entry.offset..<(entry.offset + entry.count),
+                                       with: try file.floats(prefix + entry.name, shape: entry.shape))
+            }
+            return values
+        }
+        let first: [Float], second: [Float]
+        switch configuration.optimizer {
+        case .adamw: (first, second) = (try moments("optimizer.exp_avg."), try moments("optimizer.exp_avg_sq."))
+        case .lars: (first, second) = (try moments("optimizer.momentum_buffer."), [Float](repeating: 0, count: trainable))
+        }
+        var bank: MemoryBank?
+        if file.names.contains("monitor.bank.features") {
+            let labels = try file.int32s("monitor.bank.labels")
+            let pointer = try file.int64s("monitor.bank.pointer", shape: [])
+            bank = try MemoryBank(features: try file.floats("monitor.bank.features"), labels: labels,
+                                  pointer: Int(pointer.first ?? 0), width: layout.config.vit.embedDim)
+        }
+        return Contents(configuration: configuration, position: position, layout: layout, initial: initial,
+                        firstMoment: first, secondMoment: second, bank: bank, source: url.path)
+    }
+
+    /// `--resume auto`: the run folder's checkpoints, newest position first.
+    public static func candidates(in folder: URL) -> [URL] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        return names.filter { $0.hasPrefix("checkpoint_") && $0.hasSuffix(".safetensors") }
+            .sorted(by: >)
+            .map { folder.appendingPathComponent($0) }
+    }
+
+    /// File name for a checkpoint at `position`: sorts by position, `checkpoint_0003.safetensors`
+    /// at an epoch boundary (as the reference's `checkpoint_%04d`), with the batch when mid-epoch.
+    public static func fileName(for position: TrainingPosition) -> String {
+        position.batch == 0 ? String(format: "checkpoint_%04d.safetensors", position.epoch)
+            : String(format: "checkpoint_%04d_%06d.safetensors", position.epoch, position.batch)
+    }
+}

@@ -1,0 +1,66 @@
+import ArgumentParser
+import Datasets
+import Foundation
+import Kernels
+import Model
+import Train
+
+/// `mocov3-cl knn`: the kNN evaluation of a checkpoint's base-encoder features (InstDisc
+/// protocol: cosine similarity, k nearest training samples vote with weight exp(s/T)).
+struct KNN: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "knn",
+        abstract: "kNN top-1 of a checkpoint's class-token features on the held-out split against the training split.")
+
+    @Option(help: "A pretrain checkpoint or any weights file with the model configuration in __metadata__.")
+    var checkpoint: String?
+    @Flag(help: "Classify the normalised pixels themselves instead (the baseline); needs no checkpoint.")
+    var rawPixels = false
+    @Option(help: "fashion-mnist (default), an image folder with train/ and val/, or a CIFAR binary folder.")
+    var data: String?
+    @Option(help: "Image side for --raw-pixels (default 28).") var imageSize = 28
+    @Option(help: "Encoder: base (default) or momentum.") var encoder = "base"
+    @Option(help: "Neighbours k.") var k = 200
+    @Option(help: "Temperature of the vote.") var t = 0.07
+    @Option(help: "Feature batch size.") var batchSize = 256
+    @OptionGroup var deviceOptions: DeviceOptions
+
+    func validate() throws {
+        guard rawPixels != (checkpoint != nil) else {
+            throw ValidationError("pass either --checkpoint PATH or --raw-pixels")
+        }
+        guard k >= 1, t > 0, t.isFinite, batchSize >= 1, imageSize >= 1 else {
+            throw ValidationError("--k, --batch-size and --image-size must be ≥ 1 and --t positive")
+        }
+        guard ["base", "momentum"].contains(encoder) else { throw ValidationError("--encoder must be base or momentum") }
+    }
+
+    func run() throws {
+        let splits = try DatasetSource.open(data == "fashion-mnist" ? nil : data)
+        guard let test = splits.test, test.isLabeled, splits.train.isLabeled else {
+            throw ValidationError("\(splits.name) has no labeled held-out split (a val/ folder of class folders); kNN needs one")
+        }
+        let workers = ProcessInfo.processInfo.activeProcessorCount
+        let evaluation = KNNEvaluation(k: k, temperature: t, workers: workers)
+        let start = Date()
+        let top1: Double
+        var what = "raw pixels"
+        if let checkpoint {
+            let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: checkpoint))
+            let layout = try MoCoParameters(Checkpoint.config(from: file, temperature: 0.2))
+            let values = try Checkpoint.initialValues(from: file, layout: layout)
+            let backend = try deviceOptions.makeBackend()
+            let parameters = try backend.makeTensor(values.parameters, shape: [values.parameters.count])
+            let extractor = try FeatureExtractor(
+                layout: layout, parameterTensor: parameters, backend: backend, batchSize: batchSize,
+                encoderPrefix: encoder == "base" ? MoCoParameters.baseEncoderPrefix : MoCoParameters.momentumEncoderPrefix)
+            top1 = try evaluation.accuracy(extractor: extractor, train: splits.train, test: test)
+            what = "\(encoder) encoder of \(checkpoint)"
+        } else {
+            top1 = try evaluation.rawPixelAccuracy(train: splits.train, test: test, imageSize: imageSize)
+        }
+        print(String(format: "kNN top-1 %.2f%% (k=%d, T=%g) of %@ on %@: %d train, %d test images, %.1f s",
+                     100 * top1, k, t, what, splits.name, splits.train.count, test.count, Date().timeIntervalSince(start)))
+        print(String(format: "{\"knn_top1\":%.6f,\"k\":%d,\"t\":%g}", top1, k, t))
+    }
+}
