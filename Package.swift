@@ -19,6 +19,9 @@ let package = Package(
         .systemLibrary(name: "COpenCL", path: "Sources/COpenCL"),
         .systemLibrary(name: "CCLBlast", path: "Sources/CCLBlast"),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG"),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
 
         // MARK: OpenCL C sources, embedded into the binary at build time
         .target(name: "KernelSources", path: "kernels", resources: [.embedInCode("cl")]),
@@ -30,7 +33,7 @@ let package = Package(
         .target(name: "CLBackend", dependencies: ["Kernels", "KernelSources", "COpenCL", "CCLBlast"]),
 
         // MARK: Data: dataset readers (IDX, CIFAR binary, image folders) and the augmentations
-        .target(name: "Datasets"),
+        .target(name: "Datasets", dependencies: ["CZlib", "CTurboJPEG", "CPNG"]),
         .target(name: "Augment", dependencies: ["Datasets", "Kernels"]),
 
         // MARK: Model and training (written against the tensor protocol only)
@@ -55,7 +58,7 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
         .testTarget(name: "CLBackendTests", dependencies: ["CLBackend", "Kernels", "KernelSources", "TestSupport"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "CLBackend", "TestSupport"]),
-        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport", "CZlib", "CTurboJPEG", "CPNG"]),
         .testTarget(name: "AugmentTests", dependencies: ["Augment", "Datasets", "TestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "TestSupport"], resources: [.copy("Fixtures")]),
     ],

@@ -1,0 +1,137 @@
+import Datasets
+import Foundation
+import Kernels
+
+/// One pre-training batch: both views of B samples, (B, 3, S, S) each.
+public struct TrainingBatch: Sendable {
+    /// View 1 (pipeline 1), B·3·S·S floats.
+    public var x1: [Float]
+    /// View 2 (pipeline 2), B·3·S·S floats.
+    public var x2: [Float]
+    /// The class of each sample, −1 when the dataset is unlabeled.
+    public var labels: [Int32]
+    /// The dataset index each slot was read from (a replacement's index when a read failed).
+    public var indices: [Int]
+    /// Position of the batch in the epoch, 0..<batchesPerEpoch.
+    public var batchIndex: Int
+}
+
+/// The pre-training loader: one epoch of MoCo v3 batches in a seeded random order, made on a
+/// background thread up to `prefetch` batches ahead, each batch's samples spread over
+/// `workers` threads.
+///
+/// Order: a Fisher–Yates permutation drawn from (seed, epoch); batch b holds permutation
+/// positions b·B ..< (b + 1)·B, and the last `count mod B` samples are dropped (`drop_last=True`).
+/// Every augmentation draw comes from (seed, epoch, index, view), so the batches are
+/// bit-identical for any `workers`, and starting at `startBatch` k gives the same batches as
+/// iterating to k.
+///
+/// A sample whose `image(at:)` throws is replaced by the next permutation position that loads
+/// (wrapping around), augmented with the failing slot's seed so it does not repeat the
+/// replacement's own views; the batch stays full. `skippedSamples` and `errorDescriptions`
+/// (each failing sample once) say what happened, for the trainer's log.
+public final class TrainingBatches: @unchecked Sendable {
+    public let batchSize: Int
+    public let batchesPerEpoch: Int
+    public let epoch: Int
+    /// The epoch's order of dataset indices.
+    public let permutation: [Int]
+    private let producer: BatchProducer<TrainingBatch>
+    private let skips = SkipLog()
+
+    public init(dataset: any ImageDataset, augmentation: MoCoAugmentation, batchSize: Int, seed: UInt64,
+                epoch: Int, startBatch: Int = 0, workers: Int, prefetch: Int = 2) {
+        precondition(batchSize > 0, "batchSize must be positive")
+        precondition(workers > 0, "workers must be positive")
+        let count = dataset.count
+        var shuffle = AugmentationSeed.shuffleGenerator(seed: seed, epoch: epoch)
+        let permutation = shuffle.permutation(count)
+        let batchesPerEpoch = count / batchSize
+        precondition(startBatch >= 0, "startBatch must not be negative")
+        self.batchSize = batchSize
+        self.batchesPerEpoch = batchesPerEpoch
+        self.epoch = epoch
+        self.permutation = permutation
+        let skips = self.skips
+        producer = BatchProducer(range: min(startBatch, batchesPerEpoch)..<batchesPerEpoch, prefetch: prefetch) { b in
+            try Self.makeBatch(b, dataset: dataset, augmentation: augmentation, permutation: permutation,
+                               batchSize: batchSize, seed: seed, epoch: epoch, workers: workers, skips: skips)
+        }
+    }
+
+    deinit { producer.cancel() }
+
+    /// The next batch, nil at the end of the epoch or after `cancel()`. Throws only when no
+    /// sample of the dataset can be read at all.
+    public func next() throws -> TrainingBatch? { try producer.next() }
+
+    /// Stops the background work; waits at most for the batch being made.
+    public func cancel() { producer.cancel() }
+
+    /// Slots filled by a replacement so far (including batches prepared but not yet taken).
+    public var skippedSamples: Int { skips.skippedSamples }
+
+    /// Why samples were skipped, one description per failing sample.
+    public var errorDescriptions: [String] { skips.errorDescriptions }
+
+    var isProducerStopped: Bool { producer.isStopped }
+
+    private static func makeBatch(_ b: Int, dataset: any ImageDataset, augmentation: MoCoAugmentation,
+                                  permutation: [Int], batchSize: Int, seed: UInt64, epoch: Int, workers: Int,
+                                  skips: SkipLog) throws -> TrainingBatch {
+        let viewCount = augmentation.outputCount
+        var x1 = [Float](repeating: 0, count: batchSize * viewCount)
+        var x2 = [Float](repeating: 0, count: batchSize * viewCount)
+        var labels = [Int32](repeating: -1, count: batchSize)
+        var indices = [Int](repeating: -1, count: batchSize)
+        var failures = [[(index: Int, message: String)]](repeating: [], count: batchSize)
+        var fatal = [(any Error)?](repeating: nil, count: batchSize)
+        x1.withUnsafeMutableBufferPointer { x1 in
+            x2.withUnsafeMutableBufferPointer { x2 in
+                labels.withUnsafeMutableBufferPointer { labels in
+                    indices.withUnsafeMutableBufferPointer { indices in
+                        failures.withUnsafeMutableBufferPointer { failures in
+                            fatal.withUnsafeMutableBufferPointer { fatal in
+                                forEachSlot(batchSize, workers: workers) { slot in
+                                    let position = b * batchSize + slot
+                                    do {
+                                        let (image, index, errors) = try loadReplacing(position: position, dataset: dataset,
+                                                                                       permutation: permutation)
+                                        failures[slot] = errors
+                                        indices[slot] = index
+                                        labels[slot] = Int32(dataset.label(at: index) ?? -1)
+                                        let range = (slot * viewCount)..<((slot + 1) * viewCount)
+                                        augmentation.augment(image, seed: seed, epoch: epoch, index: permutation[position],
+                                                             view1: UnsafeMutableBufferPointer(rebasing: x1[range]),
+                                                             view2: UnsafeMutableBufferPointer(rebasing: x2[range]))
+                                    } catch {
+                                        fatal[slot] = error
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let error = fatal.lazy.compactMap({ $0 }).first { throw error }
+        for errors in failures where !errors.isEmpty { skips.record(replaced: 1, errors: errors) }
+        return TrainingBatch(x1: x1, x2: x2, labels: labels, indices: indices, batchIndex: b)
+    }
+
+    /// Reads the sample at `position` of the permutation, or the first one after it that loads.
+    private static func loadReplacing(position: Int, dataset: any ImageDataset, permutation: [Int])
+        throws -> (Image, Int, [(index: Int, message: String)]) {
+        var errors: [(index: Int, message: String)] = []
+        for step in 0..<permutation.count {
+            let index = permutation[(position + step) % permutation.count]
+            do {
+                return (try dataset.image(at: index), index, errors)
+            } catch {
+                errors.append((index, "sample \(index): \(error)"))
+            }
+        }
+        throw DatasetError("no sample of the \(permutation.count) in the dataset could be read; the first error: "
+                           + (errors.first?.message ?? "none") + ". Check the dataset path and files.")
+    }
+}

@@ -1,0 +1,145 @@
+import CPNG
+import CTurboJPEG
+import Foundation
+
+/// JPEG (TurboJPEG) and PNG (libpng's simplified API) decoding to 8-bit ``Image``s: grey files
+/// stay 1-channel, everything else becomes RGB. The format is taken from the file's signature,
+/// not its extension, so a misnamed file still decodes and random bytes fail cleanly.
+public enum ImageDecoder {
+    /// Reads and decodes the file at `path`; errors name the path and the reason.
+    public static func decode(contentsOf path: String) throws -> Image {
+        try decode(try readFile(path), path: path)
+    }
+
+    /// Decodes JPEG or PNG bytes; `path` is used only in error messages.
+    public static func decode(_ bytes: [UInt8], path: String) throws -> Image {
+        switch format(of: bytes) {
+        case .jpeg: return try decodeJPEG(bytes, path: path)
+        case .png: return try decodePNG(bytes, path: path)
+        case nil:
+            let start = bytes.prefix(8).map { String($0, radix: 16) }.joined(separator: " ")
+            throw DatasetError("cannot decode \(path): not a JPEG or PNG file (first bytes: \(start.isEmpty ? "none, the file is empty" : start))")
+        }
+    }
+
+    /// Width, height and channels without decoding the pixels, or nil when the header is unreadable.
+    static func shape(of bytes: [UInt8]) -> (width: Int, height: Int, channels: Int)? {
+        switch format(of: bytes) {
+        case .jpeg: return try? jpegHeader(bytes, path: "")
+        case .png:
+            guard var header = try? pngHeader(bytes, path: "") else { return nil }
+            png_image_free(&header.image)
+            return header.shape
+        case nil: return nil
+        }
+    }
+
+    enum Format { case jpeg, png }
+
+    static func format(of bytes: [UInt8]) -> Format? {
+        if bytes.starts(with: [0xFF, 0xD8, 0xFF]) { return .jpeg }
+        if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) { return .png }
+        return nil
+    }
+
+    static func readFile(_ path: String) throws -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw DatasetError("cannot read \(path): the file is missing or unreadable")
+        }
+        return [UInt8](data)
+    }
+
+    // MARK: JPEG
+
+    private static func jpegHeader(_ bytes: [UInt8], path: String) throws -> (width: Int, height: Int, channels: Int) {
+        guard let handle = tjInitDecompress() else {
+            throw DatasetError("cannot decode \(path): TurboJPEG could not create a decompressor")
+        }
+        defer { tjDestroy(handle) }
+        var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
+        let status = tjDecompressHeader3(handle, bytes, UInt(bytes.count), &width, &height, &subsampling, &colorspace)
+        guard status == 0, width > 0, height > 0 else {
+            throw DatasetError("cannot decode \(path): bad JPEG header (\(String(cString: tjGetErrorStr2(handle))))")
+        }
+        return (Int(width), Int(height), colorspace == Int32(TJCS_GRAY.rawValue) ? 1 : 3)
+    }
+
+    private static func decodeJPEG(_ bytes: [UInt8], path: String) throws -> Image {
+        guard let handle = tjInitDecompress() else {
+            throw DatasetError("cannot decode \(path): TurboJPEG could not create a decompressor")
+        }
+        defer { tjDestroy(handle) }
+        var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
+        guard tjDecompressHeader3(handle, bytes, UInt(bytes.count), &width, &height, &subsampling, &colorspace) == 0,
+              width > 0, height > 0 else {
+            throw DatasetError("cannot decode \(path): bad JPEG header (\(String(cString: tjGetErrorStr2(handle))))")
+        }
+        let isGrey = colorspace == Int32(TJCS_GRAY.rawValue)
+        // libjpeg cannot convert CMYK/YCCK to RGB, so those are decoded as CMYK and converted here.
+        let isCMYK = colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue)
+        let pixelFormat = isGrey ? TJPF_GRAY : isCMYK ? TJPF_CMYK : TJPF_RGB
+        let outputChannels = isGrey ? 1 : isCMYK ? 4 : 3
+        var pixels = [UInt8](repeating: 0, count: Int(width) * Int(height) * outputChannels)
+        let status = tjDecompress2(handle, bytes, UInt(bytes.count), &pixels, width, 0, height,
+                                   Int32(pixelFormat.rawValue), 0)
+        // A warning (for example "Corrupt JPEG data: extraneous bytes") still yields a whole
+        // image; PIL, which torchvision uses, accepts those files too. Only fatal errors fail.
+        if status != 0 && tjGetErrorCode(handle) != Int32(TJERR_WARNING.rawValue) {
+            throw DatasetError("cannot decode \(path): \(String(cString: tjGetErrorStr2(handle)))")
+        }
+        if isCMYK { pixels = rgb(fromInvertedCMYK: pixels) }
+        return Image(width: Int(width), height: Int(height), channels: isGrey ? 1 : 3, pixels: pixels)
+    }
+
+    /// CMYK JPEGs are written by Adobe software with inverted channels (255 = no ink), so
+    /// R = C·K/255 and likewise for G and B; the same rule PIL applies.
+    private static func rgb(fromInvertedCMYK cmyk: [UInt8]) -> [UInt8] {
+        let count = cmyk.count / 4
+        var rgb = [UInt8](repeating: 0, count: count * 3)
+        for pixel in 0..<count {
+            let k = UInt32(cmyk[4 * pixel + 3])
+            for channel in 0..<3 {
+                rgb[3 * pixel + channel] = UInt8((UInt32(cmyk[4 * pixel + channel]) * k + 127) / 255)
+            }
+        }
+        return rgb
+    }
+
+    // MARK: PNG
+
+    private static func pngMessage(_ image: png_image) -> String {
+        withUnsafeBytes(of: image.message) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+    }
+
+    private static func pngHeader(_ bytes: [UInt8], path: String) throws -> (image: png_image, shape: (width: Int, height: Int, channels: Int)) {
+        var image = png_image()
+        image.version = UInt32(PNG_IMAGE_VERSION)
+        guard png_image_begin_read_from_memory(&image, bytes, bytes.count) != 0 else {
+            let message = pngMessage(image)
+            png_image_free(&image)
+            throw DatasetError("cannot decode \(path): bad PNG header (\(message))")
+        }
+        let isColor = image.format & UInt32(PNG_FORMAT_FLAG_COLOR) != 0
+        return (image, (Int(image.width), Int(image.height), isColor ? 3 : 1))
+    }
+
+    private static func decodePNG(_ bytes: [UInt8], path: String) throws -> Image {
+        var (image, shape) = try pngHeader(bytes, path: path)
+        // 8-bit output without alpha: grey or RGB. Alpha is composited onto black; 16-bit files
+        // without gAMA/sRGB chunks are taken as sRGB so they reduce to 8 bits by plain scaling
+        // (value/257) instead of being gamma-encoded as if linear.
+        image.format = shape.channels == 1 ? 0 : UInt32(PNG_FORMAT_FLAG_COLOR)  // PNG_FORMAT_GRAY : PNG_FORMAT_RGB
+        image.flags |= UInt32(PNG_IMAGE_FLAG_16BIT_sRGB)
+        var pixels = [UInt8](repeating: 0, count: shape.width * shape.height * shape.channels)
+        var black = png_color(red: 0, green: 0, blue: 0)
+        let status = png_image_finish_read(&image, &black, &pixels, 0, nil)
+        let message = pngMessage(image)
+        png_image_free(&image)
+        guard status != 0 else {
+            throw DatasetError("cannot decode \(path): \(message.isEmpty ? "PNG data is corrupt" : message)")
+        }
+        return Image(width: shape.width, height: shape.height, channels: shape.channels, pixels: pixels)
+    }
+}
