@@ -87,6 +87,30 @@ import Testing
         }
     }
 
+    @Test func bytesAfterTheDeclaredImagesAreRejected() throws {
+        let directory = try TemporaryDirectory()
+        try Self.writeSplit(in: directory)
+        let path = directory.path + "/train-images-idx3-ubyte.gz"
+        let pixels = [UInt8](repeating: 7, count: Self.count * Self.rows * Self.columns + 1)
+        try TestFiles.writeGzip(TestFiles.idxImages(count: Self.count, rows: Self.rows, columns: Self.columns, pixels: pixels), to: path)
+        expectDatasetError(containing: [path, "bytes after the 6 images"]) {
+            _ = try FashionMNIST.open(directory: directory.path, split: .train)
+        }
+    }
+
+    /// A gzip stream whose compressed bytes were damaged: zlib's error reaches the message.
+    @Test func corruptGzipStreamNamesTheFile() throws {
+        let directory = try TemporaryDirectory()
+        try Self.writeSplit(in: directory)
+        let path = directory.path + "/train-images-idx3-ubyte.gz"
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        for index in 12..<bytes.count - 8 { bytes[index] ^= 0x5A }
+        try directory.write(bytes, to: "train-images-idx3-ubyte.gz")
+        expectDatasetError(containing: [path]) {
+            _ = try FashionMNIST.open(directory: directory.path, split: .train)
+        }
+    }
+
     @Test func countMismatchNamesBothFiles() throws {
         let directory = try TemporaryDirectory()
         try Self.writeSplit(in: directory)
