@@ -48,17 +48,23 @@ public enum ImageDecoder {
 
     // MARK: JPEG
 
+    /// Width, height and colorspace (`TJCS_*`) from a JPEG header.
+    private static func readJPEGHeader(_ bytes: [UInt8], handle: tjhandle, path: String) throws -> (width: Int32, height: Int32, colorspace: Int32) {
+        var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
+        guard tjDecompressHeader3(handle, bytes, UInt(bytes.count), &width, &height, &subsampling, &colorspace) == 0,
+              width > 0, height > 0 else {
+            throw DatasetError("cannot decode \(path): bad JPEG header (\(String(cString: tjGetErrorStr2(handle))))")
+        }
+        return (width, height, colorspace)
+    }
+
     private static func jpegHeader(_ bytes: [UInt8], path: String) throws -> (width: Int, height: Int, channels: Int) {
         guard let handle = tjInitDecompress() else {
             throw DatasetError("cannot decode \(path): TurboJPEG could not create a decompressor")
         }
         defer { tjDestroy(handle) }
-        var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
-        let status = tjDecompressHeader3(handle, bytes, UInt(bytes.count), &width, &height, &subsampling, &colorspace)
-        guard status == 0, width > 0, height > 0 else {
-            throw DatasetError("cannot decode \(path): bad JPEG header (\(String(cString: tjGetErrorStr2(handle))))")
-        }
-        return (Int(width), Int(height), colorspace == Int32(TJCS_GRAY.rawValue) ? 1 : 3)
+        let header = try readJPEGHeader(bytes, handle: handle, path: path)
+        return (Int(header.width), Int(header.height), header.colorspace == Int32(TJCS_GRAY.rawValue) ? 1 : 3)
     }
 
     private static func decodeJPEG(_ bytes: [UInt8], path: String) throws -> Image {
@@ -66,11 +72,7 @@ public enum ImageDecoder {
             throw DatasetError("cannot decode \(path): TurboJPEG could not create a decompressor")
         }
         defer { tjDestroy(handle) }
-        var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
-        guard tjDecompressHeader3(handle, bytes, UInt(bytes.count), &width, &height, &subsampling, &colorspace) == 0,
-              width > 0, height > 0 else {
-            throw DatasetError("cannot decode \(path): bad JPEG header (\(String(cString: tjGetErrorStr2(handle))))")
-        }
+        let (width, height, colorspace) = try readJPEGHeader(bytes, handle: handle, path: path)
         let isGrey = colorspace == Int32(TJCS_GRAY.rawValue)
         // libjpeg cannot convert CMYK/YCCK to RGB, so those are decoded as CMYK and converted here.
         let isCMYK = colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue)

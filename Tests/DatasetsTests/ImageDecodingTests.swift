@@ -57,6 +57,23 @@ import Testing
         #expect(worst <= 3, "worst pixel difference \(worst)")
     }
 
+    /// TurboJPEG writes CMYK as an Adobe YCCK JPEG with inverted ink values (ImageNet has a few
+    /// such files); they must come out as RGB with R = C·K/255.
+    @Test func cmykJPEGBecomesRGB() throws {
+        let cmyk = TestFiles.gradient(width: Self.width, height: Self.height, channels: 4, seed: 6)
+        let bytes = try TestFiles.jpeg(width: Self.width, height: Self.height, channels: 4, pixels: cmyk)
+        let image = try ImageDecoder.decode(bytes, path: "print.jpg")
+        #expect(image.channels == 3 && image.width == Self.width)
+        var worst = 0
+        for pixel in 0..<Self.width * Self.height {
+            let k = Int(cmyk[4 * pixel + 3])
+            for channel in 0..<3 {
+                worst = max(worst, abs(Int(image.pixels[3 * pixel + channel]) - Int(cmyk[4 * pixel + channel]) * k / 255))
+            }
+        }
+        #expect(worst <= 4, "worst pixel difference \(worst)")
+    }
+
     @Test func randomBytesAreRejectedNamingThePath() throws {
         var random = TestBytes(seed: 6)
         var bytes = random.bytes(500)

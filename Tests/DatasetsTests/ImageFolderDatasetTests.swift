@@ -71,6 +71,28 @@ import Testing
         #expect(try dataset.image(at: 0).width == 3)
     }
 
+    /// The batch loader calls `image(at:)` from several threads; every read must match the
+    /// single-threaded one, cached or decoded on demand.
+    @Test(arguments: [false, true])
+    func concurrentReadsMatch(preloaded: Bool) throws {
+        let directory = try TemporaryDirectory()
+        for index in 0..<24 {
+            try Self.writePNG(String(format: "%02d.png", index), in: directory, width: 9, height: 6,
+                              channels: index % 2 == 0 ? 3 : 1, seed: UInt64(100 + index))
+        }
+        var dataset = try ImageFolderDataset(root: directory.path)
+        if preloaded { _ = dataset.preload() }
+        #expect(dataset.isPreloaded == preloaded)
+        let expected = try (0..<dataset.count).map { try dataset.image(at: $0) }
+        let mismatches = MismatchCounter()
+        let shared = dataset
+        DispatchQueue.concurrentPerform(iterations: 200) { step in
+            let index = step * 7 % expected.count
+            if (try? shared.image(at: index)) != expected[index] { mismatches.add() }
+        }
+        #expect(mismatches.value == 0)
+    }
+
     @Test func flatFolderIsUnlabeled() throws {
         let directory = try TemporaryDirectory()
         let first = try Self.writePNG("one.png", in: directory, seed: 5)
@@ -133,4 +155,11 @@ import Testing
             _ = try ImageFolderDataset(root: missing)
         }
     }
+}
+
+private final class MismatchCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func add() { lock.withLock { count += 1 } }
+    var value: Int { lock.withLock { count } }
 }

@@ -114,13 +114,13 @@ enum TestFiles {
             + chunk("IDAT", Array(compressed.prefix(Int(compressedSize)))) + chunk("IEND", [])
     }
 
-    /// A quality-100 JPEG through TurboJPEG; grey when `channels` is 1, else 4:4:4 RGB.
+    /// A quality-100 JPEG through TurboJPEG: grey for 1 channel, 4:4:4 RGB for 3, CMYK for 4.
     static func jpeg(width: Int, height: Int, channels: Int, pixels: [UInt8]) throws -> [UInt8] {
         guard let handle = tjInitCompress() else { throw DatasetError("test: tjInitCompress failed") }
         defer { tjDestroy(handle) }
         var output: UnsafeMutablePointer<UInt8>? = nil
         var size: UInt = 0
-        let format = channels == 1 ? TJPF_GRAY : TJPF_RGB
+        let format = [1: TJPF_GRAY, 3: TJPF_RGB, 4: TJPF_CMYK][channels]!
         let subsampling = channels == 1 ? TJSAMP_GRAY : TJSAMP_444
         guard tjCompress2(handle, pixels, Int32(width), 0, Int32(height), Int32(format.rawValue), &output, &size,
                           Int32(subsampling.rawValue), 100, 0) == 0, let output else {
