@@ -26,10 +26,7 @@ public enum ImageDecoder {
     static func shape(of bytes: [UInt8]) -> (width: Int, height: Int, channels: Int)? {
         switch format(of: bytes) {
         case .jpeg: return try? jpegHeader(bytes, path: "")
-        case .png:
-            guard var header = try? pngHeader(bytes, path: "") else { return nil }
-            png_image_free(&header.image)
-            return header.shape
+        case .png: return pngHeader(bytes)
         case nil: return nil
         }
     }
@@ -51,17 +48,23 @@ public enum ImageDecoder {
 
     // MARK: JPEG
 
+    /// Width, height and colorspace (`TJCS_*`) from a JPEG header.
+    private static func readJPEGHeader(_ bytes: [UInt8], handle: tjhandle, path: String) throws -> (width: Int32, height: Int32, colorspace: Int32) {
+        var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
+        guard tjDecompressHeader3(handle, bytes, UInt(bytes.count), &width, &height, &subsampling, &colorspace) == 0,
+              width > 0, height > 0 else {
+            throw DatasetError("cannot decode \(path): bad JPEG header (\(String(cString: tjGetErrorStr2(handle))))")
+        }
+        return (width, height, colorspace)
+    }
+
     private static func jpegHeader(_ bytes: [UInt8], path: String) throws -> (width: Int, height: Int, channels: Int) {
         guard let handle = tjInitDecompress() else {
             throw DatasetError("cannot decode \(path): TurboJPEG could not create a decompressor")
         }
         defer { tjDestroy(handle) }
-        var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
-        let status = tjDecompressHeader3(handle, bytes, UInt(bytes.count), &width, &height, &subsampling, &colorspace)
-        guard status == 0, width > 0, height > 0 else {
-            throw DatasetError("cannot decode \(path): bad JPEG header (\(String(cString: tjGetErrorStr2(handle))))")
-        }
-        return (Int(width), Int(height), colorspace == Int32(TJCS_GRAY.rawValue) ? 1 : 3)
+        let header = try readJPEGHeader(bytes, handle: handle, path: path)
+        return (Int(header.width), Int(header.height), header.colorspace == Int32(TJCS_GRAY.rawValue) ? 1 : 3)
     }
 
     private static func decodeJPEG(_ bytes: [UInt8], path: String) throws -> Image {
@@ -69,11 +72,7 @@ public enum ImageDecoder {
             throw DatasetError("cannot decode \(path): TurboJPEG could not create a decompressor")
         }
         defer { tjDestroy(handle) }
-        var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
-        guard tjDecompressHeader3(handle, bytes, UInt(bytes.count), &width, &height, &subsampling, &colorspace) == 0,
-              width > 0, height > 0 else {
-            throw DatasetError("cannot decode \(path): bad JPEG header (\(String(cString: tjGetErrorStr2(handle))))")
-        }
+        let (width, height, colorspace) = try readJPEGHeader(bytes, handle: handle, path: path)
         let isGrey = colorspace == Int32(TJCS_GRAY.rawValue)
         // libjpeg cannot convert CMYK/YCCK to RGB, so those are decoded as CMYK and converted here.
         let isCMYK = colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue)
@@ -82,10 +81,14 @@ public enum ImageDecoder {
         var pixels = [UInt8](repeating: 0, count: Int(width) * Int(height) * outputChannels)
         let status = tjDecompress2(handle, bytes, UInt(bytes.count), &pixels, width, 0, height,
                                    Int32(pixelFormat.rawValue), 0)
-        // A warning (for example "Corrupt JPEG data: extraneous bytes") still yields a whole
-        // image; PIL, which torchvision uses, accepts those files too. Only fatal errors fail.
-        if status != 0 && tjGetErrorCode(handle) != Int32(TJERR_WARNING.rawValue) {
-            throw DatasetError("cannot decode \(path): \(String(cString: tjGetErrorStr2(handle)))")
+        if status != 0 {
+            // Most warnings (for example "Corrupt JPEG data: N extraneous bytes before marker")
+            // still yield the whole image, and PIL, which torchvision uses, accepts those files.
+            // A premature end leaves the rest of the image grey, which PIL rejects as truncated.
+            let message = String(cString: tjGetErrorStr2(handle))
+            if tjGetErrorCode(handle) != Int32(TJERR_WARNING.rawValue) || message.contains("Premature end") {
+                throw DatasetError("cannot decode \(path): \(message) (the JPEG file is corrupt or truncated)")
+            }
         }
         if isCMYK { pixels = rgb(fromInvertedCMYK: pixels) }
         return Image(width: Int(width), height: Int(height), channels: isGrey ? 1 : 3, pixels: pixels)
@@ -113,33 +116,47 @@ public enum ImageDecoder {
         }
     }
 
-    private static func pngHeader(_ bytes: [UInt8], path: String) throws -> (image: png_image, shape: (width: Int, height: Int, channels: Int)) {
-        var image = png_image()
-        image.version = UInt32(PNG_IMAGE_VERSION)
-        guard png_image_begin_read_from_memory(&image, bytes, bytes.count) != 0 else {
-            let message = pngMessage(image)
-            png_image_free(&image)
-            throw DatasetError("cannot decode \(path): bad PNG header (\(message))")
+    /// libpng keeps a pointer to the `png_image` between begin and finish (it is the error
+    /// handler's context), so the struct lives at one heap address for the whole decode.
+    private static func withPNGImage<T>(_ bytes: [UInt8], path: String,
+                                        _ body: (UnsafeMutablePointer<png_image>) throws -> T) throws -> T {
+        let image = UnsafeMutablePointer<png_image>.allocate(capacity: 1)
+        image.initialize(to: png_image())
+        image.pointee.version = UInt32(PNG_IMAGE_VERSION)
+        defer {
+            png_image_free(image)
+            image.deallocate()
         }
+        guard png_image_begin_read_from_memory(image, bytes, bytes.count) != 0 else {
+            throw DatasetError("cannot decode \(path): bad PNG header (\(pngMessage(image.pointee)))")
+        }
+        return try body(image)
+    }
+
+    private static func pngShape(_ image: png_image) -> (width: Int, height: Int, channels: Int) {
         let isColor = image.format & UInt32(PNG_FORMAT_FLAG_COLOR) != 0
-        return (image, (Int(image.width), Int(image.height), isColor ? 3 : 1))
+        return (Int(image.width), Int(image.height), isColor ? 3 : 1)
+    }
+
+    static func pngHeader(_ bytes: [UInt8]) -> (width: Int, height: Int, channels: Int)? {
+        try? withPNGImage(bytes, path: "") { pngShape($0.pointee) }
     }
 
     private static func decodePNG(_ bytes: [UInt8], path: String) throws -> Image {
-        var (image, shape) = try pngHeader(bytes, path: path)
-        // 8-bit output without alpha: grey or RGB. Alpha is composited onto black; 16-bit files
-        // without gAMA/sRGB chunks are taken as sRGB so they reduce to 8 bits by plain scaling
-        // (value/257) instead of being gamma-encoded as if linear.
-        image.format = shape.channels == 1 ? 0 : UInt32(PNG_FORMAT_FLAG_COLOR)  // PNG_FORMAT_GRAY : PNG_FORMAT_RGB
-        image.flags |= UInt32(PNG_IMAGE_FLAG_16BIT_sRGB)
-        var pixels = [UInt8](repeating: 0, count: shape.width * shape.height * shape.channels)
-        var black = png_color(red: 0, green: 0, blue: 0)
-        let status = png_image_finish_read(&image, &black, &pixels, 0, nil)
-        let message = pngMessage(image)
-        png_image_free(&image)
-        guard status != 0 else {
-            throw DatasetError("cannot decode \(path): \(message.isEmpty ? "PNG data is corrupt" : message)")
+        try withPNGImage(bytes, path: path) { image in
+            let shape = pngShape(image.pointee)
+            // 8-bit output without alpha: grey or RGB. Alpha is composited onto black; 16-bit
+            // files without gAMA/sRGB chunks are taken as sRGB so they reduce to 8 bits by plain
+            // scaling (value/257) instead of being gamma-encoded as if linear.
+            image.pointee.format = shape.channels == 1 ? 0 : UInt32(PNG_FORMAT_FLAG_COLOR)  // PNG_FORMAT_GRAY : PNG_FORMAT_RGB
+            image.pointee.flags |= UInt32(PNG_IMAGE_FLAG_16BIT_sRGB)
+            var pixels = [UInt8](repeating: 0, count: shape.width * shape.height * shape.channels)
+            var black = png_color(red: 0, green: 0, blue: 0)
+            guard png_image_finish_read(image, &black, &pixels, 0, nil) != 0 else {
+                let message = pngMessage(image.pointee)
+                throw DatasetError("cannot decode \(path): \(message.isEmpty ? "PNG data is corrupt" : message)")
+            }
+            return Image(width: shape.width, height: shape.height, channels: shape.channels, pixels: pixels)
         }
-        return Image(width: shape.width, height: shape.height, channels: shape.channels, pixels: pixels)
     }
 }
