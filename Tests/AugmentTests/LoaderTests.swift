@@ -97,7 +97,7 @@ import Testing
         #expect(batch.labels == [-1, -1, -1])
     }
 
-    @Test func cancelStopsProducer() throws {
+    @Test(.timeLimit(.minutes(1))) func cancelStopsProducer() throws {
         let dataset = MemoryDataset(count: 400, width: 32, height: 32)
         let loader = loader(dataset, batchSize: 4, workers: 2)
         _ = try loader.next()
