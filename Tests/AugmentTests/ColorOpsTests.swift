@@ -54,6 +54,20 @@ import TestSupport
         expectClose(yellow.pixels, [0.4, 1, 0], absolute: 1e-6, "yellow + 0.1")
     }
 
+    /// Expectations from Python's `colorsys` (`hsv_to_rgb((h + shift) % 1, s, v)`), whose
+    /// formulas torchvision's `_rgb2hsv` / `_hsv2rgb` follow.
+    @Test(arguments: [
+        ((Float(0.5), Float(0.4), Float(0.3)), Float(0.07), [Float(0.5), 0.484, 0.3]),
+        ((0.1, 0.9, 0.6), -0.1, [0.1, 0.9, 0.12]),
+        ((0.3, 0.2, 0.8), 0.25, [0.8, 0.2, 0.4]),
+        ((0.95, 0.05, 0.5), 0.5, [0.05, 0.95, 0.5]),
+    ])
+    func hueShiftMatchesColorsys(_ color: (Float, Float, Float), _ shift: Float, _ expected: [Float]) {
+        var image = pixelRow([color])
+        image.adjustHue(by: shift)
+        expectClose(image.pixels, expected, absolute: 1e-6, "shift \(shift)")
+    }
+
     @Test func zeroHueShiftIsRoundTrip() {
         var image = pixelRow([(0.5, 0.4, 0.3), (0.1, 0.9, 0.6), (0.3, 0.2, 0.8)])
         let before = image.pixels
