@@ -77,8 +77,9 @@ extension FloatImage {
         let vertical = ResampleAxis(inputOffset: box.top, inputLength: box.height, inputSize: height,
                                     outputSize: outputHeight)
         // Rows the vertical pass reads: only those need the horizontal pass.
-        let firstRow = vertical.start.first!
-        let lastRow = zip(vertical.start, vertical.count).map { $0 + $1 }.max()!
+        let firstRow = vertical.start[0]
+        var lastRow = firstRow
+        for y in 0..<outputHeight { lastRow = max(lastRow, vertical.start[y] + vertical.count[y]) }
         let rows = lastRow - firstRow
         var middle = [Float](repeating: 0, count: 3 * rows * outputWidth)
         var output = FloatImage(height: outputHeight, width: outputWidth)
