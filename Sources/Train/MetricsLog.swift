@@ -22,7 +22,7 @@ final class MetricsLog {
         var fields: [(String, String)] = [
             ("type", "\"iteration\""), ("epoch", String(metrics.epoch)), ("batch", String(metrics.batch)),
             ("step", String(metrics.step)), ("loss", number(metrics.loss)), ("lr", number(metrics.learningRate)),
-            ("m", number(metrics.momentum)), ("images_per_second", number(metrics.imagesPerSecond)),
+            ("m", number(metrics.momentum)), ("images_per_second", number(metrics.imagesPerSecond)), ("data_seconds", number(metrics.dataSeconds)),
         ]
         if let knn = metrics.knnMonitor { fields.append(("knn_monitor", number(knn))) }
         let norms = metrics.gradientNorms.map { "\"\($0.0)\":\(number($0.1))" }.joined(separator: ",")

@@ -14,6 +14,8 @@ public struct IterationMetrics: Sendable {
     public var learningRate: Double
     public var momentum: Double
     public var imagesPerSecond: Double
+    /// Seconds this iteration waited for the data loader (0 when the prefetch kept up).
+    public var dataSeconds: Double
     /// The dense kNN monitor's accuracy of this batch against the memory bank (nil when not run).
     public var knnMonitor: Double?
     /// Gradient norm per monitored layer (``GradientMonitor/layers`` order).
@@ -128,7 +130,7 @@ public final class Pretrainer {
             var reportedSkips = 0
             var last = Date()
             while let batch = try loader.next() {
-                let metrics = try iterate(batch, epoch: epoch, start: last)
+                let metrics = try iterate(batch, epoch: epoch, start: last, dataSeconds: Date().timeIntervalSince(last))
                 let now = Date()
                 trainingSeconds += now.timeIntervalSince(last)
                 imagesTrained += configuration.batchSize
@@ -164,7 +166,7 @@ public final class Pretrainer {
 
     /// One step of SPEC A.1 on `batch`, then the monitors. Throws before the optimizer update
     /// when the loss or any gradient is not finite, so the weights and checkpoints stay good.
-    func iterate(_ batch: TrainingBatch, epoch: Int, start: Date) throws -> IterationMetrics {
+    func iterate(_ batch: TrainingBatch, epoch: Int, start: Date, dataSeconds: Double) throws -> IterationMetrics {
         let backend = model.backend
         let e = Double(epoch) + Double(batch.batchIndex) / Double(batchesPerEpoch)
         let learningRate = schedules.learningRate(at: e)
@@ -209,7 +211,7 @@ public final class Pretrainer {
         let metrics = IterationMetrics(
             epoch: epoch, batch: batch.batchIndex, batchesPerEpoch: batchesPerEpoch, step: position.step,
             loss: Double(loss), learningRate: learningRate, momentum: momentum,
-            imagesPerSecond: Double(configuration.batchSize) / max(seconds, 1e-9), knnMonitor: knn,
+            imagesPerSecond: Double(configuration.batchSize) / max(seconds, 1e-9), dataSeconds: dataSeconds, knnMonitor: knn,
             gradientNorms: zip(gradients.layers.map(\.name), norms).map { ($0, $1) }, spikes: spikes)
         try self.metrics.write(metrics)
         report(.iteration(metrics))
