@@ -144,6 +144,22 @@ public enum TrainingCheckpoint {
             .map { folder.appendingPathComponent($0) }
     }
 
+    /// `--resume auto`: the newest checkpoint in `folder` that reads back whole, and a warning for
+    /// each newer one that did not (a file cut off by a crash mid-write is skipped, not fatal).
+    public static func newestReadable(in folder: URL) throws -> (contents: Contents, warnings: [String]) {
+        let candidates = candidates(in: folder)
+        guard !candidates.isEmpty else {
+            throw PretrainError("--resume auto: \(folder.path) holds no checkpoint_*.safetensors; start without --resume")
+        }
+        var problems: [String] = []
+        for candidate in candidates {
+            do { return (try read(candidate), problems) } catch {
+                problems.append("skipping unreadable \(candidate.lastPathComponent): \(error)")
+            }
+        }
+        throw PretrainError("--resume auto: no checkpoint in \(folder.path) could be read:\n" + problems.joined(separator: "\n"))
+    }
+
     /// File name for a checkpoint at `position`: sorts by position, `checkpoint_0003.safetensors`
     /// at an epoch boundary (as the reference's `checkpoint_%04d`), with the batch when mid-epoch.
     public static func fileName(for position: TrainingPosition) -> String {

@@ -165,19 +165,9 @@ struct Pretrain: ParsableCommand {
 
     func loadResume(_ spec: String, folder: URL) throws -> TrainingCheckpoint.Contents {
         guard spec == "auto" else { return try TrainingCheckpoint.read(URL(fileURLWithPath: spec)) }
-        let candidates = TrainingCheckpoint.candidates(in: folder)
-        guard !candidates.isEmpty else {
-            throw ValidationError("--resume auto: \(folder.path) holds no checkpoint_*.safetensors; start without --resume")
-        }
-        var problems: [String] = []
-        for candidate in candidates {
-            do {
-                let contents = try TrainingCheckpoint.read(candidate)
-                for problem in problems { FileHandle.standardError.write(Data("warning: \(problem)\n".utf8)) }
-                return contents
-            } catch { problems.append("skipping unreadable \(candidate.lastPathComponent): \(error)") }
-        }
-        throw ValidationError("--resume auto: no checkpoint in \(folder.path) could be read:\n" + problems.joined(separator: "\n"))
+        let (contents, warnings) = try TrainingCheckpoint.newestReadable(in: folder)
+        for warning in warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+        return contents
     }
 
     func writeConfig(_ configuration: PretrainConfiguration, to folder: URL) throws {

@@ -1,0 +1,109 @@
+import Foundation
+import Kernels
+import Model
+import Testing
+@testable import Train
+
+@Suite struct KNNClassifierTests {
+    @Test func theWeightedVoteFollowsTheTemperature() {
+        // Bank (unit vectors in 2-D): two class-0 samples at 40° from the query, one class-1
+        // sample at 10°. With k = 3 a cold vote (T small) follows the single closest sample, a
+        // warm vote (T large) counts heads.
+        func unit(_ degrees: Double) -> [Float] { [Float(cos(degrees * .pi / 180)), Float(sin(degrees * .pi / 180))] }
+        let bank = unit(40) + unit(-40) + unit(10)
+        let labels: [Int32] = [0, 0, 1]
+        let query = unit(0)
+        #expect(KNNClassifier(k: 3, temperature: 0.05, classes: 2).predict(queries: query, bank: bank, bankLabels: labels, width: 2) == [1])
+        #expect(KNNClassifier(k: 3, temperature: 10, classes: 2).predict(queries: query, bank: bank, bankLabels: labels, width: 2) == [0])
+        // k = 1: the nearest neighbour only.
+        #expect(KNNClassifier(k: 1, temperature: 10, classes: 2).predict(queries: query, bank: bank, bankLabels: labels, width: 2) == [1])
+    }
+
+    @Test func unfilledSlotsAreIgnoredAndAccuracyCountsMatches() {
+        let bank: [Float] = [1, 0, 0, 1, 0.9, 0.1]
+        let labels: [Int32] = [0, 1, -1]
+        let queries = KNNClassifier.normalized([2, 0.1, 0.1, 3, 1, 0.2], width: 2)
+        let classifier = KNNClassifier(k: 200, temperature: 0.07, classes: 2)
+        #expect(classifier.predict(queries: queries, bank: bank, bankLabels: labels, width: 2) == [0, 1, 0])
+        #expect(classifier.accuracy(queries: queries, labels: [0, 1, 1], bank: bank, bankLabels: labels, width: 2) == 2.0 / 3)
+    }
+
+    @Test func topKKeepsTheLargest() {
+        var top = TopK(capacity: 3)
+        for (index, value) in [0.5, -1, 3, 2, 0.7, 2.5, -4].enumerated() { top.insert(Float(value), index) }
+        #expect(top.items.map(\.1).sorted() == [2, 3, 5])
+    }
+
+    @Test func theMemoryBankIsAQueue() {
+        var bank = MemoryBank(length: 3, width: 2)
+        #expect(bank.filled == 0)
+        bank.enqueue([3, 4, 0, 2], labels: [1, 2])
+        #expect(bank.filled == 2 && bank.pointer == 2)
+        #expect(bank.features[0...1] == [0.6, 0.8])                        // normalised
+        bank.enqueue([1, 0, 0, 1], labels: [3, 4])                           // wraps: overwrites slot 0
+        #expect(bank.labels == [4, 2, 3])
+        #expect(bank.pointer == 1)
+    }
+}
+
+@Suite struct GradientMonitorTests {
+    @Test func layersAreGroupedInForwardOrder() throws {
+        let layout = try MoCoParameters(TinyRun.configuration.modelConfig())
+        let monitor = try GradientMonitor(layout: layout, backend: HostBackend(), spikeFactor: 10)
+        // stop-grad-conv1 is off in the tiny run, so the patch projection is monitored.
+        #expect(monitor.layers.map(\.name) == ["patch_embed", "cls_token", "blocks.0", "norm", "head", "predictor"])
+        #expect(GradientMonitor.layerName(of: "module.base_encoder.blocks.11.attn.qkv.weight") == "blocks.11")
+        #expect(GradientMonitor.layerName(of: "module.predictor.3.weight") == "predictor")
+    }
+
+    @Test func aSpikeIsALayerFarAboveItsRecentMedian() throws {
+        let layout = try MoCoParameters(TinyRun.configuration.modelConfig())
+        let monitor = try GradientMonitor(layout: layout, backend: HostBackend(), spikeFactor: 10)
+        let quiet = [Double](repeating: 1, count: monitor.layers.count)
+        for step in 0..<12 { #expect(monitor.record(quiet.map { $0 * (1 + 0.01 * Double(step)) }).isEmpty) }
+        var spiking = quiet
+        spiking[0] = 25
+        let spikes = monitor.record(spiking)
+        #expect(spikes.map(\.layer) == ["patch_embed"])
+        #expect(spikes.first.map { $0.norm / $0.median > 20 } == true)
+        #expect(monitor.record(quiet.map { $0 * 9 }).isEmpty)               // 9× is below the factor
+    }
+
+    @Test func normsComeFromTheGradientBuffer() throws {
+        let layout = try MoCoParameters(TinyRun.configuration.modelConfig())
+        let backend = HostBackend()
+        let monitor = try GradientMonitor(layout: layout, backend: backend, spikeFactor: 10)
+        var values = [Float](repeating: 0, count: layout.trainableRegion.upperBound)
+        let qkv = try #require(layout.table["module.base_encoder.blocks.0.attn.qkv.weight"])
+        values[qkv.offset] = 3
+        values[qkv.offset + 1] = 4
+        let predictor = try #require(layout.table["module.predictor.0.weight"])
+        values[predictor.offset + 2] = .infinity
+        let squared = try monitor.tensorSquaredNorms(of: backend.makeTensor(values, shape: [values.count]))
+        let norms = monitor.layerNorms(squared)
+        let names = monitor.layers.map(\.name)
+        #expect(norms[try #require(names.firstIndex(of: "blocks.0"))] == 5)
+        #expect(norms[try #require(names.firstIndex(of: "head"))] == 0)
+        #expect(monitor.firstNonFinite(squared) == "module.predictor.0.weight")
+    }
+}
+
+@Suite struct FeatureExtractorTests {
+    /// The extractor's features of a short (padded) batch equal the training forward's cls rows.
+    @Test func extractorMatchesTheTrainingForward() throws {
+        let config = try TinyRun.configuration.modelConfig()
+        let layout = try MoCoParameters(config)
+        let backend = HostBackend()
+        let model = try MoCoModel(parameters: layout, backend: backend, batchSize: 4, initial: layout.initialValues(seed: 3))
+        var generator = SplitMix64(seed: 9)
+        let count = 4 * 3 * 8 * 8
+        let x1 = randomValues(count, using: &generator), x2 = randomValues(count, using: &generator)
+        _ = try model.forward(x1: backend.makeTensor(x1, shape: [4, 3, 8, 8]), x2: backend.makeTensor(x2, shape: [4, 3, 8, 8]))
+        let expected = try model.baseFeatures(view: 0)
+        let extractor = try FeatureExtractor(layout: layout, parameterTensor: model.parameterTensor, backend: backend,
+                                             batchSize: 5)
+        let features = try extractor.features(of: Array(x1[0..<(3 * 3 * 8 * 8)]), count: 3)
+        #expect(features.count == 3 * 16)
+        for (a, b) in zip(features, expected.prefix(3 * 16)) { #expect(abs(a - b) <= 1e-6 + 1e-5 * abs(b)) }
+    }
+}

@@ -1,0 +1,153 @@
+import Datasets
+import Foundation
+import Kernels
+import Model
+import Testing
+@testable import Train
+
+@Suite struct PretrainerTests {
+    func parameters(_ trainer: Pretrainer) throws -> [Float] { try trainer.model.backend.download(trainer.model.parameterTensor) }
+
+    @Test func trainsEndToEndWritingMetricsAndCheckpoints() throws {
+        let folder = try TinyRun.folder("e2e")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let events = EventLog()
+        let trainer = try Pretrainer(configuration: TinyRun.configuration, backend: HostBackend(), data: TinyRun.data(),
+                                     runFolder: folder, workers: 2, report: events.append)
+        let before = try parameters(trainer)
+        let summary = try trainer.run()
+        #expect(summary.completed)
+        #expect(summary.position == TrainingPosition(epoch: 2, batch: 0, step: 8))
+        #expect(summary.knnTop1.keys.sorted() == [0, 1, 2])
+        #expect(try parameters(trainer) != before)
+        let iterations = events.iterations
+        #expect(iterations.count == 8)
+        #expect(iterations.first?.learningRate == 0)                      // warmup starts at lr 0
+        #expect(iterations.allSatisfy { $0.loss.isFinite && $0.gradientNorms.count == 6 })
+        #expect(iterations.dropFirst().allSatisfy { $0.knnMonitor != nil })
+        let lines = try String(contentsOf: folder.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+            .split(separator: "\n")
+        #expect(lines.filter { $0.contains("\"type\":\"iteration\"") }.count == 8)
+        #expect(lines.filter { $0.contains("\"knn_top1\"") }.count == 3)
+        for line in lines { #expect((try? JSONSerialization.jsonObject(with: Data(line.utf8))) != nil) }
+        #expect(TrainingCheckpoint.candidates(in: folder).map(\.lastPathComponent)
+            == ["checkpoint_0002.safetensors", "checkpoint_0001.safetensors"])
+    }
+
+    /// An interrupted run resumed from its checkpoint ends with bit-identical weights, optimizer
+    /// state and monitor bank to a run that was never interrupted (host backend).
+    @Test(arguments: [3, 4, 6]) func resumeIsBitIdenticalToAnUninterruptedRun(stopAfter: Int) throws {
+        let straightFolder = try TinyRun.folder("straight"), splitFolder = try TinyRun.folder("split")
+        defer {
+            try? FileManager.default.removeItem(at: straightFolder)
+            try? FileManager.default.removeItem(at: splitFolder)
+        }
+        let straight = try Pretrainer(configuration: TinyRun.configuration, backend: HostBackend(), data: TinyRun.data(),
+                                      runFolder: straightFolder, workers: 2, report: { _ in })
+        _ = try straight.run()
+
+        let first = try Pretrainer(configuration: TinyRun.configuration, backend: HostBackend(), data: TinyRun.data(),
+                                   runFolder: splitFolder, workers: 1, report: { _ in })
+        var calls = 0
+        let partial = try first.run(shouldStop: { calls += 1; return calls >= stopAfter })
+        #expect(!partial.completed)
+        // shouldStop is also asked once at the end of each epoch (after its checkpoint).
+        #expect(partial.position.step == (stopAfter <= 4 ? stopAfter : stopAfter - 1))
+        let (contents, warnings) = try TrainingCheckpoint.newestReadable(in: splitFolder)
+        #expect(warnings.isEmpty)
+        #expect(contents.position == partial.position)
+        let second = try Pretrainer(configuration: PretrainConfiguration(), backend: HostBackend(), data: TinyRun.data(),
+                                    runFolder: splitFolder, resume: contents, workers: 2, report: { _ in })
+        #expect(second.configuration == TinyRun.configuration)   // the checkpoint's configuration wins
+        let summary = try second.run()
+        #expect(summary.completed)
+        #expect(try parameters(second) == parameters(straight))
+        #expect(try second.model.backend.download(second.model.firstMoment)
+            == straight.model.backend.download(straight.model.firstMoment))
+        #expect(try second.model.backend.download(second.model.secondMoment)
+            == straight.model.backend.download(straight.model.secondMoment))
+        #expect(second.bank?.features == straight.bank?.features)
+    }
+
+    @Test func aNonFiniteStepStopsNamingTheLayerAndKeepsTheLastCheckpoint() throws {
+        let folder = try TinyRun.folder("nan")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let trainer = try Pretrainer(configuration: TinyRun.configuration, backend: HostBackend(), data: TinyRun.data(),
+                                     runFolder: folder, workers: 2, report: { _ in })
+        let layout = trainer.layout
+        let poisoned = "module.base_encoder.blocks.0.mlp.fc1.weight"
+        let entry = try #require(layout.table[poisoned])
+        var saved: [Float] = []
+        trainer.afterForward = { model, step in
+            guard step == 5 else { return }
+            saved = try model.backend.download(model.parameterTensor)
+            var values = saved
+            values[entry.offset + 3] = .nan
+            try model.backend.upload(values, to: model.parameterTensor)
+        }
+        #expect {
+            try trainer.run()
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("iteration 6") && text.contains("epoch 2") && text.contains(poisoned)
+                && text.contains("checkpoint_0001.safetensors") && text.contains("intact")
+        }
+        // The epoch-1 checkpoint is whole and finite; nothing after it was written.
+        #expect(TrainingCheckpoint.candidates(in: folder).map(\.lastPathComponent) == ["checkpoint_0001.safetensors"])
+        let contents = try TrainingCheckpoint.read(folder.appendingPathComponent("checkpoint_0001.safetensors"))
+        #expect(contents.position == TrainingPosition(epoch: 1, batch: 0, step: 4))
+        let allFinite = contents.initial.parameters.allSatisfy { $0.isFinite }
+        #expect(allFinite)
+        #expect(!saved.isEmpty)
+    }
+
+    @Test func aCheckpointCutOffMidWriteIsSkippedByResumeAuto() throws {
+        let folder = try TinyRun.folder("truncated")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let trainer = try Pretrainer(configuration: TinyRun.configuration, backend: HostBackend(), data: TinyRun.data(),
+                                     runFolder: folder, workers: 2, report: { _ in })
+        _ = try trainer.run()
+        let newest = folder.appendingPathComponent("checkpoint_0002.safetensors")
+        let bytes = try Data(contentsOf: newest)
+        try bytes.prefix(bytes.count / 2).write(to: newest)
+        #expect {
+            try TrainingCheckpoint.read(newest)
+        } throws: { error in
+            "\(error)".contains("cannot read checkpoint \(newest.path)") && "\(error)".contains("previous checkpoint")
+        }
+        let (contents, warnings) = try TrainingCheckpoint.newestReadable(in: folder)
+        #expect(contents.position.epoch == 1)
+        #expect(warnings.count == 1 && warnings[0].contains("checkpoint_0002.safetensors"))
+    }
+
+    @Test func unreadableSamplesAreSkippedReportedAndTrainingGoesOn() throws {
+        let folder = try TinyRun.folder("corrupt")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let events = EventLog()
+        var configuration = TinyRun.configuration
+        configuration.epochs = 1
+        configuration.warmupEpochs = 0
+        configuration.evalEvery = 0
+        let trainer = try Pretrainer(configuration: configuration, backend: HostBackend(),
+                                     data: TinyRun.data(failing: [3, 17]), runFolder: folder, workers: 2,
+                                     report: events.append)
+        let summary = try trainer.run()
+        #expect(summary.completed)
+        #expect(events.iterations.count == 4)
+        let messages = events.messages
+        #expect(messages.contains { $0.contains("/tiny/3.png") })
+        #expect(messages.contains { $0.contains("/tiny/17.png") })
+        #expect(messages.contains { $0.contains("2 unreadable samples were skipped") })
+    }
+
+    @Test func aDatasetSmallerThanOneBatchIsRejected() throws {
+        var configuration = TinyRun.configuration
+        configuration.batchSize = 64
+        let folder = try TinyRun.folder("small")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        #expect {
+            try Pretrainer(configuration: configuration, backend: HostBackend(), data: TinyRun.data(), runFolder: folder,
+                           report: { _ in })
+        } throws: { "\($0)".contains("fewer than one batch of 64") }
+    }
+}
