@@ -28,7 +28,8 @@ public struct PretrainConfiguration: Codable, Sendable, Equatable {
     // Optimization
     public var batchSize = 4096
     public var epochs = 300
-    public var warmupEpochs = 40
+    /// Fractional values are allowed (the reference takes an integer): short runs warm up over part of an epoch.
+    public var warmupEpochs = 40.0
     public var optimizer = OptimizerKind.adamw
     /// Base lr (`--lr`): the actual lr is `lr × batch / 256`.
     public var lr = 1.5e-4
@@ -100,7 +101,7 @@ public struct PretrainConfiguration: Codable, Sendable, Equatable {
             throw fail("-b/--batch-size must be at least 2 (training-mode BatchNorm needs two samples per view), got \(batchSize)")
         }
         guard epochs >= 1 else { throw fail("--epochs must be at least 1, got \(epochs)") }
-        guard warmupEpochs >= 0, warmupEpochs < epochs else {
+        guard warmupEpochs.isFinite, warmupEpochs >= 0, warmupEpochs < Double(epochs) else {
             throw fail("--warmup-epochs must lie in 0..<epochs (\(epochs)), got \(warmupEpochs)")
         }
         guard lr.isFinite, lr >= 0 else { throw fail("--lr must be a finite number ≥ 0, got \(lr)") }

@@ -88,7 +88,7 @@ public final class Pretrainer {
         self.runFolder = runFolder
         self.data = data
         schedules = Schedules(baseLearningRate: configuration.lr, batchSize: configuration.batchSize,
-                              warmupEpochs: Double(configuration.warmupEpochs), epochs: Double(configuration.epochs),
+                              warmupEpochs: configuration.warmupEpochs, epochs: Double(configuration.epochs),
                               baseMomentum: configuration.mocoM, cosineMomentum: configuration.mocoMCos)
         gradients = try GradientMonitor(layout: layout, backend: backend, spikeFactor: configuration.spikeFactor)
         if data.train.isLabeled, configuration.knnEvery > 0 {

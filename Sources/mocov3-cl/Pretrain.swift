@@ -41,7 +41,7 @@ struct Pretrain: ParsableCommand {
 
     @Option(name: [.customShort("b"), .long], help: "Total batch size (default 256).") var batchSize: Int?
     @Option(help: "Epochs (default 6).") var epochs: Int?
-    @Option(help: "Warmup epochs (default 1).") var warmupEpochs: Int?
+    @Option(help: "Warmup epochs, may be fractional (default 0.5).") var warmupEpochs: Double?
     @Option(help: "adamw (default) or lars.") var optimizer: String?
     @Option(help: "Base lr; actual lr = lr × batch / 256 (default 1.5e-3).") var lr: Double?
     @Option(name: [.customLong("weight-decay"), .customLong("wd")], help: "Weight decay (default 0.1).") var weightDecay: Double?

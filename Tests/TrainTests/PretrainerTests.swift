@@ -140,6 +140,32 @@ import Testing
         #expect(messages.contains { $0.contains("2 unreadable samples were skipped") })
     }
 
+    /// LARS (SPEC A.6) trains, and its heavy-ball buffer round-trips through the checkpoint.
+    @Test func larsTrainsAndCheckpointsItsMomentumBuffer() throws {
+        let folder = try TinyRun.folder("lars")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var configuration = TinyRun.configuration
+        configuration.optimizer = .lars
+        configuration.lr = 0.6
+        configuration.weightDecay = 1e-6
+        configuration.epochs = 1
+        configuration.warmupEpochs = 0.5
+        configuration.evalEvery = 0
+        let trainer = try Pretrainer(configuration: configuration, backend: HostBackend(), data: TinyRun.data(),
+                                     runFolder: folder, workers: 2, report: { _ in })
+        let before = try parameters(trainer)
+        let summary = try trainer.run()
+        #expect(summary.completed && summary.lastLoss.isFinite)
+        let after = try parameters(trainer)
+        #expect(after != before)
+        let contents = try TrainingCheckpoint.read(folder.appendingPathComponent("checkpoint_0001.safetensors"))
+        #expect(contents.configuration.optimizer == .lars)
+        #expect(contents.initial.parameters == after)
+        let momentum = try trainer.model.backend.download(trainer.model.firstMoment)
+        #expect(contents.firstMoment == momentum)
+        #expect(momentum.contains { $0 != 0 })
+    }
+
     @Test func aDatasetSmallerThanOneBatchIsRejected() throws {
         var configuration = TinyRun.configuration
         configuration.batchSize = 64

@@ -40,7 +40,7 @@ import Testing
         #expect(rejection { $0.lr = -1 }.contains("--lr must be a finite number ≥ 0"))
         #expect(rejection { $0.patchSize = 5 }.contains("--patch-size 5 must divide --image-size 28"))
         #expect(rejection { $0.heads = 5 }.contains("heads (5) must divide the width"))
-        #expect(rejection { $0.warmupEpochs = $0.epochs }.contains("--warmup-epochs must lie in 0..<epochs"))
+        #expect(rejection { $0.warmupEpochs = Double($0.epochs) }.contains("--warmup-epochs must lie in 0..<epochs"))
         #expect(rejection { $0.epochs = 0 }.contains("--epochs must be at least 1"))
         #expect(rejection { $0.mocoM = 1.5 }.contains("--moco-m must lie in [0, 1]"))
         #expect(rejection { $0.mocoT = 0 }.contains("--moco-t must be a positive number"))
