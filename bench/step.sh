@@ -7,6 +7,7 @@
 #
 #   bench/step.sh                 # ViT-Tiny/4 @ 32 px, batch 128, then ViT-S/16 @ 224, batch 32
 #   CONFIGS=tiny bench/step.sh    # only ViT-Tiny/4
+#   CONFIGS=pretrain bench/step.sh   # the default pretrain run's model (6 blocks, 28 px, patch 7, batch 256)
 #   DEVICES="host cpu0" REPEAT=3 THREADS=2 bench/step.sh
 #
 # Heads as the PyTorch script's defaults and the reference: moco_dim 256, moco_mlp_dim 4096;
@@ -32,21 +33,24 @@ if python3 -c "import torch" 2>/dev/null; then have_torch=1; else echo "# torch 
 
 for config in $CONFIGS; do
     case "$config" in
-        tiny)  arch=vit_tiny;  C=192; heads=3;  size=32;  patch=4;  batch=128 ;;
-        small) arch=vit_small; C=384; heads=12; size=224; patch=16; batch=32 ;;
-        *) echo "unknown config '$config' (tiny, small)" >&2; exit 2 ;;
+        tiny)  arch=vit_tiny;  C=192; depth=12; heads=3;  size=32;  patch=4;  batch=128; mlp=4096 ;;
+        small) arch=vit_small; C=384; depth=12; heads=12; size=224; patch=16; batch=32;  mlp=4096 ;;
+        # The model of `mocov3-cl pretrain`'s default run (PretrainConfiguration.defaultRun).
+        pretrain) arch=vit_tiny; C=${PRETRAIN_C:-192}; depth=${PRETRAIN_DEPTH:-6}; heads=3; size=28; patch=7; batch=256; mlp=1024 ;;
+        *) echo "unknown config '$config' (tiny, small, pretrain)" >&2; exit 2 ;;
     esac
     echo "# $arch/$patch @ ${size}px, batch $batch, $REPEAT timed steps"
     if [ "$have_torch" = 1 ]; then
-        line="$(python3 tools/bench_torch_step.py --embed-dim "$C" --depth 12 --heads "$heads" \
+        line="$(python3 tools/bench_torch_step.py --embed-dim "$C" --depth "$depth" --heads "$heads" \
             --image-size "$size" --patch-size "$patch" --batch-size "$batch" --steps "$REPEAT" \
-            --moco-dim 256 --moco-mlp-dim 4096 --threads "$THREADS")"
+            --moco-dim 256 --moco-mlp-dim "$mlp" --threads "$THREADS")"
         echo "$line"
         echo "$config torch $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["images_per_second"])' "$line")" >>"$RESULTS"
     fi
     for device in $DEVICES; do
-        line="$(OPENBLAS_NUM_THREADS="$THREADS" "$BIN" step --device "$device" -a "$arch" --image-size "$size" \
-            --patch-size "$patch" -b "$batch" --moco-dim 256 --moco-mlp-dim 4096 --repeat "$REPEAT")"
+        line="$(OPENBLAS_NUM_THREADS="$THREADS" "$BIN" step --device "$device" -a "$arch" --embed-dim "$C" \
+            --depth "$depth" --heads "$heads" --image-size "$size" --patch-size "$patch" -b "$batch" --moco-dim 256 \
+            --moco-mlp-dim "$mlp" --repeat "$REPEAT")"
         echo "$line"
         echo "$config $device $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["images_per_second"])' "$line")" >>"$RESULTS"
     done

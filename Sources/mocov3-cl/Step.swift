@@ -39,6 +39,9 @@ struct Step: ParsableCommand {
 
     @Option(name: [.customShort("a"), .long], help: "ViT preset when no --weights: vit_tiny, vit_small, vit_base, …")
     var arch = "vit_tiny"
+    @Option(help: "Override the preset's width (no --weights).") var embedDim: Int?
+    @Option(help: "Override the preset's depth (no --weights).") var depth: Int?
+    @Option(help: "Override the preset's heads (no --weights).") var heads: Int?
     @Option(help: "Image side in pixels (no --weights).") var imageSize = 32
     @Option(help: "Patch side in pixels (no --weights).") var patchSize = 4
     @Option(help: "Projector/predictor output width (no --weights).") var mocoDim = 256
@@ -156,6 +159,9 @@ struct Step: ParsableCommand {
         vit.imageSize = imageSize
         vit.patchSize = patchSize
         vit.stopGradConv1 = stopGradConv1
+        if let embedDim { vit.embedDim = embedDim }
+        if let depth { vit.depth = depth }
+        if let heads { vit.heads = heads }
         let config = MoCoConfig(vit: vit, mocoDim: mocoDim, mocoMLPDim: mocoMlpDim, temperature: mocoT)
         do { try config.validate() } catch { throw ValidationError("\(error)") }
         return config
