@@ -105,11 +105,19 @@ public enum Checkpoint {
             try writer.add("grad." + entry.name, shape: entry.shape,
                            floats: Array(gradients[entry.offset..<(entry.offset + entry.count)]))
         }
-        let parameters = try backend.download(model.parameterTensor)
+        try addWeights(of: model, to: &writer)
+        return writer
+    }
+
+    /// Every parameter and BN buffer of `model` under its own name (`num_batches_tracked` as I64 [],
+    /// as PyTorch saves it): what a checkpoint or an export needs to rebuild the model.
+    public static func addWeights(of model: MoCoModel, to writer: inout SafetensorsWriter) throws {
+        let layout = model.parameters
+        let parameters = try model.backend.download(model.parameterTensor)
         for entry in layout.table.entries {
             try writer.add(entry.name, shape: entry.shape, floats: Array(parameters[entry.offset..<(entry.offset + entry.count)]))
         }
-        let buffers = try backend.download(model.bufferTensor)
+        let buffers = try model.backend.download(model.bufferTensor)
         for entry in layout.buffers.entries {
             let values = Array(buffers[entry.offset..<(entry.offset + entry.count)])
             if entry.name.hasSuffix("num_batches_tracked") {
@@ -118,7 +126,6 @@ public enum Checkpoint {
                 try writer.add(entry.name, shape: entry.shape, floats: values)
             }
         }
-        return writer
     }
 
     /// Two views of `batchSize` standard-normal images (B, channels, S, S), reproducible from `seed`.

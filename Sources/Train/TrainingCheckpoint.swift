@@ -39,7 +39,7 @@ public enum TrainingCheckpoint {
         metadata["batch"] = String(position.batch)
         metadata["step"] = String(position.step)
         var writer = SafetensorsWriter(metadata: metadata)
-        try addModel(model, to: &writer)
+        try Checkpoint.addWeights(of: model, to: &writer)
         let backend = model.backend
         let moments: [(String, Tensor)] = configuration.optimizer == .adamw
             ? [("optimizer.exp_avg.", model.firstMoment), ("optimizer.exp_avg_sq.", model.secondMoment)]
@@ -57,24 +57,6 @@ public enum TrainingCheckpoint {
             try writer.add("monitor.bank.pointer", shape: [], int64s: [Int64(bank.pointer)])
         }
         try writer.write(to: url)
-    }
-
-    /// Every parameter and BN buffer under its own name (`num_batches_tracked` as I64, as PyTorch).
-    static func addModel(_ model: MoCoModel, to writer: inout SafetensorsWriter) throws {
-        let layout = model.parameters
-        let parameters = try model.backend.download(model.parameterTensor)
-        for entry in layout.table.entries {
-            try writer.add(entry.name, shape: entry.shape, floats: Array(parameters[entry.offset..<(entry.offset + entry.count)]))
-        }
-        let buffers = try model.backend.download(model.bufferTensor)
-        for entry in layout.buffers.entries {
-            let values = Array(buffers[entry.offset..<(entry.offset + entry.count)])
-            if entry.name.hasSuffix("num_batches_tracked") {
-                try writer.add(entry.name, shape: entry.shape, int64s: values.map { Int64($0) })
-            } else {
-                try writer.add(entry.name, shape: entry.shape, floats: values)
-            }
-        }
     }
 
     /// A checkpoint read back and checked: everything ``write(to:model:configuration:position:bank:)`` stored.
