@@ -72,8 +72,9 @@ struct ReferenceMoCo<T: Real & BinaryFloatingPoint> {
 
     // MARK: ViT trunk
 
-    /// images (B, channels, S, S) → the pooled feature (B, C).
-    func trunk(parameters: [T], buffers: inout [T], prefix: String, images: [T]) -> [T] {
+    /// images (B, channels, S, S) → the pooled feature (B, C). `training` false: ViT-BN's norm2
+    /// uses (and keeps) the running statistics, as feature extraction does.
+    func trunk(parameters: [T], buffers: inout [T], prefix: String, images: [T], training: Bool = true) -> [T] {
         let (B, N, C, P) = (batchSize, vit.tokens, vit.embedDim, vit.patchSize)
         let (S, channels, grid) = (vit.imageSize, vit.channels, vit.grid)
         func p(_ name: String) -> [T] { tensor(parameters, layout.table, prefix + name) }
@@ -123,7 +124,7 @@ struct ReferenceMoCo<T: Real & BinaryFloatingPoint> {
             case .batchNorm:
                 // ViT-BN: x seen as (B·N, C), statistics per channel over every token of the view.
                 h2 = batchNorm(x, weight: q("norm2.weight"), bias: q("norm2.bias"), buffers: &buffers,
-                               name: prefix + "blocks.\(index).norm2")
+                               name: prefix + "blocks.\(index).norm2", training: training)
             }
             let fc1 = linear(h2, q("mlp.fc1.weight"), q("mlp.fc1.bias"), inputs: C, outputs: hidden)
             let gelu = fc1.map { ElementwiseReference.gelu($0) }
@@ -201,15 +202,16 @@ struct ReferenceMoCo<T: Real & BinaryFloatingPoint> {
 
     // MARK: Pieces
 
-    /// Training-mode BatchNorm1d over x (R, C) with C = the layer's features; updates the
+    /// BatchNorm1d over x (R, C) with C = the layer's features; in training mode updates the
     /// running statistics and num_batches_tracked in `buffers`.
-    func batchNorm(_ x: [T], weight: [T]?, bias: [T]?, buffers: inout [T], name: String) -> [T] {
+    func batchNorm(_ x: [T], weight: [T]?, bias: [T]?, buffers: inout [T], name: String, training: Bool = true) -> [T] {
         let meanEntry = layout.buffers[name + ".running_mean"]!, varianceEntry = layout.buffers[name + ".running_var"]!
         let countEntry = layout.buffers[name + ".num_batches_tracked"]!
         let result = BatchNormReference.forward(
             input: x, weight: weight, bias: bias, runningMean: tensor(buffers, layout.buffers, meanEntry.name),
             runningVariance: tensor(buffers, layout.buffers, varianceEntry.name), momentum: T(0.1), epsilon: T(1e-5),
-            training: true)
+            training: training)
+        guard training else { return result.output }
         buffers.replaceSubrange(meanEntry.offset..<(meanEntry.offset + meanEntry.count), with: result.runningMean)
         buffers.replaceSubrange(varianceEntry.offset..<(varianceEntry.offset + varianceEntry.count),
                                 with: result.runningVariance)
