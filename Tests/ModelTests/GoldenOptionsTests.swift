@@ -1,3 +1,4 @@
+import Foundation
 import Kernels
 import Model
 import Testing
@@ -21,6 +22,29 @@ import TestSupport
         #expect(ours == theirs, "only ours: \(ours.subtracting(theirs).sorted()); only torch: \(theirs.subtracting(ours).sorted())")
         #expect((config.vit.pooling == .globalAverage) == fixture.contains("avgpool"))
         #expect((config.vit.mlpNormalization == .batchNorm) == fixture.contains("vitbn"))
+    }
+
+    /// `Checkpoint` reads the options from the same metadata keys, writes them back only where
+    /// set, and rejects values it does not know.
+    @Test(arguments: fixtures)
+    func checkpointMetadataCarriesTheOptions(_ fixture: String) throws {
+        let (file, config) = try goldenFixture(fixture)
+        let loaded = try Checkpoint.config(from: file, temperature: config.temperature)
+        #expect(loaded == config)
+        let written = Checkpoint.metadata(for: loaded)
+        for key in Checkpoint.optionKeys { #expect(written[key] == file.metadata[key], "\(key)") }
+        #expect(Checkpoint.metadata(for: try goldenTiny().config).keys.filter(Checkpoint.optionKeys.contains).isEmpty)
+
+        for (key, value) in [("pooling", "mean"), ("vit_bn", "yes")] {
+            var metadata = written
+            metadata[key] = value
+            let url = FileManager.default.temporaryDirectory
+                .appendingPathComponent("mocov3-options-\(key)-\(ProcessInfo.processInfo.processIdentifier).safetensors")
+            defer { try? FileManager.default.removeItem(at: url) }
+            try SafetensorsWriter.write(tensors: [("x", [1], [0])], metadata: metadata, to: url)
+            let message = configErrorMessage { _ = try Checkpoint.config(from: try SafetensorsFile(contentsOf: url), temperature: 0.2) }
+            #expect(message?.contains("\"\(key)\"") == true, "\(message ?? "no error")")
+        }
     }
 
     @Test(arguments: fixtures)
