@@ -5,7 +5,8 @@ struct BackboneGradients {
     let residual: Tensor      // (B, N, C) ∂loss/∂(residual stream) at the current point
     let branch: Tensor        // (B, N, C) a LayerNorm's input gradient before the residual add
     let normalized: Tensor    // (B, N, C) ∂loss/∂(norm output) / ∂(attention output); the final LN's
-                              //           output gradient (zero except the cls rows, or row 0 with pooling)
+                              //           output gradient (nonzero only in the cls rows; with global average
+                              //           pooling everywhere but row 0)
     let qkv: Tensor           // (B, N, 3C)
     let gelu: Tensor          // (B, N, 4C) ∂loss/∂(GELU output)
     let fc1: Tensor           // (B, N, 4C) ∂loss/∂(fc1 output)
