@@ -60,7 +60,9 @@ let package = Package(
         .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "CLBackend", "Datasets", "Augment", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport", "CZlib", "CTurboJPEG", "CPNG"]),
         .testTarget(name: "AugmentTests", dependencies: ["Augment", "Datasets", "TestSupport"]),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "TestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ModelTests",
+                    dependencies: ["Model", "Kernels", "TestSupport", .product(name: "RealModule", package: "swift-numerics")],
+                    resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v5]
 )

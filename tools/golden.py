@@ -14,6 +14,12 @@ What this is
 
 How to run (by hand, not in CI; needs `pip install torch safetensors numpy`)
     python3 tools/golden.py            # from the repository root
+    python3 tools/golden.py --pooling avg     # golden_small_avgpool.safetensors
+    python3 tools/golden.py --vit-bn          # golden_small_vitbn.safetensors
+
+    The option runs (the paper's ablations: global average pooling, Sec 5; ViT-BN, Sec 6.1)
+    use a smaller model (C = 32, moco_mlp_dim 64, moco_dim 16) so each file stays under 1 MB,
+    and write only their own fixture.
 
     It is deterministic: two runs produce byte-identical files. It prints the checkpoint
     name list once and a loss summary (about 2*2T*ln(8) = 1.66 at init for T = 0.2, B = 8).
@@ -55,6 +61,11 @@ class Config:
     weight_decay: float = 0.1
     batch_size: int = 8
     stop_grad_conv1: bool = False
+    # "cls": the final-LN class token; "avg": the mean of the final-LN patch tokens (the final
+    # LN kept, the class token still present; ViTConfig.Pooling.globalAverage in the Swift code).
+    pooling: str = "cls"
+    # ViT-BN (paper Sec 6.1): norm2 of every block is a BatchNorm over all B*N tokens of a view.
+    vit_bn: bool = False
     seed: int = 0
     steps: int = 3
 
@@ -125,12 +136,25 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class TokenBatchNorm(nn.BatchNorm1d):
+    """ViT-BN's norm2: BatchNorm1d over every token of the batch, per channel.
+
+    (B, N, C) is seen as (B*N, C) rows; eps 1e-5 and momentum 0.1 are nn.BatchNorm1d's defaults
+    (the paper gives none). Names and shapes: weight, bias, running_mean, running_var,
+    num_batches_tracked, as any BatchNorm1d.
+    """
+
+    def forward(self, x):                                              # (B, N, C)
+        B, N, C = x.shape
+        return super().forward(x.reshape(B * N, C)).reshape(B, N, C)
+
+
 class Block(nn.Module):
-    def __init__(self, width: int, heads: int, mlp_ratio: int):
+    def __init__(self, width: int, heads: int, mlp_ratio: int, vit_bn: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(width, eps=1e-6)
         self.attn = Attention(width, heads)
-        self.norm2 = nn.LayerNorm(width, eps=1e-6)
+        self.norm2 = TokenBatchNorm(width, eps=1e-5, momentum=0.1) if vit_bn else nn.LayerNorm(width, eps=1e-6)
         self.mlp = Mlp(width, width * mlp_ratio)
 
     def forward(self, x):
@@ -169,7 +193,9 @@ class ViTMoCo(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
         self.pos_embed = nn.Parameter(sincos_pos_embed_2d(grid, C), requires_grad=False)
         self.patch_embed = PatchEmbed(P, C)
-        self.blocks = nn.ModuleList([Block(C, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
+        self.blocks = nn.ModuleList([Block(C, cfg.num_heads, cfg.mlp_ratio, cfg.vit_bn) for _ in range(cfg.depth)])
+        assert cfg.pooling in ("cls", "avg")
+        self.pooling = cfg.pooling
         self.norm = nn.LayerNorm(C, eps=1e-6)
         self._init_trunk(cfg)
         # Built after the trunk init, so the heads keep PyTorch's default Linear/BN init.
@@ -205,6 +231,8 @@ class ViTMoCo(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         x = self.norm(x)
+        if self.pooling == "avg":
+            return x[:, 1:].mean(dim=1)                                # mean of the LN-ed patch tokens
         return x[:, 0]                                                 # LN-ed cls token
 
     def forward(self, x):
@@ -293,7 +321,8 @@ def expected_names(cfg: Config) -> list[str]:
     enc = ["cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"]
     for i in range(cfg.depth):
         for sub in ["norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2"]:
-            enc += [f"blocks.{i}.{sub}.weight", f"blocks.{i}.{sub}.bias"]
+            kinds = bn if sub == "norm2" and cfg.vit_bn else ["weight", "bias"]
+            enc += [f"blocks.{i}.{sub}.{kind}" for kind in kinds]
     enc += ["norm.weight", "norm.bias", "head.0.weight"] + [f"head.1.{s}" for s in bn]
     enc += ["head.3.weight"] + [f"head.4.{s}" for s in bn]
     enc += ["head.6.weight"] + [f"head.7.{s}" for s in bn_free]
@@ -303,7 +332,13 @@ def expected_names(cfg: Config) -> list[str]:
 
 
 def metadata(cfg: Config) -> dict[str, str]:
-    return {
+    # The option keys only where an option is set, so the original fixtures stay byte-identical.
+    options = {}
+    if cfg.pooling != "cls":
+        options["pooling"] = cfg.pooling
+    if cfg.vit_bn:
+        options["vit_bn"] = "1"
+    return options | {
         "img_size": str(cfg.img_size), "patch_size": str(cfg.patch_size),
         "embed_dim": str(cfg.embed_dim), "depth": str(cfg.depth), "num_heads": str(cfg.num_heads),
         "mlp_ratio": str(cfg.mlp_ratio), "moco_dim": str(cfg.moco_dim),
@@ -380,10 +415,24 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                       "..", "Tests", "ModelTests", "Fixtures"))
+    ap.add_argument("--pooling", choices=["cls", "avg"], default="cls",
+                    help="feature pooling; 'avg' writes golden_small_avgpool*.safetensors only")
+    ap.add_argument("--vit-bn", action="store_true",
+                    help="BatchNorm as norm2 (ViT-BN); writes golden_small_*vitbn.safetensors only")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     os.makedirs(args.out_dir, exist_ok=True)
+
+    if args.pooling != "cls" or args.vit_bn:
+        cfg = Config(embed_dim=32, moco_mlp_dim=64, moco_dim=16, pooling=args.pooling, vit_bn=args.vit_bn)
+        stem = "_".join(n for n, on in (("avgpool", args.pooling == "avg"), ("vitbn", args.vit_bn)) if on)
+        path = os.path.join(args.out_dir, f"golden_small_{stem}.safetensors")
+        _, losses, out = run_fixture(cfg, path, include_init=True, print_names=False)
+        print(f"{path}: {os.path.getsize(path)} bytes, {len(out)} tensors")
+        for t, l in enumerate(losses):
+            print(f"  step{t}.loss = {l:.8f}")
+        return
 
     cfg = Config()
     path = os.path.join(args.out_dir, "golden_tiny.safetensors")

@@ -5,7 +5,9 @@ import Kernels
 ///
 /// The configuration travels in `__metadata__` as string values under tools/golden.py's keys
 /// (`img_size`, `patch_size`, `embed_dim`, `depth`, `num_heads`, `mlp_ratio`, `moco_dim`,
-/// `moco_mlp_dim`, `stop_grad_conv1`), so a file written here can be read back as weights.
+/// `moco_mlp_dim`, `stop_grad_conv1`), so a file written here can be read back as weights. The
+/// ablation options add ``optionKeys`` only where set: `pooling = "avg"` (global average
+/// pooling) and `vit_bn = "1"` (ViT-BN), as `tools/golden.py --pooling avg / --vit-bn` writes them.
 /// Tensors are found by name, optionally under a prefix (the golden fixture stores its initial
 /// weights as `init.module.base_encoder.cls_token`, …); file order does not matter.
 ///
@@ -19,6 +21,8 @@ public enum Checkpoint {
     /// The metadata keys that define the model.
     public static let configurationKeys = ["img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
                                            "moco_dim", "moco_mlp_dim", "stop_grad_conv1"]
+    /// Optional keys; absent means the reference's choice (class token, LayerNorm).
+    public static let optionKeys = ["pooling", "vit_bn"]
 
     /// The model configuration stored in `file`'s metadata; `temperature` is not part of it.
     public static func config(from file: SafetensorsFile, temperature: Double) throws -> MoCoConfig {
@@ -36,22 +40,38 @@ public enum Checkpoint {
         guard stopGradient == 0 || stopGradient == 1 else {
             throw ModelConfigError("\(file.source): metadata \"stop_grad_conv1\" must be 0 or 1, got \(stopGradient)")
         }
+        let pooling: ViTConfig.Pooling
+        switch file.metadata["pooling"] {
+        case nil, "cls": pooling = .classToken
+        case "avg": pooling = .globalAverage
+        case let other?: throw ModelConfigError("\(file.source): metadata \"pooling\" must be \"cls\" or \"avg\", got \"\(other)\"")
+        }
+        let norm: ViTConfig.MLPNormalization
+        switch file.metadata["vit_bn"] {
+        case nil, "0": norm = .layerNorm
+        case "1": norm = .batchNorm
+        case let other?: throw ModelConfigError("\(file.source): metadata \"vit_bn\" must be 0 or 1, got \"\(other)\"")
+        }
         let vit = ViTConfig(imageSize: try value("img_size"), patchSize: try value("patch_size"),
                             embedDim: try value("embed_dim"), depth: try value("depth"), heads: try value("num_heads"),
-                            mlpRatio: try value("mlp_ratio"), stopGradConv1: stopGradient == 1)
+                            mlpRatio: try value("mlp_ratio"), stopGradConv1: stopGradient == 1, pooling: pooling,
+                            mlpNormalization: norm)
         let config = MoCoConfig(vit: vit, mocoDim: try value("moco_dim"), mocoMLPDim: try value("moco_mlp_dim"),
                                 temperature: temperature)
         try config.validate()
         return config
     }
 
-    /// `config` as metadata under ``configurationKeys``.
+    /// `config` as metadata under ``configurationKeys`` (and ``optionKeys`` where set).
     public static func metadata(for config: MoCoConfig) -> [String: String] {
         let vit = config.vit
-        return ["img_size": String(vit.imageSize), "patch_size": String(vit.patchSize),
+        var options: [String: String] = [:]
+        if vit.pooling == .globalAverage { options["pooling"] = "avg" }
+        if vit.mlpNormalization == .batchNorm { options["vit_bn"] = "1" }
+        return options.merging(["img_size": String(vit.imageSize), "patch_size": String(vit.patchSize),
                 "embed_dim": String(vit.embedDim), "depth": String(vit.depth), "num_heads": String(vit.heads),
                 "mlp_ratio": String(vit.mlpRatio), "moco_dim": String(config.mocoDim),
-                "moco_mlp_dim": String(config.mocoMLPDim), "stop_grad_conv1": vit.stopGradConv1 ? "1" : "0"]
+                "moco_mlp_dim": String(config.mocoMLPDim), "stop_grad_conv1": vit.stopGradConv1 ? "1" : "0"]) { $1 }
     }
 
     /// The prefix under which `file` stores `layout`'s tensors: "" when the first tensor is there

@@ -1,12 +1,15 @@
 import Kernels
 
-/// The class-token feature of one encoder's ViT trunk (the final-LN cls row, SPEC A.2) for
-/// batches of images: what the kNN evaluation and the linear probe read.
+/// The feature of one encoder's ViT trunk for batches of images: the final-LN cls row (SPEC
+/// A.2), or with ``ViTConfig/Pooling/globalAverage`` the mean of the final-LN patch rows. What the
+/// kNN evaluation and the linear probe read.
 ///
 /// It reads the weights in place from a flat parameter tensor in ``MoCoParameters``' layout
 /// (usually a ``MoCoModel``'s, so it always sees the current weights) and owns only its
-/// activations, sized for `batchSize`. The trunk has no BatchNorm, so a short final batch can be
-/// padded without changing the other rows.
+/// activations, sized for `batchSize`. A ViT-BN trunk runs its BatchNorms in evaluation mode on
+/// the running statistics (read in place from the buffer tensor; nothing is updated), so in
+/// every configuration the images are independent and a short final batch can be padded without
+/// changing the other rows.
 public final class FeatureExtractor {
     public let backend: any Backend
     public let batchSize: Int
@@ -18,20 +21,32 @@ public final class FeatureExtractor {
 
     /// - Parameters:
     ///   - parameterTensor: the flat parameters of `layout` on `backend`.
+    ///   - bufferTensor: the flat BN buffers of `layout` on `backend`; required for a ViT-BN trunk
+    ///     (its norm2 running statistics), unused otherwise.
     ///   - encoderPrefix: ``MoCoParameters/baseEncoderPrefix`` (the default; the features the
     ///     paper evaluates) or ``MoCoParameters/momentumEncoderPrefix``.
-    public init(layout: MoCoParameters, parameterTensor: Tensor, backend: any Backend, batchSize: Int,
-                encoderPrefix: String = MoCoParameters.baseEncoderPrefix) throws {
+    public init(layout: MoCoParameters, parameterTensor: Tensor, bufferTensor: Tensor? = nil, backend: any Backend,
+                batchSize: Int, encoderPrefix: String = MoCoParameters.baseEncoderPrefix) throws {
         guard batchSize > 0 else { throw ModelConfigError("feature batch size must be positive, got \(batchSize)") }
         config = layout.config.vit
         self.backend = backend
         self.batchSize = batchSize
-        weights = try BackboneWeights(config: config) { name in
-            guard let entry = layout.table[encoderPrefix + name] else {
+        func view(_ table: ParameterTable, _ tensor: Tensor, _ name: String) throws -> Tensor {
+            guard let entry = table[encoderPrefix + name] else {
                 throw ModelConfigError("no tensor named \(encoderPrefix + name) in the layout")
             }
-            return parameterTensor.view(offset: entry.offset, shape: entry.shape)
+            return tensor.view(offset: entry.offset, shape: entry.shape)
         }
+        var buffer: ((String) throws -> Tensor)?
+        if config.mlpNormalization == .batchNorm {
+            guard let bufferTensor else {
+                throw ModelConfigError("a ViT-BN trunk's features need its BatchNorm running statistics; "
+                    + "pass the model's bufferTensor")
+            }
+            buffer = { try view(layout.buffers, bufferTensor, $0) }
+        }
+        weights = try BackboneWeights(config: config, parameter: { try view(layout.table, parameterTensor, $0) },
+                                      buffer: buffer)
         activations = try BackboneActivations(backend: backend, config: config, batchSize: batchSize)
         forward = try BackboneForward(backend: backend, config: config, batchSize: batchSize)
         images = try backend.makeTensor(shape: [batchSize, config.channels, config.imageSize, config.imageSize])
@@ -50,34 +65,34 @@ public final class FeatureExtractor {
         } else {
             try backend.upload(pixels + [Float](repeating: 0, count: (batchSize - count) * imageSize), to: images)
         }
-        try forward(backend, images: images, weights: weights, activations: activations)
-        return try Self.classRows(of: activations.normalized, backend: backend, count: count, config: config)
+        try forward(backend, images: images, weights: weights, activations: activations, training: false)
+        return try Self.featureRows(of: activations, backend: backend, count: count)
     }
 
-    /// Row 0 (the class token) of the first `count` images of a (B, N, C) trunk output.
-    static func classRows(of tokens: Tensor, backend: any Backend, count: Int, config: ViTConfig) throws -> [Float] {
-        let (N, C) = (config.tokens, config.embedDim)
-        let all = try backend.download(tokens)
+    /// The features (count, C) of the first `count` images: row 0 of each image's (N, C) trunk
+    /// output, or its pooled row.
+    static func featureRows(of activations: BackboneActivations, backend: any Backend, count: Int) throws -> [Float] {
+        let (C, stride) = (activations.normalized.shape[2], activations.featureStride)
+        let all = try backend.download(activations.feature)
         var rows = [Float](repeating: 0, count: count * C)
         for b in 0..<count {
-            rows.replaceSubrange(b * C..<(b + 1) * C, with: all[(b * N * C)..<(b * N * C + C)])
+            rows.replaceSubrange(b * C..<(b + 1) * C, with: all[(b * stride)..<(b * stride + C)])
         }
         return rows
     }
 }
 
 extension MoCoModel {
-    /// The base encoder's class-token features (B, C) of view `index` (0 or 1) from the last
-    /// ``forward(x1:x2:)``.
+    /// The base encoder's features (B, C) of view `index` (0 or 1) from the last
+    /// ``forward(x1:x2:)``: what the projector read (class token or pooled; a ViT-BN trunk's in
+    /// training mode).
     public func baseFeatures(view index: Int) throws -> [Float] {
-        try FeatureExtractor.classRows(of: baseActivations[index].normalized, backend: backend, count: batchSize,
-                                       config: parameters.config.vit)
+        try FeatureExtractor.featureRows(of: baseActivations[index], backend: backend, count: batchSize)
     }
 
-    /// The momentum encoder's class-token features (B, C) of the second view from the last
+    /// The momentum encoder's features (B, C) of the second view from the last
     /// ``forward(x1:x2:)`` (its trunk runs the views in turn and keeps the last).
     public func momentumFeatures() throws -> [Float] {
-        try FeatureExtractor.classRows(of: momentumActivations.normalized, backend: backend, count: batchSize,
-                                       config: parameters.config.vit)
+        try FeatureExtractor.featureRows(of: momentumActivations, backend: backend, count: batchSize)
     }
 }

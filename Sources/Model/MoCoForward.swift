@@ -51,10 +51,6 @@ public final class MoCoModel {
     public init(parameters: MoCoParameters, backend: any Backend, batchSize: Int,
                 initial: (parameters: [Float], buffers: [Float])) throws {
         let config = parameters.config
-        guard config.vit.pooling == .classToken, config.vit.mlpNormalization == .layerNorm else {
-            throw ModelConfigError("the forward pass supports the reference ViT only (class-token pooling, "
-                + "LayerNorm in every block); got pooling \(config.vit.pooling), norm2 \(config.vit.mlpNormalization)")
-        }
         guard batchSize > 1 else {
             throw ModelConfigError("batch size must be at least 2 (training-mode BatchNorm), got \(batchSize)")
         }
@@ -76,7 +72,7 @@ public final class MoCoModel {
         func encoder(_ prefix: String) throws -> (BackboneWeights, MLPWeights) {
             let parameter = { (name: String) in try view(parameters.table, parameterTensor, prefix + name) }
             let buffer = { (name: String) in try view(parameters.buffers, bufferTensor, prefix + name) }
-            return (try BackboneWeights(config: config.vit, parameter: parameter),
+            return (try BackboneWeights(config: config.vit, parameter: parameter, buffer: buffer),
                     try MLPWeights(linearIndices: [0, 3, 6], normIndices: [1, 4, 7], prefix: "head.",
                                    parameter: parameter, buffer: buffer))
         }
@@ -117,6 +113,9 @@ public final class MoCoModel {
     /// each view its own call so each BN normalizes over its own view; k1, k2 from the momentum
     /// encoder, also in training mode. Returns `ctr(q1, k2) + ctr(q2, k1)`.
     ///
+    /// The views never share a trunk call either: ViT-BN's norm2 must see one view's statistics
+    /// (paper Sec 6.1 and Appendix: "the two crops ... are separately forwarded").
+    ///
     /// - Parameters: x1, x2: the views (B, 3, S, S) on this backend.
     public func forward(x1: Tensor, x2: Tensor) throws -> Float {
         let vit = parameters.config.vit
@@ -124,11 +123,10 @@ public final class MoCoModel {
         for view in [x1, x2] where view.shape != expected {
             throw ModelConfigError("a view has shape \(view.shape); this model was built for \(expected)")
         }
-        let featureStride = vit.tokens * vit.embedDim   // the cls rows of (B, N, C)
         for (index, images) in [x1, x2].enumerated() {
             // q = predictor(base_encoder(x))
             try backbone(backend, images: images, weights: baseWeights, activations: baseActivations[index])
-            try head(backend, input: baseActivations[index].normalized, inputStride: featureStride,
+            try head(backend, input: baseActivations[index].feature, inputStride: baseActivations[index].featureStride,
                      weights: projectorWeights, activations: projectorActivations[index])
             try head(backend, input: projectorActivations[index].output, inputStride: parameters.config.mocoDim,
                      weights: predictorWeights, activations: predictorActivations[index])
@@ -136,7 +134,7 @@ public final class MoCoModel {
         for (index, images) in [x1, x2].enumerated() {
             // k = momentum_encoder(x)
             try backbone(backend, images: images, weights: momentumWeights, activations: momentumActivations)
-            try head(backend, input: momentumActivations.normalized, inputStride: featureStride,
+            try head(backend, input: momentumActivations.feature, inputStride: momentumActivations.featureStride,
                      weights: momentumProjectorWeights, activations: momentumProjectorActivations[index])
         }
         let temperature = Float(parameters.config.temperature)

@@ -32,7 +32,7 @@ struct MoCoTrainingState {
         }
         // Buffers are not trainable; the MLP views carry them only because MLPWeights does.
         let base = MoCoParameters.baseEncoderPrefix, predictorPrefix = MoCoParameters.predictorPrefix
-        baseGradients = try BackboneWeights(config: config.vit) { try view(parameters.table, gradientTensor, base + $0) }
+        baseGradients = try BackboneWeights(config: config.vit, parameter: { try view(parameters.table, gradientTensor, base + $0) })
         projectorGradients = try MLPWeights(
             linearIndices: [0, 3, 6], normIndices: [1, 4, 7], prefix: "head.",
             parameter: { try view(parameters.table, gradientTensor, base + $0) },
@@ -71,10 +71,9 @@ extension MoCoModel {
     public func backward(x1: Tensor, x2: Tensor) throws {
         let vit = parameters.config.vit
         let (B, d) = (batchSize, parameters.config.mocoDim)
-        let featureStride = vit.tokens * vit.embedDim
         let temperature = Float(parameters.config.temperature)
         let t = training
-        let trunk = BackboneBackward(config: vit, batchSize: B, ones: backbone.ones)
+        let trunk = BackboneBackward(config: vit, batchSize: B, forward: backbone)
         let mlp = MLPBackward(batchSize: B)
         for (index, images) in [x1, x2].enumerated().reversed() {
             // Term `index` is ctr(q_index, k_other); softmaxCrossEntropy already wrote
@@ -87,11 +86,13 @@ extension MoCoModel {
             try mlp(backend, inputGradient: t.projectionGradient, outputGradient: t.queryGradient,
                     input: projectorActivations[index].output, inputStride: d, weights: predictorWeights,
                     gradients: t.predictorGradients, activations: predictorActivations[index], scratch: t.predictor)
-            // The projector read the cls rows of the trunk output in place; its input gradient goes
-            // to the same rows of an otherwise zero (B, N, C) gradient.
-            try backend.fill(t.backbone.normalized, value: 0)
-            try mlp(backend, inputGradient: t.backbone.normalized, outputGradient: t.projectionGradient,
-                    input: baseActivations[index].normalized, inputStride: featureStride, weights: projectorWeights,
+            // With class-token pooling the projector read the cls rows of the trunk output in place;
+            // its input gradient goes to the same rows of an otherwise zero (B, N, C) gradient.
+            // With global average pooling it goes to the pooled gradient (the trunk spreads it).
+            if vit.pooling == .classToken { try backend.fill(t.backbone.normalized, value: 0) }
+            let features = baseActivations[index]
+            try mlp(backend, inputGradient: t.backbone.feature, outputGradient: t.projectionGradient,
+                    input: features.feature, inputStride: features.featureStride, weights: projectorWeights,
                     gradients: t.projectorGradients, activations: projectorActivations[index], scratch: t.projector)
             try trunk(backend, images: images, weights: baseWeights, gradients: t.baseGradients,
                       activations: baseActivations[index], scratch: t.backbone)

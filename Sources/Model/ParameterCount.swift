@@ -61,7 +61,9 @@ extension MoCoParameters {
     /// - per image: the input image channels·S², then the final LN's input N·C and stats 2N;
     /// - heads per image: projector 2 hidden layers × (Linear, BN, ReLU outputs) of width h plus
     ///   (Linear, BN) of width d, predictor the same with one hidden layer: `9h + 4d`;
-    /// all times batchSize × 2 views.
+    /// all times batchSize × 2 views. The ablation options are left out of the formula (< 1 %):
+    /// ViT-BN saves norm2 statistics per channel instead of per token, and global average pooling
+    /// adds one (B, C) feature per view.
     public func memoryPlan(batchSize: Int) -> MemoryPlan {
         let vit = config.vit
         let (N, C, H, r) = (vit.tokens, vit.embedDim, vit.heads, vit.mlpRatio)

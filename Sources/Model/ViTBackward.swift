@@ -4,11 +4,19 @@ import Kernels
 struct BackboneGradients {
     let residual: Tensor      // (B, N, C) ∂loss/∂(residual stream) at the current point
     let branch: Tensor        // (B, N, C) a LayerNorm's input gradient before the residual add
-    let normalized: Tensor    // (B, N, C) ∂loss/∂(LN output) / ∂(attention output); the final LN's
-                              //           output gradient (zero except the cls rows)
+    let normalized: Tensor    // (B, N, C) ∂loss/∂(norm output) / ∂(attention output); the final LN's
+                              //           output gradient (nonzero only in the cls rows; with global average
+                              //           pooling everywhere but row 0)
     let qkv: Tensor           // (B, N, 3C)
     let gelu: Tensor          // (B, N, 4C) ∂loss/∂(GELU output)
     let fc1: Tensor           // (B, N, 4C) ∂loss/∂(fc1 output)
+    /// Global average pooling only: ∂loss/∂(pooled feature).
+    let pooled: Tensor?       // (B, C)
+
+    /// Where the projector's backward writes ∂loss/∂feature, at row stride ``featureStride``:
+    /// the cls rows of `normalized` (the caller zeroes it first), or `pooled`.
+    var feature: Tensor { pooled ?? normalized }
+    var featureStride: Int { pooled == nil ? normalized.shape[1] * normalized.shape[2] : normalized.shape[2] }
 
     init(backend: any Backend, config: ViTConfig, batchSize B: Int) throws {
         let (N, C, hidden) = (config.tokens, config.embedDim, config.mlpHiddenDim)
@@ -19,6 +27,7 @@ struct BackboneGradients {
         qkv = try make([B, N, 3 * C])
         gelu = try make([B, N, hidden])
         fc1 = try make([B, N, hidden])
+        pooled = config.pooling == .globalAverage ? try make([B, C]) : nil
     }
 }
 
@@ -28,6 +37,15 @@ struct BackboneBackward {
     let batchSize: Int
     /// (B, 1) of ones (shared with the forward): cls_token's gradient is onesᵀ·(row 0 of every image).
     let ones: Tensor
+    /// (B, N−1) of 1/(N−1) (shared with the forward), global average pooling only.
+    let average: Tensor?
+
+    init(config: ViTConfig, batchSize: Int, forward: BackboneForward) {
+        self.config = config
+        self.batchSize = batchSize
+        ones = forward.ones
+        average = forward.average
+    }
 
     /// nn.Linear backward for y (R, out) = x (R, in)·Wᵀ + b: dW += dyᵀ·x, db += Σ_r dy (accumulate),
     /// dx = dy·W (overwrite).
@@ -41,7 +59,7 @@ struct BackboneBackward {
                          beta: 0, c: inputGradient)
     }
 
-    /// Reads `g.normalized` (∂loss/∂ final LN output, (B, N, C)); accumulates every trunk
+    /// Reads ∂loss/∂feature from `g.feature`; accumulates every trunk
     /// parameter gradient into `gradients` except pos_embed (frozen) and, with stop_grad_conv1,
     /// the patch projection.
     func callAsFunction(_ backend: any Backend, images: Tensor, weights w: BackboneWeights,
@@ -51,6 +69,15 @@ struct BackboneBackward {
         let (R, hidden) = (B * N, config.mlpHiddenDim)
         let blockInputs = [a.embedded] + a.blocks.dropLast().map(\.output)
 
+        if let pooledGradient = g.pooled, let average {
+            // Pooling backward: ∂normalized[b, n] = ∂pooled[b] / (N−1) for n ≥ 1, row 0 zero:
+            // (N−1, C) = average[b] as a column (N−1, 1) · ∂pooled[b] (1, C).
+            try backend.fill(g.normalized, value: 0)
+            var shape = GEMMShape(m: N - 1, n: C, k: 1, batch: B)
+            shape.strideC = N * C
+            try backend.gemm(shape, alpha: 1, a: average, b: pooledGradient, beta: 0,
+                             c: g.normalized.view(offset: C, shape: [B * N * C - C]))
+        }
         try backend.layerNormBackward(inputGradient: g.residual, weightGradient: dw.normWeight,
                                       biasGradient: dw.normBias, outputGradient: g.normalized,
                                       input: a.blocks.last?.output ?? a.embedded, mean: a.normMean,
@@ -65,10 +92,21 @@ struct BackboneBackward {
             try Self.linearBackward(backend, inputGradient: g.normalized, weightGradient: blockGradient.fc1Weight,
                                     biasGradient: blockGradient.fc1Bias, outputGradient: g.fc1, input: s.norm2,
                                     weight: block.fc1Weight, rows: R, inputs: C, outputs: hidden)
-            try backend.layerNormBackward(inputGradient: g.branch, weightGradient: blockGradient.norm2Weight,
-                                          biasGradient: blockGradient.norm2Bias, outputGradient: g.normalized,
-                                          input: s.afterAttention, mean: s.norm2Mean,
-                                          reciprocalStd: s.norm2ReciprocalStd, weight: block.norm2Weight)
+            switch config.mlpNormalization {
+            case .layerNorm:
+                try backend.layerNormBackward(inputGradient: g.branch, weightGradient: blockGradient.norm2Weight,
+                                              biasGradient: blockGradient.norm2Bias, outputGradient: g.normalized,
+                                              input: s.afterAttention, mean: s.norm2Mean,
+                                              reciprocalStd: s.norm2ReciprocalStd, weight: block.norm2Weight)
+            case .batchNorm:
+                // Training-mode BN: the batch statistics depend on every token of the view.
+                try backend.batchNormBackward(inputGradient: g.branch.reshaped([R, C]),
+                                              weightGradient: blockGradient.norm2Weight,
+                                              biasGradient: blockGradient.norm2Bias,
+                                              outputGradient: g.normalized.reshaped([R, C]),
+                                              input: s.afterAttention.reshaped([R, C]), savedMean: s.norm2Mean,
+                                              savedReciprocalStd: s.norm2ReciprocalStd, weight: block.norm2Weight)
+            }
             try backend.add(output: g.residual, g.residual, g.branch)
             // x = x + proj(attn(LN1(x))): g.residual is now ∂loss/∂(afterAttention).
             try Self.linearBackward(backend, inputGradient: g.normalized, weightGradient: blockGradient.projWeight,

@@ -32,7 +32,16 @@ public struct ViTConfig: Equatable, Sendable {
     public enum Pooling: String, Sendable, CaseIterable {
         /// The final-LayerNorm-ed class token, `x[:, 0]` (SPEC A.2, the reference).
         case classToken
-        /// The mean over the patch tokens (an ablation; the class token still exists).
+        /// The mean over the patch tokens of the final-LayerNorm output, `LN(x)[:, 1:].mean(1)`
+        /// (the paper's Sec 5 class-token ablation). The class token still exists and attends,
+        /// but is not read.
+        ///
+        /// The final LN is kept and applied *before* the mean: the paper's "LN+pool" placement
+        /// ("if we keep this LN and remove [CLS] ... 69.7 %"), and the parameter set, names and
+        /// shapes stay the reference's (`norm.weight`/`norm.bias`), so checkpoints of either
+        /// pooling load the same way. timm's `global_pool='avg'` differs: it averages the
+        /// un-normalized `x[:, 1:]` and then applies a separate `fc_norm` (and no `norm`); the
+        /// paper's better "pool without LN" variant (76.3 %) is neither, and is not offered.
         case globalAverage
     }
 
@@ -41,7 +50,12 @@ public struct ViTConfig: Equatable, Sendable {
         /// LayerNorm, eps 1e-6 (SPEC A.2, the reference).
         case layerNorm
         /// BatchNorm ("ViT-BN", paper Sec 6.1): `blocks.{i}.norm2` keeps its γ/β names and
-        /// shapes and gains `running_mean`/`running_var`/`num_batches_tracked` buffers.
+        /// shapes and gains `running_mean`/`running_var`/`num_batches_tracked` buffers. It
+        /// normalizes each channel over all B·N tokens of one view (training mode in both
+        /// encoders, each view its own call, as the heads' BNs), ε 1e-5, momentum 0.1
+        /// (`nn.BatchNorm1d` defaults: neither the paper nor the reference gives values).
+        /// Feature extraction (kNN, linear probe) runs it in evaluation mode on the running
+        /// statistics.
         case batchNorm
     }
 

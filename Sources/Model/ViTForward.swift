@@ -7,7 +7,9 @@ struct BackboneWeights {
         let norm1Weight: Tensor, norm1Bias: Tensor   // (C)
         let qkvWeight: Tensor, qkvBias: Tensor       // (3C, C), (3C): rows [Q; K; V], head-major
         let projWeight: Tensor, projBias: Tensor     // (C, C), (C)
-        let norm2Weight: Tensor, norm2Bias: Tensor   // (C)
+        let norm2Weight: Tensor, norm2Bias: Tensor   // (C)  LayerNorm, or ViT-BN's BatchNorm γ/β
+        /// ViT-BN only (nil for LayerNorm, and in gradient views): norm2's running statistics.
+        let norm2Statistics: BatchNormStatistics?
         let fc1Weight: Tensor, fc1Bias: Tensor       // (4C, C), (4C)
         let fc2Weight: Tensor, fc2Bias: Tensor       // (C, 4C), (C)
     }
@@ -18,8 +20,11 @@ struct BackboneWeights {
     let blocks: [Block]
     let normWeight: Tensor, normBias: Tensor         // (C)
 
-    /// - Parameter parameter: the view of a tensor named relative to the encoder (`blocks.0.norm1.weight`).
-    init(config: ViTConfig, parameter: (String) throws -> Tensor) throws {
+    /// - Parameters:
+    ///   - parameter: the view of a tensor named relative to the encoder (`blocks.0.norm1.weight`).
+    ///   - buffer: the view of a BN buffer named likewise (`blocks.0.norm2.running_mean`); needed
+    ///     by a ViT-BN forward, nil for views of the gradient.
+    init(config: ViTConfig, parameter: (String) throws -> Tensor, buffer: ((String) throws -> Tensor)? = nil) throws {
         positionEmbedding = config.positionEmbedding == .sinCos ? try parameter("pos_embed") : nil
         patchWeight = try parameter("patch_embed.proj.weight")
         patchBias = try parameter("patch_embed.proj.bias")
@@ -30,11 +35,29 @@ struct BackboneWeights {
                          qkvWeight: try p("attn.qkv.weight"), qkvBias: try p("attn.qkv.bias"),
                          projWeight: try p("attn.proj.weight"), projBias: try p("attn.proj.bias"),
                          norm2Weight: try p("norm2.weight"), norm2Bias: try p("norm2.bias"),
+                         norm2Statistics: try buffer.flatMap { buffer in
+                             config.mlpNormalization == .batchNorm
+                                 ? try BatchNormStatistics(prefix: "blocks.\(index).norm2", buffer: buffer) : nil
+                         },
                          fc1Weight: try p("mlp.fc1.weight"), fc1Bias: try p("mlp.fc1.bias"),
                          fc2Weight: try p("mlp.fc2.weight"), fc2Bias: try p("mlp.fc2.bias"))
         }
         normWeight = try parameter("norm.weight")
         normBias = try parameter("norm.bias")
+    }
+}
+
+/// Views of one BatchNorm's running buffers (`running_mean`, `running_var`, `num_batches_tracked`).
+struct BatchNormStatistics {
+    let mean: Tensor                // (F)
+    let variance: Tensor            // (F)
+    let batchesTracked: Tensor      // (1)  kept as a Float (MoCoParameters)
+
+    /// - Parameter prefix: the BN's name relative to its module (`head.1`, `blocks.0.norm2`).
+    init(prefix: String, buffer: (String) throws -> Tensor) throws {
+        mean = try buffer(prefix + ".running_mean")
+        variance = try buffer(prefix + ".running_var")
+        batchesTracked = try buffer(prefix + ".num_batches_tracked").reshaped([1])
     }
 }
 
@@ -49,9 +72,9 @@ public struct BackboneActivations {
         public let attention: Tensor       // (B, N, C)  heads concatenated, before proj
         public let logSumExp: Tensor       // (B, H, N)
         public let afterAttention: Tensor  // (B, N, C)  residual stream after x + proj(attn)
-        public let norm2: Tensor           // (B, N, C)  LN2 output
-        public let norm2Mean: Tensor       // (B, N)
-        public let norm2ReciprocalStd: Tensor // (B, N)
+        public let norm2: Tensor           // (B, N, C)  norm2 output
+        public let norm2Mean: Tensor       // (B, N) LayerNorm per token; (C) ViT-BN per channel
+        public let norm2ReciprocalStd: Tensor // (B, N) LayerNorm; (C) ViT-BN
         public let fc1: Tensor             // (B, N, 4C) pre-activation
         public let gelu: Tensor            // (B, N, 4C)
         public let output: Tensor          // (B, N, C)  residual stream after the MLP
@@ -62,23 +85,34 @@ public struct BackboneActivations {
     public let blocks: [Block]
     public let normMean: Tensor            // (B, N)
     public let normReciprocalStd: Tensor   // (B, N)
-    /// The final LayerNorm's output; the feature is row 0 of every image, read in place.
+    /// The final LayerNorm's output; with class-token pooling the feature is row 0 of every
+    /// image, read in place.
     public let normalized: Tensor          // (B, N, C)
+    /// Global average pooling only: the mean of `normalized` over the patch rows 1…N−1.
+    public let pooled: Tensor?             // (B, C)
+
+    /// The feature the heads read: (B, C) rows at stride ``featureStride`` (the cls rows of
+    /// `normalized`, or `pooled`).
+    public var feature: Tensor { pooled ?? normalized }
+    public var featureStride: Int { pooled == nil ? normalized.shape[1] * normalized.shape[2] : normalized.shape[2] }
 
     init(backend: any Backend, config: ViTConfig, batchSize B: Int) throws {
         let (N, C, H, hidden) = (config.tokens, config.embedDim, config.heads, config.mlpHiddenDim)
         func make(_ shape: [Int]) throws -> Tensor { try backend.makeTensor(shape: shape) }
         embedded = try make([B, N, C])
+        let norm2Statistics = config.mlpNormalization == .layerNorm ? [B, N] : [C]
         blocks = try (0..<config.depth).map { _ in
             Block(norm1: try make([B, N, C]), norm1Mean: try make([B, N]), norm1ReciprocalStd: try make([B, N]),
                   qkv: try make([B, N, 3 * C]), attention: try make([B, N, C]), logSumExp: try make([B, H, N]),
                   afterAttention: try make([B, N, C]),
-                  norm2: try make([B, N, C]), norm2Mean: try make([B, N]), norm2ReciprocalStd: try make([B, N]),
+                  norm2: try make([B, N, C]), norm2Mean: try make(norm2Statistics),
+                  norm2ReciprocalStd: try make(norm2Statistics),
                   fc1: try make([B, N, hidden]), gelu: try make([B, N, hidden]), output: try make([B, N, C]))
         }
         normMean = try make([B, N])
         normReciprocalStd = try make([B, N])
         normalized = try make([B, N, C])
+        pooled = config.pooling == .globalAverage ? try make([B, C]) : nil
     }
 }
 
@@ -88,8 +122,17 @@ struct BackboneForward {
     let batchSize: Int
     /// LayerNorm ε everywhere in the trunk (SPEC A.2).
     static let layerNormEpsilon: Float = 1e-6
+    /// ViT-BN's norm2: ε and momentum of `nn.BatchNorm1d`'s defaults. The paper (Sec 6.1) gives no
+    /// values and the reference has no ViT-BN code, so the defaults the heads use (SPEC A.3).
+    static let batchNormEpsilon: Float = 1e-5
+    static let batchNormMomentum: Float = 0.1
     /// (B, 1) of ones: the class token is written into row 0 of every image as ones·cls.
     let ones: Tensor
+    /// (1) holding 1: ViT-BN's num_batches_tracked += 1 per training-mode forward.
+    let one: Tensor
+    /// Global average pooling only: (B, N−1) filled with 1/(N−1), one averaging row per image
+    /// (a strided-batched GEMM reads row b for image b; the backward reads it as a column).
+    let average: Tensor?
     /// (B, N, C) scratch for the proj and fc2 outputs before their residual add (not needed by the backward).
     let branch: Tensor
 
@@ -97,6 +140,12 @@ struct BackboneForward {
         self.config = config
         self.batchSize = batchSize
         ones = try backend.makeTensor([Float](repeating: 1, count: batchSize), shape: [batchSize, 1])
+        one = try backend.makeTensor([Float(1)], shape: [1])
+        let patches = config.tokens - 1
+        average = config.pooling == .globalAverage
+            ? try backend.makeTensor([Float](repeating: 1 / Float(patches), count: batchSize * patches),
+                                     shape: [batchSize, patches])
+            : nil
         branch = try backend.makeTensor(shape: [batchSize, config.tokens, config.embedDim])
     }
 
@@ -108,9 +157,13 @@ struct BackboneForward {
         if let bias { try backend.addBias(output.reshaped([rows, outputs]), bias: bias) }
     }
 
-    /// images (B, 3, S, S) → `a.normalized` (B, N, C); the cls feature is row 0 of every image.
+    /// images (B, 3, S, S) → `a.normalized` (B, N, C) and the feature `a.feature` (B, C): row 0
+    /// of every image, or the mean of rows 1…N−1 into `a.pooled`.
+    ///
+    /// - Parameter training: ViT-BN only: normalize with this batch's statistics (over all B·N
+    ///   tokens of the view) and update the running ones, or (false) with the running ones.
     func callAsFunction(_ backend: any Backend, images: Tensor, weights w: BackboneWeights,
-                        activations a: BackboneActivations) throws {
+                        activations a: BackboneActivations, training: Bool = true) throws {
         let (B, N, C) = (batchSize, config.tokens, config.embedDim)
         let (R, hidden) = (B * N, config.mlpHiddenDim)
 
@@ -136,10 +189,25 @@ struct BackboneForward {
             try Self.linear(backend, output: branch, input: s.attention, weight: block.projWeight,
                             bias: block.projBias, rows: R, inputs: C, outputs: C)
             try backend.add(output: s.afterAttention, x, branch)
-            // x = x + fc2(GELU(fc1(LN2(x))))
-            try backend.layerNormForward(output: s.norm2, mean: s.norm2Mean, reciprocalStd: s.norm2ReciprocalStd,
-                                         input: s.afterAttention, weight: block.norm2Weight, bias: block.norm2Bias,
-                                         epsilon: Self.layerNormEpsilon)
+            // x = x + fc2(GELU(fc1(norm2(x))))
+            switch config.mlpNormalization {
+            case .layerNorm:
+                try backend.layerNormForward(output: s.norm2, mean: s.norm2Mean, reciprocalStd: s.norm2ReciprocalStd,
+                                             input: s.afterAttention, weight: block.norm2Weight, bias: block.norm2Bias,
+                                             epsilon: Self.layerNormEpsilon)
+            case .batchNorm:
+                // ViT-BN (paper Sec 6.1): BatchNorm over the B·N tokens of this view, per channel.
+                guard let statistics = block.norm2Statistics else {
+                    throw ModelConfigError("ViT-BN trunk without views of its norm2 running statistics")
+                }
+                try backend.batchNormForward(output: s.norm2.reshaped([R, C]), savedMean: s.norm2Mean,
+                                             savedReciprocalStd: s.norm2ReciprocalStd,
+                                             input: s.afterAttention.reshaped([R, C]), weight: block.norm2Weight,
+                                             bias: block.norm2Bias, runningMean: statistics.mean,
+                                             runningVariance: statistics.variance, momentum: Self.batchNormMomentum,
+                                             epsilon: Self.batchNormEpsilon, training: training)
+                if training { try backend.axpy(alpha: 1, x: one, y: statistics.batchesTracked) }
+            }
             try Self.linear(backend, output: s.fc1, input: s.norm2, weight: block.fc1Weight, bias: block.fc1Bias,
                             rows: R, inputs: C, outputs: hidden)
             try backend.gelu(output: s.gelu, input: s.fc1)
@@ -148,8 +216,16 @@ struct BackboneForward {
             try backend.add(output: s.output, s.afterAttention, branch)
             x = s.output
         }
-        // The final LN runs over every token, as timm does; only the cls rows are read after it.
+        // The final LN runs over every token, as timm does; then the pooling reads its output.
         try backend.layerNormForward(output: a.normalized, mean: a.normMean, reciprocalStd: a.normReciprocalStd,
                                      input: x, weight: w.normWeight, bias: w.normBias, epsilon: Self.layerNormEpsilon)
+        if let pooled = a.pooled, let average {
+            // Global average pooling: pooled[b] (1, C) = average[b] (1, N−1) · normalized[b, 1…N−1] (N−1, C).
+            // The final LN is kept and applied before the mean (see ViTConfig.Pooling.globalAverage).
+            var shape = GEMMShape(m: 1, n: C, k: N - 1, batch: B)
+            shape.strideB = N * C
+            try backend.gemm(shape, alpha: 1, a: average, b: a.normalized.view(offset: C, shape: [B * N * C - C]),
+                             beta: 0, c: pooled)
+        }
     }
 }

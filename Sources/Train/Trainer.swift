@@ -257,7 +257,8 @@ public final class Pretrainer {
         guard let test = data.test, test.isLabeled, data.train.isLabeled else { return nil }
         let start = Date()
         let extractor = try FeatureExtractor(layout: layout, parameterTensor: model.parameterTensor,
-                                             backend: model.backend, batchSize: min(256, configuration.batchSize))
+                                             bufferTensor: model.bufferTensor, backend: model.backend,
+                                             batchSize: min(256, configuration.batchSize))
         let top1 = try KNNEvaluation(k: configuration.knnK, temperature: configuration.knnT, workers: workers)
             .accuracy(extractor: extractor, train: data.train, test: test)
         let seconds = Date().timeIntervalSince(start)

@@ -51,8 +51,9 @@ struct KNN: ParsableCommand {
             let values = try Checkpoint.initialValues(from: file, layout: layout)
             let backend = try deviceOptions.makeBackend()
             let parameters = try backend.makeTensor(values.parameters, shape: [values.parameters.count])
+            let buffers = try backend.makeTensor(values.buffers, shape: [values.buffers.count])
             let extractor = try FeatureExtractor(
-                layout: layout, parameterTensor: parameters, backend: backend, batchSize: batchSize,
+                layout: layout, parameterTensor: parameters, bufferTensor: buffers, backend: backend, batchSize: batchSize,
                 encoderPrefix: encoder == "base" ? MoCoParameters.baseEncoderPrefix : MoCoParameters.momentumEncoderPrefix)
             top1 = try evaluation.accuracy(extractor: extractor, train: splits.train, test: test)
             what = "\(encoder) encoder of \(checkpoint)"

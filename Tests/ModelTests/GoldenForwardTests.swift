@@ -25,8 +25,8 @@ func goldenInitialValues(_ file: SafetensorsFile, _ layout: MoCoParameters) thro
 
 /// Step 0 of tools/golden.py (EMA with m, then the forward) on `backend`, compared with the
 /// PyTorch outputs; then a second forward must take nothing new from the backend's pool.
-func checkGoldenForward(on backend: any Backend) throws {
-    let (file, config) = try goldenTiny()
+func checkGoldenForward(on backend: any Backend, fixture: String = "golden_tiny") throws {
+    let (file, config) = try goldenFixture(fixture)
     let layout = try MoCoParameters(config)
     let batch = try #require(file.metadata["batch_size"].flatMap { Int($0) })
     let momentum = try #require(file.metadata["moco_m"].flatMap { Float($0) })
@@ -46,13 +46,13 @@ func checkGoldenForward(on backend: any Backend) throws {
     for (name, tensor) in outputs {
         let expected = try file.floats("step0." + name, shape: tensor.shape)
         let actual = try backend.download(tensor)
-        expectClose(actual, expected, "\(backend.name) step0.\(name)")
+        expectClose(actual, expected, "\(backend.name) \(fixture) step0.\(name)")
         let worst = zip(actual, expected).map { abs($0 - $1) }.max() ?? .infinity
-        print("golden forward [\(backend.name)] step0.\(name): worst |ours − torch| = \(worst)")
+        print("golden forward [\(backend.name) \(fixture)] step0.\(name): worst |ours − torch| = \(worst)")
     }
     let expectedLoss = try file.floats("step0.loss", shape: [1])
-    expectClose([loss], expectedLoss, "\(backend.name) step0.loss")
-    print("golden forward [\(backend.name)] step0.loss: ours \(loss), torch \(expectedLoss[0])")
+    expectClose([loss], expectedLoss, "\(backend.name) \(fixture) step0.loss")
+    print("golden forward [\(backend.name) \(fixture)] step0.loss: ours \(loss), torch \(expectedLoss[0])")
 
     // A second step's forward reuses every tensor: no new driver allocation.
     let before = backend.pool.statistics.driverAllocations

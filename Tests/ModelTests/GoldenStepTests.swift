@@ -13,9 +13,11 @@ struct GoldenStepSetup {
     let momentum: Float
     let learningRate: Double, weightDecay: Double
 
-    /// - Parameter stopGradient: run `golden_tiny_stopgrad` (init still from `golden_tiny`).
-    init(on backend: any Backend, stopGradient: Bool = false) throws {
-        let (initFile, baseConfig) = try goldenTiny()
+    /// - Parameters:
+    ///   - stopGradient: run `golden_tiny_stopgrad` (init still from `golden_tiny`).
+    ///   - fixture: another fixture with its own `init.*` (the option runs, `golden_small_*`).
+    init(on backend: any Backend, stopGradient: Bool = false, fixture: String = "golden_tiny") throws {
+        let (initFile, baseConfig) = try goldenFixture(fixture)
         var config = baseConfig
         if stopGradient {
             let url = try #require(Bundle.module.url(forResource: "golden_tiny_stopgrad", withExtension: "safetensors",
@@ -58,8 +60,8 @@ func magnitude(_ values: [Float]) -> Double { Double(values.map(abs).max() ?? 0)
 let zeroGradientName = "module.base_encoder.norm.bias"
 
 /// Step 0 of tools/golden.py: EMA, forward, backward; every `step0.grad.<name>`.
-func checkGoldenGradients(on backend: any Backend) throws {
-    let setup = try GoldenStepSetup(on: backend)
+func checkGoldenGradients(on backend: any Backend, fixture: String = "golden_tiny") throws {
+    let setup = try GoldenStepSetup(on: backend, fixture: fixture)
     let model = setup.model
     try model.momentumUpdate(m: setup.momentum)
     _ = try model.forward(x1: setup.x1, x2: setup.x2)
@@ -81,7 +83,7 @@ func checkGoldenGradients(on backend: any Backend) throws {
             if ratio > worst.ratio || ratio.isNaN { worst = (entry.name, ratio, error) }
         }
     }
-    print("golden gradients [\(backend.name)]: worst tensor \(worst.name), |ours − torch| = \(worst.error), "
+    print("golden gradients [\(backend.name) \(fixture)]: worst tensor \(worst.name), |ours − torch| = \(worst.error), "
         + "\(worst.ratio) of its tolerance")
 
     // A second backward allocates nothing.
@@ -92,9 +94,9 @@ func checkGoldenGradients(on backend: any Backend) throws {
 }
 
 /// Three full steps: losses, then every parameter and BN buffer after the third AdamW step.
-func checkGoldenSteps(on backend: any Backend, stopGradient: Bool = false) throws {
-    let setup = try GoldenStepSetup(on: backend, stopGradient: stopGradient)
-    let label = "\(backend.name)\(stopGradient ? " stop-grad" : "")"
+func checkGoldenSteps(on backend: any Backend, stopGradient: Bool = false, fixture: String = "golden_tiny") throws {
+    let setup = try GoldenStepSetup(on: backend, stopGradient: stopGradient, fixture: fixture)
+    let label = "\(backend.name) \(fixture)\(stopGradient ? " stop-grad" : "")"
     var allocations = 0
     for number in 1...3 {
         if number == 2 { allocations = backend.pool.statistics.driverAllocations }

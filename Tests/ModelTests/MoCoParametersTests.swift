@@ -4,14 +4,20 @@ import Model
 import Testing
 
 /// The golden fixture from tools/golden.py and the configuration its metadata describes.
-func goldenTiny() throws -> (file: SafetensorsFile, config: MoCoConfig) {
-    let url = try #require(Bundle.module.url(forResource: "golden_tiny", withExtension: "safetensors",
-                                             subdirectory: "Fixtures"))
+func goldenTiny() throws -> (file: SafetensorsFile, config: MoCoConfig) { try goldenFixture("golden_tiny") }
+
+/// A tools/golden.py fixture and the configuration its metadata describes (the option keys
+/// `pooling` and `vit_bn` are present only where an option is set).
+func goldenFixture(_ name: String) throws -> (file: SafetensorsFile, config: MoCoConfig) {
+    let url = try #require(Bundle.module.url(forResource: name, withExtension: "safetensors", subdirectory: "Fixtures"))
     let file = try SafetensorsFile(contentsOf: url)
     func value(_ key: String) throws -> Int { try #require(file.metadata[key].flatMap { Int($0) }, "\(key)") }
+    let pooling: ViTConfig.Pooling = file.metadata["pooling"] == "avg" ? .globalAverage : .classToken
+    let norm: ViTConfig.MLPNormalization = file.metadata["vit_bn"] == "1" ? .batchNorm : .layerNorm
     let vit = ViTConfig(imageSize: try value("img_size"), patchSize: try value("patch_size"),
                         embedDim: try value("embed_dim"), depth: try value("depth"), heads: try value("num_heads"),
-                        mlpRatio: try value("mlp_ratio"), stopGradConv1: try value("stop_grad_conv1") == 1)
+                        mlpRatio: try value("mlp_ratio"), stopGradConv1: try value("stop_grad_conv1") == 1,
+                        pooling: pooling, mlpNormalization: norm)
     let temperature = try #require(file.metadata["moco_t"].flatMap { Double($0) })
     return (file, MoCoConfig(vit: vit, mocoDim: try value("moco_dim"), mocoMLPDim: try value("moco_mlp_dim"),
                              temperature: temperature))
