@@ -7,7 +7,7 @@ import Kernels
 /// (`img_size`, `patch_size`, `embed_dim`, `depth`, `num_heads`, `mlp_ratio`, `moco_dim`,
 /// `moco_mlp_dim`, `stop_grad_conv1`), so a file written here can be read back as weights. The
 /// ablation options add ``optionKeys`` only where set: `pooling = "avg"` (global average
-/// pooling) and `vit_bn = "1"` (ViT-BN), as `tools/golden.py --pooling avg / --vit-bn` writes them.
+/// pooling), `vit_bn = "1"` (ViT-BN) and `pos_embed = "none"` (no position embedding), as `tools/golden.py --pooling avg / --vit-bn` writes them.
 /// Tensors are found by name, optionally under a prefix (the golden fixture stores its initial
 /// weights as `init.module.base_encoder.cls_token`, …); file order does not matter.
 ///
@@ -22,7 +22,7 @@ public enum Checkpoint {
     public static let configurationKeys = ["img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
                                            "moco_dim", "moco_mlp_dim", "stop_grad_conv1"]
     /// Optional keys; absent means the reference's choice (class token, LayerNorm).
-    public static let optionKeys = ["pooling", "vit_bn"]
+    public static let optionKeys = ["pooling", "vit_bn", "pos_embed"]
 
     /// The model configuration stored in `file`'s metadata; `temperature` is not part of it.
     public static func config(from file: SafetensorsFile, temperature: Double) throws -> MoCoConfig {
@@ -52,10 +52,17 @@ public enum Checkpoint {
         case "1": norm = .batchNorm
         case let other?: throw ModelConfigError("\(file.source): metadata \"vit_bn\" must be 0 or 1, got \"\(other)\"")
         }
-        let vit = ViTConfig(imageSize: try value("img_size"), patchSize: try value("patch_size"),
+        let positionEmbedding: ViTConfig.PositionEmbedding
+        switch file.metadata["pos_embed"] {
+        case nil, "sincos": positionEmbedding = .sinCos
+        case "none": positionEmbedding = .none
+        case let other?: throw ModelConfigError("\(file.source): metadata \"pos_embed\" must be \"sincos\" or \"none\", got \"\(other)\"")
+        }
+        var vit = ViTConfig(imageSize: try value("img_size"), patchSize: try value("patch_size"),
                             embedDim: try value("embed_dim"), depth: try value("depth"), heads: try value("num_heads"),
                             mlpRatio: try value("mlp_ratio"), stopGradConv1: stopGradient == 1, pooling: pooling,
                             mlpNormalization: norm)
+        vit.positionEmbedding = positionEmbedding
         let config = MoCoConfig(vit: vit, mocoDim: try value("moco_dim"), mocoMLPDim: try value("moco_mlp_dim"),
                                 temperature: temperature)
         try config.validate()
@@ -68,6 +75,7 @@ public enum Checkpoint {
         var options: [String: String] = [:]
         if vit.pooling == .globalAverage { options["pooling"] = "avg" }
         if vit.mlpNormalization == .batchNorm { options["vit_bn"] = "1" }
+        if vit.positionEmbedding == .none { options["pos_embed"] = "none" }
         return options.merging(["img_size": String(vit.imageSize), "patch_size": String(vit.patchSize),
                 "embed_dim": String(vit.embedDim), "depth": String(vit.depth), "num_heads": String(vit.heads),
                 "mlp_ratio": String(vit.mlpRatio), "moco_dim": String(config.mocoDim),

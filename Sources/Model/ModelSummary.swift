@@ -12,7 +12,8 @@ extension MoCoParameters {
             "configuration: ViT C=\(vit.embedDim) depth=\(vit.depth) heads=\(vit.heads) mlp_ratio=\(vit.mlpRatio) "
                 + "image=\(vit.imageSize) patch=\(vit.patchSize) tokens=\(vit.tokens) "
                 + "moco_dim=\(config.mocoDim) moco_mlp_dim=\(config.mocoMLPDim) T=\(config.temperature) "
-                + "stop_grad_conv1=\(vit.stopGradConv1) batch=\(batchSize)",
+                + "stop_grad_conv1=\(vit.stopGradConv1) pooling=\(vit.pooling.rawValue) norm2=\(vit.mlpNormalization.rawValue) "
+                + "pos_embed=\(vit.positionEmbedding.rawValue) batch=\(batchSize)",
             "parameters:",
         ]
         for (label, count) in [("backbone", counts.backbone), ("projector", counts.projector),

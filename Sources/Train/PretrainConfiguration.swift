@@ -24,6 +24,11 @@ public struct PretrainConfiguration: Codable, Sendable, Equatable {
     public var mocoMLPDim = 4096
     public var mocoT = 0.2
     public var stopGradConv1 = false
+    /// Paper ablations (Sec. 6.1, Table 6): `cls` or `avg` (global average pooling), ViT-BN, and
+    /// `sincos` or `none` for the position embedding.
+    public var pooling = "cls"
+    public var vitBN = false
+    public var positionEmbedding = "sincos"
 
     // Optimization
     public var batchSize = 4096
@@ -89,6 +94,15 @@ public struct PretrainConfiguration: Codable, Sendable, Equatable {
         if depth > 0 { vit.depth = depth }
         if heads > 0 { vit.heads = heads }
         vit.stopGradConv1 = stopGradConv1
+        guard let pooling = ["cls": ViTConfig.Pooling.classToken, "avg": .globalAverage][pooling] else {
+            throw PretrainError("--pooling must be cls or avg, got \(pooling)")
+        }
+        guard let embedding = ["sincos": ViTConfig.PositionEmbedding.sinCos, "none": .none][positionEmbedding] else {
+            throw PretrainError("--pos-embed must be sincos or none, got \(positionEmbedding)")
+        }
+        vit.pooling = pooling
+        vit.positionEmbedding = embedding
+        vit.mlpNormalization = vitBN ? .batchNorm : .layerNorm
         let config = MoCoConfig(vit: vit, mocoDim: mocoDim, mocoMLPDim: mocoMLPDim, temperature: mocoT)
         try config.validate()
         return config

@@ -38,6 +38,11 @@ struct Pretrain: ParsableCommand {
     @Option(help: "EMA momentum m0 (default 0.99).") var mocoM: Double?
     @Option(help: "Cosine schedule for m (default on; --moco-m-cos false to keep m0).") var mocoMCos: Bool?
     @Option(help: "Freeze the random patch projection (default on; paper Sec. 4.1).") var stopGradConv1: Bool?
+    @Option(help: "Feature: cls (the class token, default) or avg (global average pooling; paper Sec. 6.1).")
+    var pooling: String?
+    @Option(help: "BatchNorm instead of LayerNorm before each block's MLP (ViT-BN, paper Table 1; default false).")
+    var vitBn: Bool?
+    @Option(help: "Position embedding: sincos (default) or none (paper Table 6).") var posEmbed: String?
 
     @Option(name: [.customShort("b"), .long], help: "Total batch size (default 256).") var batchSize: Int?
     @Option(help: "Epochs (default 6).") var epochs: Int?
@@ -84,6 +89,9 @@ struct Pretrain: ParsableCommand {
         set("--moco-m", mocoM, \.mocoM)
         set("--moco-m-cos", mocoMCos, \.mocoMCos)
         set("--stop-grad-conv1", stopGradConv1, \.stopGradConv1)
+        set("--pooling", pooling, \.pooling)
+        set("--vit-bn", vitBn, \.vitBN)
+        set("--pos-embed", posEmbed, \.positionEmbedding)
         set("--batch-size", batchSize, \.batchSize)
         set("--epochs", epochs, \.epochs)
         set("--warmup-epochs", warmupEpochs, \.warmupEpochs)

@@ -50,6 +50,9 @@ struct Step: ParsableCommand {
     var batchSize: Int?
     @Option(help: "Seed of the initial weights and random views.") var seed: UInt64 = 0
     @Flag(help: "Freeze the base encoder's patch projection (no --weights).") var stopGradConv1 = false
+    @Option(help: "cls or avg (global average pooling) (no --weights).") var pooling = "cls"
+    @Flag(help: "ViT-BN: BatchNorm before each block's MLP (no --weights).") var vitBn = false
+    @Option(help: "sincos or none (no --weights).") var posEmbed = "sincos"
 
     func validate() throws {
         if let batchSize, batchSize < 2 {
@@ -162,6 +165,13 @@ struct Step: ParsableCommand {
         if let embedDim { vit.embedDim = embedDim }
         if let depth { vit.depth = depth }
         if let heads { vit.heads = heads }
+        guard let pooling = ["cls": ViTConfig.Pooling.classToken, "avg": .globalAverage][pooling],
+              let embedding = ["sincos": ViTConfig.PositionEmbedding.sinCos, "none": .none][posEmbed] else {
+            throw ValidationError("--pooling must be cls or avg and --pos-embed sincos or none")
+        }
+        vit.pooling = pooling
+        vit.positionEmbedding = embedding
+        vit.mlpNormalization = vitBn ? .batchNorm : .layerNorm
         let config = MoCoConfig(vit: vit, mocoDim: mocoDim, mocoMLPDim: mocoMlpDim, temperature: mocoT)
         do { try config.validate() } catch { throw ValidationError("\(error)") }
         return config

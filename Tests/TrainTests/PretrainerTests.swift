@@ -166,6 +166,28 @@ import Testing
         #expect(momentum.contains { $0 != 0 })
     }
 
+    /// The paper's ablations train through the loop, and a checkpoint restores them.
+    @Test(arguments: [("avg", false, "sincos"), ("cls", true, "sincos"), ("cls", false, "none")])
+    func ablationOptionsTrainAndRoundTrip(pooling: String, vitBN: Bool, positionEmbedding: String) throws {
+        let folder = try TinyRun.folder("options")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var configuration = TinyRun.configuration
+        configuration.pooling = pooling
+        configuration.vitBN = vitBN
+        configuration.positionEmbedding = positionEmbedding
+        configuration.epochs = 1
+        configuration.warmupEpochs = 0.5
+        let trainer = try Pretrainer(configuration: configuration, backend: HostBackend(), data: TinyRun.data(),
+                                     runFolder: folder, workers: 2, report: { _ in })
+        let summary = try trainer.run()
+        #expect(summary.completed && summary.lastLoss.isFinite && summary.knnTop1.count == 2)
+        let contents = try TrainingCheckpoint.read(folder.appendingPathComponent("checkpoint_0001.safetensors"))
+        #expect(contents.configuration == configuration)
+        #expect(contents.layout.config == (try configuration.modelConfig()))
+        #expect(contents.initial.parameters == (try parameters(trainer)))
+        #expect(contents.initial.buffers == (try trainer.model.backend.download(trainer.model.bufferTensor)))
+    }
+
     @Test func aDatasetSmallerThanOneBatchIsRejected() throws {
         var configuration = TinyRun.configuration
         configuration.batchSize = 64
