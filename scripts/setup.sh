@@ -2,7 +2,7 @@
 # Installs everything mocov3-cl needs on Debian 12 and builds the release binary.
 # Idempotent: packages already present are not reinstalled, and the build is incremental.
 #
-#   sudo scripts/setup.sh            # then: .build/release/mocov3-cl devices
+#   sudo scripts/setup.sh            # then: .build/release/mocov3-cl pretrain --device host
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +11,7 @@ packages=(
   libclblast-dev                                             # CLBlast GEMMs for GPUs
   libopenblas-dev                                            # host backend BLAS
   dataset-fashion-mnist                                      # the default pre-training data
-  libturbojpeg0-dev libpng-dev                               # image-folder datasets (JPEG, PNG)
+  libturbojpeg0-dev libpng-dev zlib1g-dev                    # image folders (JPEG, PNG), gzip IDX files
 )
 
 missing=()
