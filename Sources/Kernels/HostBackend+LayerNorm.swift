@@ -97,18 +97,37 @@ public enum LayerNormReference {
     }
 }
 
+// The host ops: the reference's Double arithmetic, element for element, on tensors in place (no
+// array copies), rows split over cores by ``HostParallel``. Row sums use four accumulators (a
+// fixed order, so still deterministic) instead of one serial chain. The weight and bias gradients
+// sum over rows, so they run as a second pass split by columns: each column is summed over rows
+// in order exactly as `LayerNormReference.backward` does, whatever the number of cores.
 extension HostBackend {
     public func layerNormForward(output: Tensor, mean: Tensor, reciprocalStd: Tensor, input: Tensor, weight: Tensor,
                                  bias: Tensor, epsilon: Float) throws {
         try checkOperands("layerNormForward", output, mean, reciprocalStd, input, weight, bias)
-        _ = try NormalizationShape.layerNorm("layerNormForward", input: input, likeInput: ["output": output],
-                                             perRow: ["mean": mean, "reciprocalStd": reciprocalStd],
-                                             perColumn: ["weight": weight, "bias": bias])
-        let result = LayerNormReference.forward(input: copyOut(input), weight: copyOut(weight),
-                                                bias: copyOut(bias), epsilon: epsilon)
-        copyIn(result.output, to: output)
-        copyIn(result.mean, to: mean)
-        copyIn(result.reciprocalStd, to: reciprocalStd)
+        let shape = try NormalizationShape.layerNorm("layerNormForward", input: input, likeInput: ["output": output],
+                                                     perRow: ["mean": mean, "reciprocalStd": reciprocalStd],
+                                                     perColumn: ["weight": weight, "bias": bias])
+        let (rows, columns) = (shape.rows, shape.columns)
+        let x = pointer(input), y = pointer(output), means = pointer(mean), rstd = pointer(reciprocalStd)
+        let w = copyOut(weight).map(Double.init), b = copyOut(bias).map(Double.init)
+        let count = Double(columns), eps = Double(epsilon)
+        w.withUnsafeBufferPointer { w in
+            b.withUnsafeBufferPointer { b in
+                HostParallel.forEachChunk(count: rows, minimumChunk: Self.normalizationRowGrain(columns)) { range in
+                    for r in range {
+                        let line = x + r * columns, out = y + r * columns
+                        let m = Self.sum(line, columns) { $0 } / count
+                        let squares = Self.sum(line, columns) { ($0 - m) * ($0 - m) }
+                        let s = 1 / (squares / count + eps).squareRoot()
+                        for c in 0..<columns { out[c] = Float((Double(line[c]) - m) * s * w[c] + b[c]) }
+                        means[r] = Float(m)
+                        rstd[r] = Float(s)
+                    }
+                }
+            }
+        }
     }
 
     public func layerNormBackward(inputGradient: Tensor, weightGradient: Tensor, biasGradient: Tensor,
@@ -116,16 +135,90 @@ extension HostBackend {
                                   weight: Tensor) throws {
         try checkOperands("layerNormBackward", inputGradient, weightGradient, biasGradient, outputGradient, input,
                           mean, reciprocalStd, weight)
-        _ = try NormalizationShape.layerNorm(
+        let shape = try NormalizationShape.layerNorm(
             "layerNormBackward", input: input, likeInput: ["inputGradient": inputGradient, "outputGradient": outputGradient],
             perRow: ["mean": mean, "reciprocalStd": reciprocalStd],
             perColumn: ["weight": weight, "weightGradient": weightGradient, "biasGradient": biasGradient])
-        let result = LayerNormReference.backward(outputGradient: copyOut(outputGradient), input: copyOut(input),
-                                                 mean: copyOut(mean), reciprocalStd: copyOut(reciprocalStd),
-                                                 weight: copyOut(weight))
-        copyIn(result.inputGradient, to: inputGradient)
-        addIn(result.weightGradient, to: weightGradient)
-        addIn(result.biasGradient, to: biasGradient)
+        let (rows, columns) = (shape.rows, shape.columns)
+        let x = pointer(input), dy = pointer(outputGradient), dx = pointer(inputGradient)
+        let means = pointer(mean), rstd = pointer(reciprocalStd)
+        let dw = pointer(weightGradient), db = pointer(biasGradient)
+        let w = copyOut(weight).map(Double.init)
+        let count = Double(columns)
+        // dw[c] += Σ_r dy·x̂,  db[c] += Σ_r dy: columns split, rows in order. First, so that an
+        // inputGradient that aliases outputGradient or input is written only after it is read.
+        HostParallel.forEachChunk(count: columns, minimumChunk: max(16, HostParallel.elementwiseGrain / max(1, rows))) { range in
+            var sums = [Double](repeating: 0, count: 2 * range.count)
+            sums.withUnsafeMutableBufferPointer { sums in
+                let (start, width) = (range.lowerBound, range.count)
+                for r in 0..<rows {
+                    let line = x + r * columns + start, gradient = dy + r * columns + start
+                    let m = Double(means[r]), s = Double(rstd[r])
+                    for c in 0..<width {
+                        let g = Double(gradient[c])
+                        sums[c] += g * ((Double(line[c]) - m) * s)
+                        sums[width + c] += g
+                    }
+                }
+                for c in 0..<width {
+                    dw[start + c] += Float(sums[c])
+                    db[start + c] += Float(sums[width + c])
+                }
+            }
+        }
+        // dx = s·(g − mean(g) − x̂·mean(g·x̂)),  g = dy·w,  x̂ = (x − μ)·s  (per row).
+        w.withUnsafeBufferPointer { w in
+            HostParallel.forEachChunk(count: rows, minimumChunk: Self.normalizationRowGrain(columns)) { range in
+                for r in range {
+                    let line = x + r * columns, gradient = dy + r * columns, out = dx + r * columns
+                    let m = Double(means[r]), s = Double(rstd[r])
+                    var sumG = 0.0, sumGXhat = 0.0
+                    var sumG1 = 0.0, sumGXhat1 = 0.0
+                    var c = 0
+                    while c + 2 <= columns {
+                        let g0 = Double(gradient[c]) * w[c], g1 = Double(gradient[c + 1]) * w[c + 1]
+                        sumG += g0
+                        sumG1 += g1
+                        sumGXhat += g0 * ((Double(line[c]) - m) * s)
+                        sumGXhat1 += g1 * ((Double(line[c + 1]) - m) * s)
+                        c += 2
+                    }
+                    if c < columns {
+                        let g0 = Double(gradient[c]) * w[c]
+                        sumG += g0
+                        sumGXhat += g0 * ((Double(line[c]) - m) * s)
+                    }
+                    let meanG = (sumG + sumG1) / count, meanGXhat = (sumGXhat + sumGXhat1) / count
+                    for c in 0..<columns {
+                        let xhat = (Double(line[c]) - m) * s
+                        out[c] = Float(s * (Double(gradient[c]) * w[c] - meanG - xhat * meanGXhat))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows per chunk below which a normalization runs inline (~16 K elements).
+    static func normalizationRowGrain(_ columns: Int) -> Int { max(1, HostParallel.elementwiseGrain / max(1, columns)) }
+
+    /// `Σ f(x[i])` over one row in Double with four interleaved accumulators, combined as
+    /// `(s0 + s1) + (s2 + s3)`: a fixed order, and four independent add chains instead of one.
+    @inline(__always)
+    static func sum(_ line: UnsafePointer<Float>, _ count: Int, _ f: (Double) -> Double) -> Double {
+        var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+        var i = 0
+        while i + 4 <= count {
+            s0 += f(Double(line[i]))
+            s1 += f(Double(line[i + 1]))
+            s2 += f(Double(line[i + 2]))
+            s3 += f(Double(line[i + 3]))
+            i += 4
+        }
+        while i < count {
+            s0 += f(Double(line[i]))
+            i += 1
+        }
+        return (s0 + s1) + (s2 + s3)
     }
 }
 
