@@ -132,23 +132,43 @@ extension HostBackend {
         }
     }
 
-    /// `out[c] += Σ_r x[r, c]`, split over columns: each column is still summed over rows in
-    /// order (in Double), so the result is the same for any split and the same as one thread's.
+    /// `out[c] += Σ_r x[r, c]` (bias gradients). Rows are cut into fixed blocks of
+    /// `sumRowsBlock` rows, whatever the core count; each block's column sums (Double) are formed
+    /// in parallel chunks of blocks and then added block by block in order, so the result is the
+    /// same on any machine and from run to run. (Splitting by columns instead ran 3× slower: each
+    /// core then strides through every row.)
     public func sumRows(output: Tensor, input: Tensor) throws {
         try checkOperands("sumRows", output, input)
         let (rows, columns) = try checkRowVector("sumRows", matrix: input, vector: output)
+        guard rows > 0, columns > 0 else { return }
         let x = pointer(input), y = pointer(output)
-        // Columns per chunk: whole cache lines (16 floats) where possible, so the chunks don't share them.
-        let minimumColumns = max(16, HostParallel.elementwiseGrain / max(1, rows))
-        HostParallel.forEachChunk(count: columns, minimumChunk: minimumColumns) { range in
-            var sums = [Double](repeating: 0, count: range.count)
-            sums.withUnsafeMutableBufferPointer { sums in
-                for row in 0..<rows {
-                    let line = x + row * columns + range.lowerBound
-                    for column in 0..<range.count { sums[column] += Double(line[column]) }
-                }
-                for column in 0..<range.count { y[range.lowerBound + column] += Float(sums[column]) }
+        let block = Self.sumRowsBlock, blocks = (rows + block - 1) / block
+        let partial = UnsafeMutablePointer<Double>.allocate(capacity: blocks * columns)
+        defer { partial.deallocate() }
+        partial.initialize(repeating: 0, count: blocks * columns)
+        HostParallel.forEachChunk(count: blocks, minimumChunk: 1) { range in
+            for b in range {
+                Self.accumulateRows(partial + b * columns, x + b * block * columns,
+                                    rows: min(block, rows - b * block), columns: columns)
             }
+        }
+        for b in 1..<max(1, blocks) {
+            for column in 0..<columns { partial[column] += partial[b * columns + column] }
+        }
+        for column in 0..<columns { y[column] += Float(partial[column]) }
+    }
+
+    /// Rows per sumRows block: 64 K floats of a 768-wide input, enough to amortize the partials.
+    static let sumRowsBlock = 256
+
+    /// `sums[c] += Σ_r Double(x[r·columns + c])`, rows in order; not inlined, so the loop over c
+    /// vectorizes on its own plain pointers.
+    @inline(never)
+    static func accumulateRows(_ sums: UnsafeMutablePointer<Double>, _ x: UnsafePointer<Float>, rows: Int,
+                               columns: Int) {
+        for row in 0..<rows {
+            let line = x + row * columns
+            for column in 0..<columns { sums[column] += Double(line[column]) }
         }
     }
 }

@@ -100,8 +100,7 @@ public enum LayerNormReference {
 // The host ops: the reference's Double arithmetic, element for element, on tensors in place (no
 // array copies), rows split over cores by ``HostParallel``. Row sums use four accumulators (a
 // fixed order, so still deterministic) instead of one serial chain. The weight and bias gradients
-// sum over rows, so they run as a second pass split by columns: each column is summed over rows
-// in order exactly as `LayerNormReference.backward` does, whatever the number of cores.
+// sum over rows: per fixed row block partials, added in block order, whatever the number of cores.
 extension HostBackend {
     public func layerNormForward(output: Tensor, mean: Tensor, reciprocalStd: Tensor, input: Tensor, weight: Tensor,
                                  bias: Tensor, epsilon: Float) throws {
@@ -144,57 +143,71 @@ extension HostBackend {
         let means = pointer(mean), rstd = pointer(reciprocalStd)
         let dw = pointer(weightGradient), db = pointer(biasGradient)
         let w = copyOut(weight).map(Double.init)
-        let count = Double(columns)
-        // dw[c] += Σ_r dy·x̂,  db[c] += Σ_r dy: columns split, rows in order. First, so that an
-        // inputGradient that aliases outputGradient or input is written only after it is read.
-        HostParallel.forEachChunk(count: columns, minimumChunk: max(16, HostParallel.elementwiseGrain / max(1, rows))) { range in
-            var sums = [Double](repeating: 0, count: 2 * range.count)
-            sums.withUnsafeMutableBufferPointer { sums in
-                let (start, width) = (range.lowerBound, range.count)
-                for r in 0..<rows {
-                    let line = x + r * columns + start, gradient = dy + r * columns + start
-                    let m = Double(means[r]), s = Double(rstd[r])
-                    for c in 0..<width {
-                        let g = Double(gradient[c])
-                        sums[c] += g * ((Double(line[c]) - m) * s)
-                        sums[width + c] += g
+        // Rows in fixed blocks of `sumRowsBlock` (independent of the core count), chunks of blocks
+        // per core. Each block keeps its own Double partials of dw = Σ dy·x̂ and db = Σ dy, added
+        // block by block in order at the end: deterministic on any machine. Each row is read whole
+        // before its dx is written, so dx may alias dy or x.
+        let block = Self.sumRowsBlock, blocks = (rows + block - 1) / block
+        let partial = UnsafeMutablePointer<Double>.allocate(capacity: blocks * 2 * columns)
+        defer { partial.deallocate() }
+        partial.initialize(repeating: 0, count: blocks * 2 * columns)
+        w.withUnsafeBufferPointer { w in
+            HostParallel.forEachChunk(count: blocks, minimumChunk: 1) { range in
+                for blockIndex in range {
+                    let dwPartial = partial + blockIndex * 2 * columns, dbPartial = dwPartial + columns
+                    for r in (blockIndex * block)..<min(rows, (blockIndex + 1) * block) {
+                        Self.layerNormBackwardRow(out: dx + r * columns, dwPartial: dwPartial, dbPartial: dbPartial,
+                                                  x: x + r * columns, dy: dy + r * columns, mean: Double(means[r]),
+                                                  reciprocalStd: Double(rstd[r]), weight: w.baseAddress!,
+                                                  columns: columns)
                     }
-                }
-                for c in 0..<width {
-                    dw[start + c] += Float(sums[c])
-                    db[start + c] += Float(sums[width + c])
                 }
             }
         }
-        // dx = s·(g − mean(g) − x̂·mean(g·x̂)),  g = dy·w,  x̂ = (x − μ)·s  (per row).
-        w.withUnsafeBufferPointer { w in
-            HostParallel.forEachChunk(count: rows, minimumChunk: Self.normalizationRowGrain(columns)) { range in
-                for r in range {
-                    let line = x + r * columns, gradient = dy + r * columns, out = dx + r * columns
-                    let m = Double(means[r]), s = Double(rstd[r])
-                    var sumG = 0.0, sumGXhat = 0.0
-                    var sumG1 = 0.0, sumGXhat1 = 0.0
-                    var c = 0
-                    while c + 2 <= columns {
-                        let g0 = Double(gradient[c]) * w[c], g1 = Double(gradient[c + 1]) * w[c + 1]
-                        sumG += g0
-                        sumG1 += g1
-                        sumGXhat += g0 * ((Double(line[c]) - m) * s)
-                        sumGXhat1 += g1 * ((Double(line[c + 1]) - m) * s)
-                        c += 2
-                    }
-                    if c < columns {
-                        let g0 = Double(gradient[c]) * w[c]
-                        sumG += g0
-                        sumGXhat += g0 * ((Double(line[c]) - m) * s)
-                    }
-                    let meanG = (sumG + sumG1) / count, meanGXhat = (sumGXhat + sumGXhat1) / count
-                    for c in 0..<columns {
-                        let xhat = (Double(line[c]) - m) * s
-                        out[c] = Float(s * (Double(gradient[c]) * w[c] - meanG - xhat * meanGXhat))
-                    }
-                }
-            }
+        for blockIndex in 1..<max(1, blocks) {
+            for c in 0..<(2 * columns) { partial[c] += partial[blockIndex * 2 * columns + c] }
+        }
+        for c in 0..<columns {
+            dw[c] += Float(partial[c])
+            db[c] += Float(partial[columns + c])
+        }
+    }
+
+    /// One row of the backward: dx = s·(g − mean(g) − x̂·mean(g·x̂)), g = dy·w, x̂ = (x − μ)·s;
+    /// adds dy·x̂ and dy into the block's partials.
+    @inline(never)
+    static func layerNormBackwardRow(out: UnsafeMutablePointer<Float>, dwPartial: UnsafeMutablePointer<Double>,
+                                     dbPartial: UnsafeMutablePointer<Double>, x: UnsafePointer<Float>,
+                                     dy: UnsafePointer<Float>, mean m: Double, reciprocalStd s: Double,
+                                     weight w: UnsafePointer<Double>, columns: Int) {
+        var sumG = 0.0, sumGXhat = 0.0, sumG1 = 0.0, sumGXhat1 = 0.0
+        var c = 0
+        while c + 2 <= columns {
+            let xhat0 = (Double(x[c]) - m) * s, xhat1 = (Double(x[c + 1]) - m) * s
+            let dy0 = Double(dy[c]), dy1 = Double(dy[c + 1])
+            let g0 = dy0 * w[c], g1 = dy1 * w[c + 1]
+            sumG += g0
+            sumG1 += g1
+            sumGXhat += g0 * xhat0
+            sumGXhat1 += g1 * xhat1
+            dwPartial[c] += dy0 * xhat0
+            dwPartial[c + 1] += dy1 * xhat1
+            dbPartial[c] += dy0
+            dbPartial[c + 1] += dy1
+            c += 2
+        }
+        if c < columns {
+            let xhat0 = (Double(x[c]) - m) * s, dy0 = Double(dy[c]), g0 = dy0 * w[c]
+            sumG += g0
+            sumGXhat += g0 * xhat0
+            dwPartial[c] += dy0 * xhat0
+            dbPartial[c] += dy0
+        }
+        let count = Double(columns)
+        let meanG = (sumG + sumG1) / count, meanGXhat = (sumGXhat + sumGXhat1) / count
+        for c in 0..<columns {
+            let xhat = (Double(x[c]) - m) * s
+            out[c] = Float(s * (Double(dy[c]) * w[c] - meanG - xhat * meanGXhat))
         }
     }
 
