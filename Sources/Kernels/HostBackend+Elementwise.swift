@@ -22,7 +22,8 @@ public enum ElementwiseReference {
 /// GELU in Float for the host backend: Φ through the erfc Chebyshev fit that
 /// kernels/cl/elementwise.cl uses on CPU-class devices (Numerical Recipes §6.2 `erfcc`,
 /// fractional error < 1.2e-7 for every z ≥ 0). libm's `erff` cost ~50 ns an element here and was
-/// ~14 % of a host training step; the fit costs one `expf` and a degree-9 polynomial.
+/// ~14 % of a host training step; the fit costs one exponential and a degree-9 polynomial, and
+/// with ``exponential(_:)`` the whole loop is branch-free float code that vectorizes.
 ///
 /// `Φ(x) = erfc(−x/√2)/2` is taken from the tail, `tail = erfc(|x|/√2)/2`, as `tail` for x < 0
 /// and `1 − tail` for x ≥ 0, so deep negative inputs keep their relative accuracy (no `1 − erf`
@@ -42,7 +43,32 @@ enum FastGELU {
         p = p * t + 0.37409196
         p = p * t + 1.00002368
         p = p * t - 1.26551223
-        return t * expf(-z * z + p)
+        return t * exponential(-z * z + p)
+    }
+
+    /// `exp(a)` for `a ≤ 88`, ~1 ulp, in plain float arithmetic and bit operations so that a loop
+    /// of GELUs vectorizes (libm's `expf` is a call per element, and was half of GELU's time).
+    /// Cephes `expf`: `a = k·ln2 + r`, `|r| ≤ ln2/2` (ln2 split in two for an exact `k·C1`),
+    /// `exp(r)` by its degree-7 minimax polynomial, `2^k` built in the exponent bits. `k` is
+    /// rounded with the 1.5·2²³ shifter instead of a conversion (whose range check would not
+    /// vectorize). Below −87 (where `2^k` would leave the normal range) it returns 0: GELU's
+    /// terms there are < 1e-37 in absolute value.
+    @inline(__always)
+    static func exponential(_ a: Float) -> Float {
+        let shifter: Float = 12_582_912                        // 1.5·2²³
+        let clamped = min(max(a, -87), 88)
+        let shifted = clamped * 1.44269504088896341 + shifter  // k + shifter, k = round(a/ln2)
+        let k = shifted - shifter
+        let r = (clamped - k * 0.693359375) + k * 2.12194440e-4
+        var p: Float = 1.9875691500e-4
+        p = p * r + 1.3981999507e-3
+        p = p * r + 8.3334519073e-3
+        p = p * r + 4.1665795894e-2
+        p = p * r + 1.6666665459e-1
+        p = p * r + 5.0000001201e-1
+        let e = p * (r * r) + r + 1
+        let scale = Float(bitPattern: (shifted.bitPattern &- shifter.bitPattern &+ 127) &<< 23)
+        return a < -87 ? 0 : e * scale
     }
 
     /// `Φ(x)`, the standard normal CDF.
@@ -59,7 +85,7 @@ enum FastGELU {
     /// `GELU'(x) = Φ(x) + x·φ(x)`, `φ(x) = exp(−x²/2)/√(2π)`.
     @inline(__always)
     static func geluDerivative(_ x: Float) -> Float {
-        cumulativeNormal(x) + x * 0.39894228040143268 * expf(-0.5 * x * x)
+        cumulativeNormal(x) + x * 0.39894228040143268 * exponential(-0.5 * x * x)
     }
 }
 
