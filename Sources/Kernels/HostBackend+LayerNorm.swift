@@ -235,19 +235,9 @@ extension HostBackend {
     }
 }
 
-// Copies between tensors and the references (HostBackend+LayerNorm, +BatchNorm): small next to
-// the work, and they keep the references pure functions of arrays.
+// A tensor's elements as an array (LayerNorm's weight and bias, widened to Double once per call).
 extension HostBackend {
     func copyOut(_ tensor: Tensor) -> [Float] {
         Array(UnsafeBufferPointer(start: pointer(tensor), count: tensor.count))
-    }
-
-    func copyIn(_ values: [Float], to tensor: Tensor) {
-        UnsafeMutableBufferPointer(start: pointer(tensor), count: tensor.count).update(fromContentsOf: values)
-    }
-
-    func addIn(_ values: [Float], to tensor: Tensor) {
-        let target = pointer(tensor)
-        for i in values.indices { target[i] += values[i] }
     }
 }
