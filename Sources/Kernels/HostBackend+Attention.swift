@@ -135,11 +135,15 @@ extension HostBackend {
         let scale = 1 / Float(d).squareRoot()
         let source = pointer(qkv), target = pointer(output), lse = pointer(logSumExp)
         target.update(repeating: 0, count: output.count)
-        var scratch = [Float](repeating: 0, count: n * n)
-        scratch.withUnsafeMutableBufferPointer { buffer in
-            let scores = buffer.baseAddress!
-            for b in 0..<g.batch {
-                for h in 0..<heads {
+        // (b, h) pairs split over cores; each chunk has its own score scratch and writes only its
+        // heads' columns of output and its rows of logSumExp.
+        Self.withSingleThreadedBLAS {
+        HostParallel.forEachChunk(count: g.batch * heads, minimumChunk: Self.attentionPairGrain(g)) { pairs in
+            var scratch = [Float](repeating: 0, count: n * n)
+            scratch.withUnsafeMutableBufferPointer { buffer in
+                let scores = buffer.baseAddress!
+                for pair in pairs {
+                    let (b, h) = pair.quotientAndRemainder(dividingBy: heads)
                     let q = source + b * n * g.qkvWidth + h * d, k = q + c, v = q + 2 * c
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(d), scale,
                                 q, Int32(g.qkvWidth), k, Int32(g.qkvWidth), 0, scores, Int32(n))
@@ -151,6 +155,24 @@ extension HostBackend {
                 }
             }
         }
+        }
+    }
+
+    /// Runs `body` with OpenBLAS single-threaded. OpenBLAS threads any GEMM with m·n·k above
+    /// ~262 K (65·65·64 is above), and two of our chunks each handing such a GEMM to its one
+    /// shared thread pool at once serialize on its lock and spin (attention ran 50× slower);
+    /// per-head GEMMs are small, so each chunk's calling thread runs its own.
+    static func withSingleThreadedBLAS<R>(_ body: () throws -> R) rethrows -> R {
+        let threads = openblas_get_num_threads()
+        guard threads > 1, HostParallel.chunkCount > 1 else { return try body() }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(threads) }
+        return try body()
+    }
+
+    /// (b, h) pairs per chunk below which attention runs inline: ~32 K multiply-adds.
+    static func attentionPairGrain(_ g: AttentionGeometry) -> Int {
+        max(1, 32_768 / max(1, g.tokens * g.tokens * g.headDim))
     }
 
     public func attentionBackward(qkvGradient: Tensor, outputGradient: Tensor, qkv: Tensor, output: Tensor,
@@ -163,12 +185,15 @@ extension HostBackend {
         let source = pointer(qkv), gradient = pointer(qkvGradient), lse = pointer(logSumExp)
         let dOutput = pointer(outputGradient), out = pointer(output)
         gradient.update(repeating: 0, count: qkvGradient.count)
-        // P (N x N), then dP turned into dS in place (N x N), then Δ (N).
-        var scratch = [Float](repeating: 0, count: 2 * n * n + n)
-        scratch.withUnsafeMutableBufferPointer { buffer in
-            let p = buffer.baseAddress!, ds = p + n * n, delta = ds + n * n
-            for b in 0..<g.batch {
-                for h in 0..<heads {
+        // P (N x N), then dP turned into dS in place (N x N), then Δ (N), per chunk of (b, h)
+        // pairs; each pair writes only its own heads' slices of qkvGradient.
+        Self.withSingleThreadedBLAS {
+        HostParallel.forEachChunk(count: g.batch * heads, minimumChunk: Self.attentionPairGrain(g)) { pairs in
+            var scratch = [Float](repeating: 0, count: 2 * n * n + n)
+            scratch.withUnsafeMutableBufferPointer { buffer in
+                let p = buffer.baseAddress!, ds = p + n * n, delta = ds + n * n
+                for pair in pairs {
+                    let (b, h) = pair.quotientAndRemainder(dividingBy: heads)
                     let q = source + b * n * g.qkvWidth + h * d, k = q + c, v = q + 2 * c
                     let dq = gradient + b * n * g.qkvWidth + h * d, dk = dq + c, dv = dq + 2 * c
                     let dO = dOutput + b * n * c + h * d, o = out + b * n * c + h * d
@@ -195,6 +220,7 @@ extension HostBackend {
                                 ds, Int32(n), q, ld, 0, dk, ld)
                 }
             }
+        }
         }
     }
 

@@ -121,16 +121,61 @@ extension HostBackend {
             "batchNormForward", input: input, training: training, likeInput: ["output": output],
             perColumn: ["savedMean": savedMean, "savedReciprocalStd": savedReciprocalStd, "weight": weight,
                         "bias": bias, "runningMean": runningMean, "runningVariance": runningVariance])
-        let result = BatchNormReference.forward(input: copyOut(input), weight: weight.map(copyOut),
-                                                bias: bias.map(copyOut), runningMean: copyOut(runningMean),
-                                                runningVariance: copyOut(runningVariance), momentum: momentum,
-                                                epsilon: epsilon, training: training)
-        copyIn(result.output, to: output)
-        copyIn(result.savedMean, to: savedMean)
-        copyIn(result.savedReciprocalStd, to: savedReciprocalStd)
-        copyIn(result.runningMean, to: runningMean)
-        copyIn(result.runningVariance, to: runningVariance)
+        let (rows, columns) = (input.shape[0], input.shape[1])
+        let x = pointer(input), y = pointer(output), saveMean = pointer(savedMean)
+        let saveRstd = pointer(savedReciprocalStd), runMean = pointer(runningMean), runVar = pointer(runningVariance)
+        let gammas = weight.map(pointer), betas = bias.map(pointer)
+        // Features split over cores (column ranges, each walking all rows in order): every
+        // statistic is summed exactly as `BatchNormReference.forward` sums it.
+        HostParallel.forEachChunk(count: columns, minimumChunk: Self.batchNormColumnGrain(rows)) { range in
+            let (start, width) = (range.lowerBound, range.count)
+            var buffer = [Double](repeating: 0, count: 2 * width)
+            buffer.withUnsafeMutableBufferPointer { buffer in
+                let m = buffer.baseAddress!, s = m + width
+                for c in 0..<width { m[c] = Double(runMean[start + c]) }
+                for c in 0..<width { s[c] = Double(runVar[start + c]) }    // the variance, until below
+                if training {
+                    for c in 0..<width { m[c] = 0 }
+                    for r in 0..<rows {
+                        let line = x + r * columns + start
+                        for c in 0..<width { m[c] += Double(line[c]) }
+                    }
+                    for c in 0..<width { m[c] /= Double(rows) }
+                    for c in 0..<width { s[c] = 0 }
+                    for r in 0..<rows {
+                        let line = x + r * columns + start
+                        for c in 0..<width {
+                            let d = Double(line[c]) - m[c]
+                            s[c] += d * d
+                        }
+                    }
+                    let mo = Double(momentum)
+                    for c in 0..<width {
+                        let unbiased = s[c] / Double(rows - 1)
+                        s[c] /= Double(rows)
+                        runMean[start + c] = Float((1 - mo) * Double(runMean[start + c]) + mo * m[c])
+                        runVar[start + c] = Float((1 - mo) * Double(runVar[start + c]) + mo * unbiased)
+                    }
+                }
+                for c in 0..<width { s[c] = 1 / (s[c] + Double(epsilon)).squareRoot() }
+                for r in 0..<rows {
+                    let line = x + r * columns + start, out = y + r * columns + start
+                    for c in 0..<width {
+                        let gamma = gammas.map { Double($0[start + c]) } ?? 1
+                        let beta = betas.map { Double($0[start + c]) } ?? 0
+                        out[c] = Float((Double(line[c]) - m[c]) * s[c] * gamma + beta)
+                    }
+                }
+                for c in 0..<width {
+                    saveMean[start + c] = Float(m[c])
+                    saveRstd[start + c] = Float(s[c])
+                }
+            }
+        }
     }
+
+    /// Features per chunk below which BatchNorm runs inline (~16 K elements; at least a cache line).
+    static func batchNormColumnGrain(_ rows: Int) -> Int { max(16, HostParallel.elementwiseGrain / max(1, rows)) }
 
     public func batchNormBackward(inputGradient: Tensor, weightGradient: Tensor?, biasGradient: Tensor?,
                                   outputGradient: Tensor, input: Tensor, savedMean: Tensor, savedReciprocalStd: Tensor,
@@ -142,12 +187,38 @@ extension HostBackend {
             likeInput: ["inputGradient": inputGradient, "outputGradient": outputGradient],
             perColumn: ["savedMean": savedMean, "savedReciprocalStd": savedReciprocalStd, "weight": weight,
                         "weightGradient": weightGradient, "biasGradient": biasGradient])
-        let result = BatchNormReference.backward(outputGradient: copyOut(outputGradient), input: copyOut(input),
-                                                 savedMean: copyOut(savedMean),
-                                                 savedReciprocalStd: copyOut(savedReciprocalStd),
-                                                 weight: weight.map(copyOut))
-        copyIn(result.inputGradient, to: inputGradient)
-        if let weightGradient { addIn(result.weightGradient, to: weightGradient) }
-        if let biasGradient { addIn(result.biasGradient, to: biasGradient) }
+        let (rows, columns) = (input.shape[0], input.shape[1])
+        let x = pointer(input), dy = pointer(outputGradient), dx = pointer(inputGradient)
+        let means = pointer(savedMean), rstd = pointer(savedReciprocalStd)
+        let gammas = weight.map(pointer), dw = weightGradient.map(pointer), db = biasGradient.map(pointer)
+        let n = Double(rows)
+        // As the forward: column ranges per core, rows in order, the reference's arithmetic.
+        HostParallel.forEachChunk(count: columns, minimumChunk: Self.batchNormColumnGrain(rows)) { range in
+            let (start, width) = (range.lowerBound, range.count)
+            var buffer = [Double](repeating: 0, count: 2 * width)
+            buffer.withUnsafeMutableBufferPointer { buffer in
+                let sumDy = buffer.baseAddress!, sumDyXhat = sumDy + width
+                for r in 0..<rows {
+                    let line = x + r * columns + start, gradient = dy + r * columns + start
+                    for c in 0..<width {
+                        let g = Double(gradient[c])
+                        sumDy[c] += g
+                        sumDyXhat[c] += g * (Double(line[c]) - Double(means[start + c])) * Double(rstd[start + c])
+                    }
+                }
+                for r in 0..<rows {
+                    let line = x + r * columns + start, gradient = dy + r * columns + start
+                    let out = dx + r * columns + start
+                    for c in 0..<width {
+                        let m = Double(means[start + c]), s = Double(rstd[start + c])
+                        let gamma = gammas.map { Double($0[start + c]) } ?? 1
+                        let xhat = (Double(line[c]) - m) * s
+                        out[c] = Float(gamma * s / n * (n * Double(gradient[c]) - sumDy[c] - xhat * sumDyXhat[c]))
+                    }
+                }
+                if let dw { for c in 0..<width { dw[start + c] += Float(sumDyXhat[c]) } }
+                if let db { for c in 0..<width { db[start + c] += Float(sumDy[c]) } }
+            }
+        }
     }
 }

@@ -97,18 +97,36 @@ public enum LayerNormReference {
     }
 }
 
+// The host ops: the reference's Double arithmetic, element for element, on tensors in place (no
+// array copies), rows split over cores by ``HostParallel``. Row sums use four accumulators (a
+// fixed order, so still deterministic) instead of one serial chain. The weight and bias gradients
+// sum over rows: per fixed row block partials, added in block order, whatever the number of cores.
 extension HostBackend {
     public func layerNormForward(output: Tensor, mean: Tensor, reciprocalStd: Tensor, input: Tensor, weight: Tensor,
                                  bias: Tensor, epsilon: Float) throws {
         try checkOperands("layerNormForward", output, mean, reciprocalStd, input, weight, bias)
-        _ = try NormalizationShape.layerNorm("layerNormForward", input: input, likeInput: ["output": output],
-                                             perRow: ["mean": mean, "reciprocalStd": reciprocalStd],
-                                             perColumn: ["weight": weight, "bias": bias])
-        let result = LayerNormReference.forward(input: copyOut(input), weight: copyOut(weight),
-                                                bias: copyOut(bias), epsilon: epsilon)
-        copyIn(result.output, to: output)
-        copyIn(result.mean, to: mean)
-        copyIn(result.reciprocalStd, to: reciprocalStd)
+        let shape = try NormalizationShape.layerNorm("layerNormForward", input: input, likeInput: ["output": output],
+                                                     perRow: ["mean": mean, "reciprocalStd": reciprocalStd],
+                                                     perColumn: ["weight": weight, "bias": bias])
+        let (rows, columns) = (shape.rows, shape.columns)
+        let x = pointer(input), y = pointer(output), means = pointer(mean), rstd = pointer(reciprocalStd)
+        let w = copyOut(weight).map(Double.init), b = copyOut(bias).map(Double.init)
+        let count = Double(columns), eps = Double(epsilon)
+        w.withUnsafeBufferPointer { w in
+            b.withUnsafeBufferPointer { b in
+                HostParallel.forEachChunk(count: rows, minimumChunk: Self.normalizationRowGrain(columns)) { range in
+                    for r in range {
+                        let line = x + r * columns, out = y + r * columns
+                        let m = Self.sum(line, columns) { $0 } / count
+                        let squares = Self.sum(line, columns) { ($0 - m) * ($0 - m) }
+                        let s = 1 / (squares / count + eps).squareRoot()
+                        for c in 0..<columns { out[c] = Float((Double(line[c]) - m) * s * w[c] + b[c]) }
+                        means[r] = Float(m)
+                        rstd[r] = Float(s)
+                    }
+                }
+            }
+        }
     }
 
     public func layerNormBackward(inputGradient: Tensor, weightGradient: Tensor, biasGradient: Tensor,
@@ -116,32 +134,110 @@ extension HostBackend {
                                   weight: Tensor) throws {
         try checkOperands("layerNormBackward", inputGradient, weightGradient, biasGradient, outputGradient, input,
                           mean, reciprocalStd, weight)
-        _ = try NormalizationShape.layerNorm(
+        let shape = try NormalizationShape.layerNorm(
             "layerNormBackward", input: input, likeInput: ["inputGradient": inputGradient, "outputGradient": outputGradient],
             perRow: ["mean": mean, "reciprocalStd": reciprocalStd],
             perColumn: ["weight": weight, "weightGradient": weightGradient, "biasGradient": biasGradient])
-        let result = LayerNormReference.backward(outputGradient: copyOut(outputGradient), input: copyOut(input),
-                                                 mean: copyOut(mean), reciprocalStd: copyOut(reciprocalStd),
-                                                 weight: copyOut(weight))
-        copyIn(result.inputGradient, to: inputGradient)
-        addIn(result.weightGradient, to: weightGradient)
-        addIn(result.biasGradient, to: biasGradient)
+        let (rows, columns) = (shape.rows, shape.columns)
+        let x = pointer(input), dy = pointer(outputGradient), dx = pointer(inputGradient)
+        let means = pointer(mean), rstd = pointer(reciprocalStd)
+        let dw = pointer(weightGradient), db = pointer(biasGradient)
+        let w = copyOut(weight).map(Double.init)
+        // Rows in fixed blocks of `sumRowsBlock` (independent of the core count), chunks of blocks
+        // per core. Each block keeps its own Double partials of dw = Σ dy·x̂ and db = Σ dy, added
+        // block by block in order at the end: deterministic on any machine. Each row is read whole
+        // before its dx is written, so dx may alias dy or x.
+        let block = Self.sumRowsBlock, blocks = (rows + block - 1) / block
+        let partial = UnsafeMutablePointer<Double>.allocate(capacity: blocks * 2 * columns)
+        defer { partial.deallocate() }
+        partial.initialize(repeating: 0, count: blocks * 2 * columns)
+        w.withUnsafeBufferPointer { w in
+            HostParallel.forEachChunk(count: blocks, minimumChunk: 1) { range in
+                for blockIndex in range {
+                    let dwPartial = partial + blockIndex * 2 * columns, dbPartial = dwPartial + columns
+                    for r in (blockIndex * block)..<min(rows, (blockIndex + 1) * block) {
+                        Self.layerNormBackwardRow(out: dx + r * columns, dwPartial: dwPartial, dbPartial: dbPartial,
+                                                  x: x + r * columns, dy: dy + r * columns, mean: Double(means[r]),
+                                                  reciprocalStd: Double(rstd[r]), weight: w.baseAddress!,
+                                                  columns: columns)
+                    }
+                }
+            }
+        }
+        for blockIndex in 1..<max(1, blocks) {
+            for c in 0..<(2 * columns) { partial[c] += partial[blockIndex * 2 * columns + c] }
+        }
+        for c in 0..<columns {
+            dw[c] += Float(partial[c])
+            db[c] += Float(partial[columns + c])
+        }
+    }
+
+    /// One row of the backward: dx = s·(g − mean(g) − x̂·mean(g·x̂)), g = dy·w, x̂ = (x − μ)·s;
+    /// adds dy·x̂ and dy into the block's partials.
+    @inline(never)
+    static func layerNormBackwardRow(out: UnsafeMutablePointer<Float>, dwPartial: UnsafeMutablePointer<Double>,
+                                     dbPartial: UnsafeMutablePointer<Double>, x: UnsafePointer<Float>,
+                                     dy: UnsafePointer<Float>, mean m: Double, reciprocalStd s: Double,
+                                     weight w: UnsafePointer<Double>, columns: Int) {
+        var sumG = 0.0, sumGXhat = 0.0, sumG1 = 0.0, sumGXhat1 = 0.0
+        var c = 0
+        while c + 2 <= columns {
+            let xhat0 = (Double(x[c]) - m) * s, xhat1 = (Double(x[c + 1]) - m) * s
+            let dy0 = Double(dy[c]), dy1 = Double(dy[c + 1])
+            let g0 = dy0 * w[c], g1 = dy1 * w[c + 1]
+            sumG += g0
+            sumG1 += g1
+            sumGXhat += g0 * xhat0
+            sumGXhat1 += g1 * xhat1
+            dwPartial[c] += dy0 * xhat0
+            dwPartial[c + 1] += dy1 * xhat1
+            dbPartial[c] += dy0
+            dbPartial[c + 1] += dy1
+            c += 2
+        }
+        if c < columns {
+            let xhat0 = (Double(x[c]) - m) * s, dy0 = Double(dy[c]), g0 = dy0 * w[c]
+            sumG += g0
+            sumGXhat += g0 * xhat0
+            dwPartial[c] += dy0 * xhat0
+            dbPartial[c] += dy0
+        }
+        let count = Double(columns)
+        let meanG = (sumG + sumG1) / count, meanGXhat = (sumGXhat + sumGXhat1) / count
+        for c in 0..<columns {
+            let xhat = (Double(x[c]) - m) * s
+            out[c] = Float(s * (Double(dy[c]) * w[c] - meanG - xhat * meanGXhat))
+        }
+    }
+
+    /// Rows per chunk below which a normalization runs inline (~16 K elements).
+    static func normalizationRowGrain(_ columns: Int) -> Int { max(1, HostParallel.elementwiseGrain / max(1, columns)) }
+
+    /// `Σ f(x[i])` over one row in Double with four interleaved accumulators, combined as
+    /// `(s0 + s1) + (s2 + s3)`: a fixed order, and four independent add chains instead of one.
+    @inline(__always)
+    static func sum(_ line: UnsafePointer<Float>, _ count: Int, _ f: (Double) -> Double) -> Double {
+        var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+        var i = 0
+        while i + 4 <= count {
+            s0 += f(Double(line[i]))
+            s1 += f(Double(line[i + 1]))
+            s2 += f(Double(line[i + 2]))
+            s3 += f(Double(line[i + 3]))
+            i += 4
+        }
+        while i < count {
+            s0 += f(Double(line[i]))
+            i += 1
+        }
+        return (s0 + s1) + (s2 + s3)
     }
 }
 
-// Copies between tensors and the references (HostBackend+LayerNorm, +BatchNorm): small next to
-// the work, and they keep the references pure functions of arrays.
+// A tensor's elements as an array (LayerNorm's weight and bias, widened to Double once per call).
 extension HostBackend {
     func copyOut(_ tensor: Tensor) -> [Float] {
         Array(UnsafeBufferPointer(start: pointer(tensor), count: tensor.count))
-    }
-
-    func copyIn(_ values: [Float], to tensor: Tensor) {
-        UnsafeMutableBufferPointer(start: pointer(tensor), count: tensor.count).update(fromContentsOf: values)
-    }
-
-    func addIn(_ values: [Float], to tensor: Tensor) {
-        let target = pointer(tensor)
-        for i in values.indices { target[i] += values[i] }
     }
 }

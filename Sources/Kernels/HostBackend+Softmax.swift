@@ -53,14 +53,20 @@ extension HostBackend {
                                                            logits: logits, labels: labels)
         let label = rawPointer(labels).assumingMemoryBound(to: Int32.self)
         let z = pointer(logits), dz = pointer(logitsGradient), loss = pointer(losses)
+        // Every label is checked before any row is written, so a bad label leaves the outputs alone.
         for row in 0..<rows {
             guard label[row] >= 0 && Int(label[row]) < columns else {
                 throw BackendError.invalidArgument(operation: "softmaxCrossEntropy", reason:
                     "label \(label[row]) of row \(row) is outside [0, \(columns))")
             }
-            loss[row] = LossReference.softmaxCrossEntropy(
-                logits: UnsafeBufferPointer(start: z + row * columns, count: columns), label: Int(label[row]),
-                scale: scale, gradient: UnsafeMutableBufferPointer(start: dz + row * columns, count: columns))
+        }
+        // Rows are independent: split over cores, each row computed exactly as the reference.
+        HostParallel.forEachChunk(count: rows, minimumChunk: Self.normalizationRowGrain(columns)) { range in
+            for row in range {
+                loss[row] = LossReference.softmaxCrossEntropy(
+                    logits: UnsafeBufferPointer(start: z + row * columns, count: columns), label: Int(label[row]),
+                    scale: scale, gradient: UnsafeMutableBufferPointer(start: dz + row * columns, count: columns))
+            }
         }
     }
 

@@ -1,10 +1,13 @@
 import COpenBLAS
 import Foundation
 
-/// The host backend: OpenBLAS for GEMMs and plain Swift loops for everything else.
+/// The host backend: OpenBLAS for GEMMs and Swift loops for everything else.
 ///
 /// It is both a device users can train on (`--device host`) and the reference that every OpenCL
-/// kernel is tested against, so its loops favour being obviously right over being clever.
+/// kernel is tested against. The loops run in ``HostParallel`` chunks with fixed reduction orders
+/// (bit-identical from run to run), and each is checked against the generic `*Reference` math
+/// evaluated in Double (Tests/KernelsTests/HostFastPathTests.swift); GELU uses the same erfc fit
+/// as the OpenCL kernel on CPU-class devices.
 public final class HostBackend: Backend {
     public let name = "host"
     public let pool: BufferPool
