@@ -7,7 +7,7 @@
 #
 #   bench/step.sh                 # ViT-Tiny/4 @ 32 px, batch 128, then ViT-S/16 @ 224, batch 32
 #   CONFIGS=tiny bench/step.sh    # only ViT-Tiny/4
-#   CONFIGS=pretrain bench/step.sh   # the default pretrain run's model (6 blocks, 28 px, patch 7, batch 256)
+#   CONFIGS=pretrain bench/step.sh   # the default pretrain run's model (C 128, 4 blocks, 28 px, patch 7, batch 256)
 #   DEVICES="host cpu0" REPEAT=3 THREADS=2 bench/step.sh
 #
 # Heads as the PyTorch script's defaults and the reference: moco_dim 256, moco_mlp_dim 4096;
@@ -36,7 +36,7 @@ for config in $CONFIGS; do
         tiny)  arch=vit_tiny;  C=192; depth=12; heads=3;  size=32;  patch=4;  batch=128; mlp=4096 ;;
         small) arch=vit_small; C=384; depth=12; heads=12; size=224; patch=16; batch=32;  mlp=4096 ;;
         # The model of `mocov3-cl pretrain`'s default run (PretrainConfiguration.defaultRun).
-        pretrain) arch=vit_tiny; C=${PRETRAIN_C:-192}; depth=${PRETRAIN_DEPTH:-6}; heads=3; size=28; patch=7; batch=256; mlp=1024 ;;
+        pretrain) arch=vit_tiny; C=128; depth=4; heads=4; size=28; patch=7; batch=256; mlp=1024 ;;
         *) echo "unknown config '$config' (tiny, small, pretrain)" >&2; exit 2 ;;
     esac
     echo "# $arch/$patch @ ${size}px, batch $batch, $REPEAT timed steps"

@@ -7,7 +7,7 @@ import Model
 import Train
 
 /// `mocov3-cl pretrain`: MoCo v3 pre-training with the reference's `main_moco.py` flags.
-/// Without flags it trains the default run (a 6-block ViT on Fashion-MNIST, about 15 minutes on
+/// Without flags it trains the default run (a 4-block ViT on Fashion-MNIST, about 15 minutes on
 /// two cores with `--device host`).
 struct Pretrain: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -25,7 +25,7 @@ struct Pretrain: ParsableCommand {
     @Option(help: "Run folder for metrics, config and checkpoints.") var output = "runs/pretrain"
     @Option(help: "Continue from a checkpoint file, or 'auto' for the run folder's newest.") var resume: String?
 
-    @Option(name: [.customShort("a"), .long], help: "vit_tiny, vit_small, vit_base, vit_large, vit_huge (default: a 6-block vit_tiny).")
+    @Option(name: [.customShort("a"), .long], help: "vit_tiny, vit_small, vit_base, vit_large, vit_huge (default: vit_tiny narrowed to 128 wide, 4 blocks, 4 heads).")
     var arch: String?
     @Option(help: "Override the preset's width.") var embedDim: Int?
     @Option(help: "Override the preset's depth.") var depth: Int?
@@ -45,7 +45,7 @@ struct Pretrain: ParsableCommand {
     @Option(help: "Position embedding: sincos (default) or none (paper Table 6).") var posEmbed: String?
 
     @Option(name: [.customShort("b"), .long], help: "Total batch size (default 256).") var batchSize: Int?
-    @Option(help: "Epochs (default 6).") var epochs: Int?
+    @Option(help: "Epochs (default 3).") var epochs: Int?
     @Option(help: "Warmup epochs, may be fractional (default 0.5).") var warmupEpochs: Double?
     @Option(help: "adamw (default) or lars.") var optimizer: String?
     @Option(help: "Base lr; actual lr = lr × batch / 256 (default 1.5e-3).") var lr: Double?
