@@ -21,8 +21,11 @@ final class ProgressDisplay: @unchecked Sendable {
     func handle(_ event: TrainingEvent) {
         switch event {
         case .message(let text): log(text)
-        case .checkpoint(let path): log("checkpoint: \(path)")
+        case .checkpoint(let path):
+            lastTime = nil   // the pause is not an iteration: keep it out of the ETA
+            log("checkpoint: \(path)")
         case .evaluation(let epoch, let top1, let seconds):
+            lastTime = nil
             log(String(format: "epoch %d: kNN top-1 %.2f%% on the held-out split (%.1f s)%@", epoch, 100 * top1, seconds,
                        epoch == 0 ? " (initialisation)" : ""))
         case .iteration(let m): iteration(m)
