@@ -39,7 +39,7 @@ import TestSupport
             var metadata = written
             metadata[key] = value
             let url = FileManager.default.temporaryDirectory
-                .appendingPathComponent("mocov3-options-\(key)-\(ProcessInfo.processInfo.processIdentifier).safetensors")
+                .appendingPathComponent("mocov3-options-\(fixture)-\(key)-\(ProcessInfo.processInfo.processIdentifier).safetensors")
             defer { try? FileManager.default.removeItem(at: url) }
             try SafetensorsWriter.write(tensors: [("x", [1], [0])], metadata: metadata, to: url)
             let message = configErrorMessage { _ = try Checkpoint.config(from: try SafetensorsFile(contentsOf: url), temperature: 0.2) }
