@@ -62,8 +62,8 @@ python3 - "$RESULTS" <<'PY'
 import sys
 rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
 torch = {config: float(rate) for config, name, rate in rows if name == "torch"}
-print(f"{'config':<8}{'backend':<10}{'img/s':>10}{'vs torch':>10}")
+print(f"{'config':<10}{'backend':<10}{'img/s':>10}{'vs torch':>10}")
 for config, name, rate in rows:
     ratio = f"{float(rate) / torch[config]:.2f}x" if config in torch else "n/a"
-    print(f"{config:<8}{name:<10}{float(rate):>10.2f}{ratio:>10}")
+    print(f"{config:<10}{name:<10}{float(rate):>10.2f}{ratio:>10}")
 PY
