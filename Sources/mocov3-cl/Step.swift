@@ -101,7 +101,10 @@ struct Step: ParsableCommand {
             guard batch >= 2 else { throw ValidationError("the views hold \(batch) image(s); BatchNorm needs at least 2") }
         }
 
+        // An unknown device is an error even for a dry run (resolving the name allocates nothing).
+        let deviceName = try DeviceCatalog().resolveName(requested: deviceOptions.device)
         if dryRun {
+            print("device: \(deviceName)")
             for line in layout.summary(batchSize: batch) { print(line) }
             return
         }
