@@ -180,3 +180,19 @@ public struct MoCoConfig: Equatable, Sendable {
         }
     }
 }
+
+extension ViTConfig {
+    /// The command-line spellings of the paper's ablation options (`--pooling cls|avg`,
+    /// `--pos-embed sincos|none`, `--vit-bn`), as the checkpoint metadata spells them.
+    public mutating func setOptions(pooling: String, positionEmbedding: String, vitBN: Bool) throws {
+        guard let chosenPooling = ["cls": Pooling.classToken, "avg": .globalAverage][pooling] else {
+            throw ModelConfigError("--pooling must be cls or avg, got \(pooling)")
+        }
+        guard let chosenEmbedding = ["sincos": PositionEmbedding.sinCos, "none": .none][positionEmbedding] else {
+            throw ModelConfigError("--pos-embed must be sincos or none, got \(positionEmbedding)")
+        }
+        self.pooling = chosenPooling
+        self.positionEmbedding = chosenEmbedding
+        mlpNormalization = vitBN ? .batchNorm : .layerNorm
+    }
+}

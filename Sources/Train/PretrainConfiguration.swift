@@ -98,15 +98,9 @@ public struct PretrainConfiguration: Codable, Sendable, Equatable {
         if depth > 0 { vit.depth = depth }
         if heads > 0 { vit.heads = heads }
         vit.stopGradConv1 = stopGradConv1
-        guard let pooling = ["cls": ViTConfig.Pooling.classToken, "avg": .globalAverage][pooling] else {
-            throw PretrainError("--pooling must be cls or avg, got \(pooling)")
+        do { try vit.setOptions(pooling: pooling, positionEmbedding: positionEmbedding, vitBN: vitBN) } catch {
+            throw PretrainError("\(error)")
         }
-        guard let embedding = ["sincos": ViTConfig.PositionEmbedding.sinCos, "none": .none][positionEmbedding] else {
-            throw PretrainError("--pos-embed must be sincos or none, got \(positionEmbedding)")
-        }
-        vit.pooling = pooling
-        vit.positionEmbedding = embedding
-        vit.mlpNormalization = vitBN ? .batchNorm : .layerNorm
         let config = MoCoConfig(vit: vit, mocoDim: mocoDim, mocoMLPDim: mocoMLPDim, temperature: mocoT)
         try config.validate()
         return config

@@ -168,13 +168,9 @@ struct Step: ParsableCommand {
         if let embedDim { vit.embedDim = embedDim }
         if let depth { vit.depth = depth }
         if let heads { vit.heads = heads }
-        guard let pooling = ["cls": ViTConfig.Pooling.classToken, "avg": .globalAverage][pooling],
-              let embedding = ["sincos": ViTConfig.PositionEmbedding.sinCos, "none": .none][posEmbed] else {
-            throw ValidationError("--pooling must be cls or avg and --pos-embed sincos or none")
+        do { try vit.setOptions(pooling: pooling, positionEmbedding: posEmbed, vitBN: vitBn) } catch {
+            throw ValidationError("\(error)")
         }
-        vit.pooling = pooling
-        vit.positionEmbedding = embedding
-        vit.mlpNormalization = vitBn ? .batchNorm : .layerNorm
         let config = MoCoConfig(vit: vit, mocoDim: mocoDim, mocoMLPDim: mocoMlpDim, temperature: mocoT)
         do { try config.validate() } catch { throw ValidationError("\(error)") }
         return config
