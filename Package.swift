@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "mocov3-cl", targets: ["mocov3-cl"]),
         .executable(name: "bench-gemm", targets: ["GEMMBench"]),
         .executable(name: "bench-kernels", targets: ["KernelsBench"]),
+        .executable(name: "bench-augment", targets: ["AugmentBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -50,6 +51,8 @@ let package = Package(
         .target(name: "BenchSupport", dependencies: ["Kernels"], path: "bench/BenchSupport"),
         .executableTarget(name: "GEMMBench", dependencies: ["BenchSupport", "Train", "Kernels", "CLBackend"],
                           path: "bench/GEMMBench"),
+        .executableTarget(name: "AugmentBench", dependencies: ["BenchSupport", "Augment", "Datasets", "Kernels"],
+                          path: "bench/AugmentBench"),
         .executableTarget(name: "KernelsBench", dependencies: ["BenchSupport", "Train", "Kernels", "CLBackend"],
                           path: "bench/KernelsBench"),
 
