@@ -79,8 +79,9 @@ public struct IDXDataset: ImageDataset {
         let count = bigEndianWord(header, at: 4)
         let height = bigEndianWord(header, at: 8)
         let width = bigEndianWord(header, at: 12)
-        guard height > 0, width > 0, count.multipliedReportingOverflow(by: height * width).overflow == false,
-              count * height * width < 1 << 36 else {
+        let imageBytes = height.multipliedReportingOverflow(by: width)
+        let totalBytes = count.multipliedReportingOverflow(by: imageBytes.partialValue)
+        guard height > 0, width > 0, !imageBytes.overflow, !totalBytes.overflow, totalBytes.partialValue < 1 << 36 else {
             throw DatasetError("\(path) declares \(count) images of \(height)x\(width), which is not a plausible shape; the header is corrupt")
         }
         let expected = count * height * width

@@ -54,6 +54,8 @@ public struct KNNEvaluation: Sendable {
         let batches = EvalBatches(dataset: dataset, transform: EvalTransform(imageSize: extractor.config.imageSize),
                                   batchSize: extractor.batchSize, workers: workers)
         while let batch = try batches.next() {
+            // Unreadable samples are left out of their batch; one can leave it empty.
+            guard !batch.labels.isEmpty else { continue }
             values += try extractor.features(of: batch.x, count: batch.labels.count)
             labels += batch.labels
         }

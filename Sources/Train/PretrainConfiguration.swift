@@ -137,7 +137,25 @@ public struct PretrainConfiguration: Codable, Sendable, Equatable {
         }
         guard knnK >= 1, knnT.isFinite, knnT > 0 else { throw fail("--knn-k must be ≥ 1 and --knn-t positive") }
         guard spikeFactor > 1 else { throw fail("--spike-factor must be greater than 1, got \(spikeFactor)") }
-        do { _ = try modelConfig() } catch { throw fail("\(error)") }
+        // Upper bounds: far beyond any real run, and low enough that no size computed from them overflows.
+        let limits: [(String, Int, Int)] = [
+            ("-b/--batch-size", batchSize, 1 << 20), ("--epochs", epochs, 1_000_000), ("--image-size", imageSize, 8192),
+            ("--embed-dim", embedDim, 1 << 16), ("--depth", depth, 1024), ("--heads", heads, 1024),
+            ("--moco-dim", mocoDim, 1 << 16), ("--moco-mlp-dim", mocoMLPDim, 1 << 16), ("--knn-bank", knnBank, 1 << 24),
+            ("--knn-k", knnK, 1 << 16),
+        ]
+        for (flag, value, limit) in limits where value > limit {
+            throw fail("\(flag) \(value) is larger than this tool supports (\(limit)); pick a smaller value")
+        }
+        guard (lr * Double(batchSize) / 256).isFinite else { throw fail("--lr \(lr) × batch / 256 is not a finite number") }
+        let config: MoCoConfig
+        do { config = try modelConfig() } catch { throw fail("\(error)") }
+        let vit = config.vit
+        let activations = batchSize.multipliedReportingOverflow(by: vit.tokens * vit.mlpHiddenDim)
+        guard !activations.overflow, activations.partialValue < 1 << 40 else {
+            throw fail("batch \(batchSize) × \(vit.tokens) tokens × width \(vit.mlpHiddenDim) is too large to allocate; "
+                + "lower -b, --image-size or --embed-dim")
+        }
     }
 }
 

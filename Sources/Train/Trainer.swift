@@ -153,8 +153,9 @@ public final class Pretrainer {
             position = TrainingPosition(epoch: epoch + 1, batch: 0, step: position.step)
             let due = configuration.evalEvery > 0
                 && (position.epoch % configuration.evalEvery == 0 || position.epoch == configuration.epochs)
-            if due, let top1 = try evaluate(epoch: position.epoch) { summary.knnTop1[position.epoch] = top1 }
+            // The epoch is saved before its evaluation, so a failing or interrupted evaluation loses nothing.
             summary.lastCheckpoint = try saveCheckpoint()
+            if due, let top1 = try evaluate(epoch: position.epoch) { summary.knnTop1[position.epoch] = top1 }
             if shouldStop(), position.epoch < configuration.epochs { break }
         }
         summary.completed = position.epoch >= configuration.epochs
@@ -227,11 +228,16 @@ public final class Pretrainer {
         } else if let tensor = gradients.firstNonFinite(squared) {
             what += "; the first non-finite gradient (forward order) is in \(tensor)"
         }
-        let checkpoint = TrainingCheckpoint.candidates(in: runFolder).first.map { "the last good checkpoint, \($0.path), is intact" }
-            ?? "no checkpoint was written yet"
+        let checkpoint = lastGoodCheckpoint()
         return PretrainError("training diverged at iteration \(position.step + 1) (epoch \(epoch + 1), batch \(batch + 1)): "
             + "\(what). The update was not applied and \(checkpoint). Try a lower --lr, more --warmup-epochs, "
             + "or --stop-grad-conv1 (paper Sec. 4.1)")
+    }
+
+    /// "the last good checkpoint, PATH, is intact", or that there is none yet.
+    func lastGoodCheckpoint() -> String {
+        guard let newest = try? TrainingCheckpoint.newestReadable(in: runFolder) else { return "no checkpoint was written yet" }
+        return "the last good checkpoint, \(newest.contents.source), is intact"
     }
 
     func firstNonFiniteParameter() throws -> String? {
@@ -245,6 +251,11 @@ public final class Pretrainer {
     /// Writes a checkpoint of the current position; returns its path.
     @discardableResult
     public func saveCheckpoint() throws -> String {
+        // An update can overflow without a non-finite gradient (an absurd lr): never save such weights.
+        if let parameter = try firstNonFiniteParameter() {
+            throw PretrainError("after iteration \(position.step) the parameter \(parameter) is not finite; "
+                + "no checkpoint was written and \(lastGoodCheckpoint()). Try a lower --lr")
+        }
         let url = runFolder.appendingPathComponent(TrainingCheckpoint.fileName(for: position))
         try TrainingCheckpoint.write(to: url, model: model, configuration: configuration, position: position, bank: bank)
         report(.checkpoint(path: url.path))
@@ -254,7 +265,13 @@ public final class Pretrainer {
     /// kNN top-1 of the base encoder's features on the held-out split against the training split
     /// (k, T from the configuration); nil without a labeled held-out split.
     func evaluate(epoch: Int) throws -> Double? {
-        guard let test = data.test, test.isLabeled, data.train.isLabeled else { return nil }
+        guard let test = data.test, test.isLabeled, data.train.isLabeled else {
+            if epoch == 0 {
+                report(.message("kNN evaluation is off: \(data.name) has no labeled held-out split "
+                    + "(a val/ folder of class folders, or a test split)"))
+            }
+            return nil
+        }
         let start = Date()
         let extractor = try FeatureExtractor(layout: layout, parameterTensor: model.parameterTensor,
                                              bufferTensor: model.bufferTensor, backend: model.backend,

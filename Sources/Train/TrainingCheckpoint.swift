@@ -61,7 +61,7 @@ public enum TrainingCheckpoint {
 
     /// A checkpoint read back and checked: everything ``write(to:model:configuration:position:bank:)`` stored.
     public struct Contents {
-        public let configuration: PretrainConfiguration
+        public var configuration: PretrainConfiguration
         public let position: TrainingPosition
         public let layout: MoCoParameters
         public let initial: (parameters: [Float], buffers: [Float])
@@ -91,6 +91,10 @@ public enum TrainingCheckpoint {
             return value
         }
         let position = TrainingPosition(epoch: try integer("epoch"), batch: try integer("batch"), step: try integer("step"))
+        guard position.epoch >= 0, position.batch >= 0, position.step >= 0 else {
+            throw PretrainError("checkpoint \(url.path) has a negative position (epoch \(position.epoch), batch "
+                + "\(position.batch), step \(position.step)) in its metadata; it was not written by mocov3-cl")
+        }
         let layout = try MoCoParameters(configuration.modelConfig())
         let initial = try Checkpoint.initialValues(from: file, layout: layout, prefix: "")
         let trainable = layout.trainableRegion.upperBound
@@ -142,8 +146,9 @@ public enum TrainingCheckpoint {
         throw PretrainError("--resume auto: no checkpoint in \(folder.path) could be read:\n" + problems.joined(separator: "\n"))
     }
 
-    /// File name for a checkpoint at `position`: sorts by position, `checkpoint_0003.safetensors`
-    /// at an epoch boundary (as the reference's `checkpoint_%04d`), with the batch when mid-epoch.
+    /// File name for a checkpoint at `position`: sorts by position. `checkpoint_0003.safetensors` after
+    /// 3 completed epochs (the reference's `checkpoint_%04d` counts from 0, so its file of the same
+    /// state is `checkpoint_0002`), with the batch added when mid-epoch.
     public static func fileName(for position: TrainingPosition) -> String {
         position.batch == 0 ? String(format: "checkpoint_%04d.safetensors", position.epoch)
             : String(format: "checkpoint_%04d_%06d.safetensors", position.epoch, position.batch)

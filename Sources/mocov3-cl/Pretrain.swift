@@ -36,11 +36,12 @@ struct Pretrain: ParsableCommand {
     @Option(help: "Projector/predictor hidden width (default 1024; the reference's 4096).") var mocoMlpDim: Int?
     @Option(help: "Softmax temperature T (default 0.2).") var mocoT: Double?
     @Option(help: "EMA momentum m0 (default 0.99).") var mocoM: Double?
-    @Option(help: "Cosine schedule for m (default on; --moco-m-cos false to keep m0).") var mocoMCos: Bool?
-    @Option(help: "Freeze the random patch projection (default on; paper Sec. 4.1).") var stopGradConv1: Bool?
+    @Flag(inversion: .prefixedNo, help: "Cosine schedule for m from m0 to 1 (default on).") var mocoMCos: Bool?
+    @Flag(inversion: .prefixedNo, help: "Freeze the random patch projection (default on; paper Sec. 4.1).")
+    var stopGradConv1: Bool?
     @Option(help: "Feature: cls (the class token, default) or avg (global average pooling; paper Sec. 6.1).")
     var pooling: String?
-    @Option(help: "BatchNorm instead of LayerNorm before each block's MLP (ViT-BN, paper Table 1; default false).")
+    @Flag(inversion: .prefixedNo, help: "BatchNorm instead of LayerNorm before each block's MLP (ViT-BN, paper Table 1; default off).")
     var vitBn: Bool?
     @Option(help: "Position embedding: sincos (default) or none (paper Table 6).") var posEmbed: String?
 
@@ -48,7 +49,8 @@ struct Pretrain: ParsableCommand {
     @Option(help: "Epochs (default 3).") var epochs: Int?
     @Option(help: "Warmup epochs, may be fractional (default 0.5).") var warmupEpochs: Double?
     @Option(help: "adamw (default) or lars.") var optimizer: String?
-    @Option(help: "Base lr; actual lr = lr × batch / 256 (default 1.5e-3).") var lr: Double?
+    @Option(name: [.customLong("lr"), .customLong("learning-rate")], help: "Base lr; actual lr = lr × batch / 256 (default 1.5e-3).")
+    var lr: Double?
     @Option(name: [.customLong("weight-decay"), .customLong("wd")], help: "Weight decay (default 0.1).") var weightDecay: Double?
     @Option(help: "Smallest RandomResizedCrop scale (default 0.2).") var cropMin: Double?
     @Option(help: "Seed of the init, the data order and the augmentations (default 0).") var seed: UInt64?
@@ -61,8 +63,8 @@ struct Pretrain: ParsableCommand {
     @Option(help: "Warn when a layer's gradient norm exceeds this multiple of its recent median (default 10).")
     var spikeFactor: Double?
 
-    @Option(help: "Print a log line every N iterations (default 10).") var printFreq = 10
-    @Option(help: "Data loader threads (default: all cores).") var workers: Int?
+    @Option(name: [.customShort("p"), .long], help: "Print a log line every N iterations (default 10).") var printFreq = 10
+    @Option(name: [.customShort("j"), .long], help: "Data loader threads (default: all cores).") var workers: Int?
 
     /// The configuration the flags ask for, on top of `base` (the default run or a checkpoint's).
     func configuration(over base: PretrainConfiguration) throws -> (PretrainConfiguration, [String]) {
@@ -141,6 +143,8 @@ struct Pretrain: ParsableCommand {
                 + "or choose another --output")
         }
         try configuration.validate()
+        // On resume only --data may change (the same data, moved): later checkpoints record the new path.
+        resumed?.configuration.data = configuration.data
         let backendName = try DeviceCatalog().resolveName(requested: deviceOptions.device)
         let splits = try DatasetSource.open(configuration.data == "fashion-mnist" ? nil : configuration.data)
         let backend = try deviceOptions.makeBackend()

@@ -67,6 +67,10 @@ import Testing
         #expect(try second.model.backend.download(second.model.secondMoment)
             == straight.model.backend.download(straight.model.secondMoment))
         #expect(second.bank?.features == straight.bank?.features)
+        #expect(second.bank?.labels == straight.bank?.labels)
+        #expect(second.bank?.pointer == straight.bank?.pointer)
+        #expect(try second.model.backend.download(second.model.bufferTensor)
+            == straight.model.backend.download(straight.model.bufferTensor))
     }
 
     @Test func aNonFiniteStepStopsNamingTheLayerAndKeepsTheLastCheckpoint() throws {
@@ -186,6 +190,23 @@ import Testing
         #expect(contents.layout.config == (try configuration.modelConfig()))
         #expect(contents.initial.parameters == (try parameters(trainer)))
         #expect(contents.initial.buffers == (try trainer.model.backend.download(trainer.model.bufferTensor)))
+    }
+
+    /// An evaluation batch whose every image is unreadable is left out, not fatal (and the epoch's
+    /// checkpoint is written before its evaluation).
+    @Test func anEvaluationBatchOfUnreadableImagesIsSkipped() throws {
+        let folder = try TinyRun.folder("eval-skip")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var configuration = TinyRun.configuration
+        configuration.epochs = 1
+        configuration.warmupEpochs = 0
+        // Feature batches of 8: test samples 8…11 form the last batch, all unreadable.
+        let data = DatasetSplits(train: TinyDataset(count: 32, seed: 1),
+                                 test: TinyDataset(count: 12, seed: 2, failing: [8, 9, 10, 11]), name: "tiny")
+        let trainer = try Pretrainer(configuration: configuration, backend: HostBackend(), data: data,
+                                     runFolder: folder, workers: 2, report: { _ in })
+        let summary = try trainer.run()
+        #expect(summary.completed && summary.knnTop1.keys.sorted() == [0, 1])
     }
 
     @Test func aDatasetSmallerThanOneBatchIsRejected() throws {

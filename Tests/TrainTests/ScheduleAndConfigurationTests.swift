@@ -46,6 +46,10 @@ import Testing
         #expect(rejection { $0.mocoT = 0 }.contains("--moco-t must be a positive number"))
         #expect(rejection { $0.cropMin = 0 }.contains("--crop-min must lie in (0, 1]"))
         #expect(rejection { $0.arch = "vit_giant" }.contains("vit_giant"))
+        #expect(rejection { $0.batchSize = 1 << 40 }.contains("-b/--batch-size 1099511627776 is larger than this tool supports"))
+        #expect(rejection { $0.knnBank = 1 << 40 }.contains("--knn-bank"))
+        #expect(rejection { $0.lr = 1e308 }.contains("is not a finite number"))
+        #expect(rejection { $0.imageSize = 8192; $0.patchSize = 1 }.contains("too large to allocate"))
     }
 
     @Test func configurationRoundTripsThroughJSON() throws {
