@@ -53,28 +53,36 @@ public struct KNNClassifier: Sendable {
                     DispatchQueue.concurrentPerform(iterations: blocks) { blockIndex in
                         let first = blockIndex * block
                         let rows = min(block, queryCount - first)
-                        var similarities = [Float](repeating: 0, count: rows * bankCount)
+                        // The bank is visited in tiles, each row keeping a running top-k, so memory stays
+                        // rows × tile whatever the bank's size (ImageNet: 1.28 M features).
+                        let tile = min(bankCount, 16384)
+                        var tops = (0..<rows).map { _ in TopK(capacity: neighbours) }
+                        var similarities = [Float](repeating: 0, count: rows * tile)
                         similarities.withUnsafeMutableBufferPointer { s in
-                            // S (rows, bank) = Q_block · Fᵀ
-                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(bankCount),
-                                        Int32(width), 1, q.value.baseAddress! + first * width, Int32(width),
-                                        f.value.baseAddress!, Int32(width), 0, s.baseAddress!, Int32(bankCount))
-                            var top = TopK(capacity: neighbours)
-                            var votes = [Double](repeating: 0, count: classes)
-                            for row in 0..<rows {
-                                top.removeAll()
-                                let base = row * bankCount
-                                for column in 0..<bankCount where bankLabels[column] >= 0 {
-                                    top.insert(s[base + column], column)
+                            for start in stride(from: 0, to: bankCount, by: tile) {
+                                let columns = min(tile, bankCount - start)
+                                // S (rows, columns) = Q_block · F_tileᵀ
+                                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(columns),
+                                            Int32(width), 1, q.value.baseAddress! + first * width, Int32(width),
+                                            f.value.baseAddress! + start * width, Int32(width), 0, s.baseAddress!,
+                                            Int32(columns))
+                                for row in 0..<rows {
+                                    let base = row * columns
+                                    for column in 0..<columns where bankLabels[start + column] >= 0 {
+                                        tops[row].insert(s[base + column], start + column)
+                                    }
                                 }
-                                for index in votes.indices { votes[index] = 0 }
-                                for (similarity, column) in top.items {
-                                    votes[Int(bankLabels[column])] += exp(Double(similarity) / temperature)
-                                }
-                                var best = 0
-                                for c in 1..<max(classes, 1) where votes[c] > votes[best] { best = c }
-                                output.value[first + row] = top.items.isEmpty ? -1 : Int32(best)
                             }
+                        }
+                        var votes = [Double](repeating: 0, count: classes)
+                        for row in 0..<rows {
+                            for index in votes.indices { votes[index] = 0 }
+                            for (similarity, column) in tops[row].items {
+                                votes[Int(bankLabels[column])] += exp(Double(similarity) / temperature)
+                            }
+                            var best = 0
+                            for c in 1..<max(classes, 1) where votes[c] > votes[best] { best = c }
+                            output.value[first + row] = tops[row].items.isEmpty ? -1 : Int32(best)
                         }
                     }
                 }

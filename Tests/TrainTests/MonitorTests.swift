@@ -28,6 +28,29 @@ import Testing
         #expect(classifier.accuracy(queries: queries, labels: [0, 1, 1], bank: bank, bankLabels: labels, width: 2) == 2.0 / 3)
     }
 
+    /// A bank larger than one tile (16384) gives the same votes as a brute-force Double reference.
+    @Test func aTiledBankMatchesBruteForce() {
+        var generator = SplitMix64(seed: 11)
+        let (width, bankCount, queryCount, classes) = (8, 20_000, 24, 5)
+        let bank = KNNClassifier.normalized(randomValues(bankCount * width, using: &generator), width: width)
+        let labels = (0..<bankCount).map { _ in Int32.random(in: 0..<Int32(classes), using: &generator) }
+        let queries = KNNClassifier.normalized(randomValues(queryCount * width, using: &generator), width: width)
+        let classifier = KNNClassifier(k: 20, temperature: 0.07, classes: classes)
+        let predicted = classifier.predict(queries: queries, bank: bank, bankLabels: labels, width: width)
+        var agree = 0
+        for q in 0..<queryCount {
+            let similarities = (0..<bankCount).map { b in
+                (0..<width).reduce(0.0) { $0 + Double(queries[q * width + $1]) * Double(bank[b * width + $1]) }
+            }
+            let nearest = similarities.indices.sorted { similarities[$0] > similarities[$1] }.prefix(20)
+            var votes = [Double](repeating: 0, count: classes)
+            for b in nearest { votes[Int(labels[b])] += exp(similarities[b] / 0.07) }
+            if Int32(votes.indices.max { votes[$0] < votes[$1] }!) == predicted[q] { agree += 1 }
+        }
+        // Float vs Double similarities may swap a near-tie at the k-th place; never more than once here.
+        #expect(agree >= queryCount - 1, "\(agree) of \(queryCount) predictions agree")
+    }
+
     @Test func topKKeepsTheLargest() {
         var top = TopK(capacity: 3)
         for (index, value) in [0.5, -1, 3, 2, 0.7, 2.5, -4].enumerated() { top.insert(Float(value), index) }
