@@ -196,17 +196,18 @@ public final class Pretrainer {
         let norms = gradients.layerNorms(squared)
         let spikes = gradients.record(norms)
         var knn: Double?
-        if var bank {
-            if position.step % configuration.knnEvery == 0, bank.filled > 0 {
+        if bank != nil {
+            if position.step % configuration.knnEvery == 0, let current = bank, current.filled > 0 {
                 let width = layout.config.vit.embedDim
                 let queries = KNNClassifier.normalized(try model.baseFeatures(view: 0), width: width)
                 let classifier = KNNClassifier(k: configuration.knnK, temperature: configuration.knnT,
                                                classes: data.train.classNames.count)
-                knn = classifier.accuracy(queries: queries, labels: batch.labels, bank: bank.features,
-                                          bankLabels: bank.labels, width: width)
+                knn = classifier.accuracy(queries: queries, labels: batch.labels, bank: current.features,
+                                          bankLabels: current.labels, width: width)
             }
-            bank.enqueue(try model.momentumFeatures(), labels: batch.labels)
-            self.bank = bank
+            // In place, with no other reference alive, so the queue's arrays are not copied.
+            let keys = try model.momentumFeatures()
+            bank?.enqueue(keys, labels: batch.labels)
         }
         let seconds = Date().timeIntervalSince(start)
         let metrics = IterationMetrics(
