@@ -158,34 +158,18 @@ extension HostBackend {
         }
     }
 
-    /// `out[c] += Σ_r x[r, c]` (bias gradients). Rows are cut into fixed blocks of
-    /// `sumRowsBlock` rows, whatever the core count; each block's column sums (Double) are formed
-    /// in parallel chunks of blocks and then added block by block in order, so the result is the
-    /// same on any machine and from run to run. (Splitting by columns instead ran 3× slower: each
-    /// core then strides through every row.)
+    /// `out[c] += Σ_r x[r, c]` (bias gradients), in Double over ``HostParallel/orderedBlockSums(rows:width:_:)``
+    /// blocks, so the result is the same on any machine. (Splitting by columns instead ran 3× slower:
+    /// each core then strides through every row.)
     public func sumRows(output: Tensor, input: Tensor) throws {
         try checkOperands("sumRows", output, input)
         let (rows, columns) = try checkRowVector("sumRows", matrix: input, vector: output)
-        guard rows > 0, columns > 0 else { return }
         let x = pointer(input), y = pointer(output)
-        let block = Self.sumRowsBlock, blocks = (rows + block - 1) / block
-        let partial = UnsafeMutablePointer<Double>.allocate(capacity: blocks * columns)
-        defer { partial.deallocate() }
-        partial.initialize(repeating: 0, count: blocks * columns)
-        HostParallel.forEachChunk(count: blocks, minimumChunk: 1) { range in
-            for b in range {
-                Self.accumulateRows(partial + b * columns, x + b * block * columns,
-                                    rows: min(block, rows - b * block), columns: columns)
-            }
+        let sums = HostParallel.orderedBlockSums(rows: rows, width: columns) { range, partial in
+            Self.accumulateRows(partial, x + range.lowerBound * columns, rows: range.count, columns: columns)
         }
-        for b in 1..<max(1, blocks) {
-            for column in 0..<columns { partial[column] += partial[b * columns + column] }
-        }
-        for column in 0..<columns { y[column] += Float(partial[column]) }
+        for column in 0..<columns { y[column] += Float(sums[column]) }
     }
-
-    /// Rows per sumRows block: 64 K floats of a 768-wide input, enough to amortize the partials.
-    static let sumRowsBlock = 256
 
     /// `sums[c] += Σ_r Double(x[r·columns + c])`, rows in order; not inlined, so the loop over c
     /// vectorizes on its own plain pointers.

@@ -143,33 +143,21 @@ extension HostBackend {
         let means = pointer(mean), rstd = pointer(reciprocalStd)
         let dw = pointer(weightGradient), db = pointer(biasGradient)
         let w = copyOut(weight).map(Double.init)
-        // Rows in fixed blocks of `sumRowsBlock` (independent of the core count), chunks of blocks
-        // per core. Each block keeps its own Double partials of dw = Σ dy·x̂ and db = Σ dy, added
-        // block by block in order at the end: deterministic on any machine. Each row is read whole
+        // dw = Σ dy·x̂ and db = Σ dy over rows, as 2·columns Double sums in fixed row blocks
+        // (HostParallel.orderedBlockSums: deterministic on any machine). Each row is read whole
         // before its dx is written, so dx may alias dy or x.
-        let block = Self.sumRowsBlock, blocks = (rows + block - 1) / block
-        let partial = UnsafeMutablePointer<Double>.allocate(capacity: blocks * 2 * columns)
-        defer { partial.deallocate() }
-        partial.initialize(repeating: 0, count: blocks * 2 * columns)
-        w.withUnsafeBufferPointer { w in
-            HostParallel.forEachChunk(count: blocks, minimumChunk: 1) { range in
-                for blockIndex in range {
-                    let dwPartial = partial + blockIndex * 2 * columns, dbPartial = dwPartial + columns
-                    for r in (blockIndex * block)..<min(rows, (blockIndex + 1) * block) {
-                        Self.layerNormBackwardRow(out: dx + r * columns, dwPartial: dwPartial, dbPartial: dbPartial,
-                                                  x: x + r * columns, dy: dy + r * columns, mean: Double(means[r]),
-                                                  reciprocalStd: Double(rstd[r]), weight: w.baseAddress!,
-                                                  columns: columns)
-                    }
+        let sums = w.withUnsafeBufferPointer { w in
+            HostParallel.orderedBlockSums(rows: rows, width: 2 * columns) { range, partial in
+                for r in range {
+                    Self.layerNormBackwardRow(out: dx + r * columns, dwPartial: partial, dbPartial: partial + columns,
+                                              x: x + r * columns, dy: dy + r * columns, mean: Double(means[r]),
+                                              reciprocalStd: Double(rstd[r]), weight: w.baseAddress!, columns: columns)
                 }
             }
         }
-        for blockIndex in 1..<max(1, blocks) {
-            for c in 0..<(2 * columns) { partial[c] += partial[blockIndex * 2 * columns + c] }
-        }
         for c in 0..<columns {
-            dw[c] += Float(partial[c])
-            db[c] += Float(partial[columns + c])
+            dw[c] += Float(sums[c])
+            db[c] += Float(sums[columns + c])
         }
     }
 

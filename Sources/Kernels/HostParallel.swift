@@ -37,6 +37,31 @@ public enum HostParallel {
         (chunk * count / chunks)..<((chunk + 1) * count / chunks)
     }
 
+    /// Rows per block of ``orderedBlockSums(rows:width:_:)``: 64 K floats of a 768-wide input,
+    /// enough to amortize the partials.
+    public static let sumBlockRows = 256
+
+    /// Sums over `rows` rows into `width` Double totals, deterministically on any machine: the rows
+    /// are cut into fixed blocks of ``sumBlockRows`` (independent of the core count), `accumulate`
+    /// adds each block's rows into that block's own zeroed partials (blocks run in parallel
+    /// chunks), and the partials are then added block by block in order. The reductions of the
+    /// host backward passes (bias, LayerNorm γ/β gradients) all go through here.
+    public static func orderedBlockSums(rows: Int, width: Int,
+                                        _ accumulate: (Range<Int>, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
+        guard rows > 0, width > 0 else { return [Double](repeating: 0, count: max(width, 0)) }
+        let block = sumBlockRows, blocks = (rows + block - 1) / block
+        let partial = UnsafeMutablePointer<Double>.allocate(capacity: blocks * width)
+        defer { partial.deallocate() }
+        partial.initialize(repeating: 0, count: blocks * width)
+        forEachChunk(count: blocks, minimumChunk: 1) { range in
+            for b in range { accumulate((b * block)..<min(rows, (b + 1) * block), partial + b * width) }
+        }
+        for b in 1..<blocks {
+            for i in 0..<width { partial[i] += partial[b * width + i] }
+        }
+        return Array(UnsafeBufferPointer(start: partial, count: width))
+    }
+
     /// Elements per chunk below which a streaming element-wise loop runs inline: ~64 KiB of
     /// floats, a few microseconds of work, about what waking a second thread costs.
     public static let elementwiseGrain = 16_384
