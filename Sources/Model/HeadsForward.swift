@@ -7,9 +7,7 @@ struct MLPWeights {
         let weight: Tensor              // (out, in)
         let normWeight: Tensor?         // (out) γ; nil on the affine-free last BN
         let normBias: Tensor?           // (out) β
-        let runningMean: Tensor         // (out)
-        let runningVariance: Tensor     // (out)
-        let batchesTracked: Tensor      // (1)  num_batches_tracked, kept as a Float
+        let statistics: BatchNormStatistics
         var outputs: Int { weight.shape[0] }
         var inputs: Int { weight.shape[1] }
     }
@@ -26,9 +24,7 @@ struct MLPWeights {
             return Layer(weight: try parameter("\(prefix)\(linear).weight"),
                          normWeight: affine ? try parameter("\(prefix)\(norm).weight") : nil,
                          normBias: affine ? try parameter("\(prefix)\(norm).bias") : nil,
-                         runningMean: try buffer("\(prefix)\(norm).running_mean"),
-                         runningVariance: try buffer("\(prefix)\(norm).running_var"),
-                         batchesTracked: try buffer("\(prefix)\(norm).num_batches_tracked").reshaped([1]))
+                         statistics: try BatchNormStatistics(prefix: "\(prefix)\(norm)", buffer: buffer))
         }
     }
 }
@@ -59,6 +55,7 @@ public struct MLPActivations {
 /// `_build_mlp`'s forward with every BatchNorm in training mode on this batch (one view).
 struct MLPForward {
     /// BatchNorm1d ε and momentum (SPEC A.3, PyTorch defaults).
+    /// `nn.BatchNorm1d`'s defaults (SPEC A.3); ViT-BN's norm2 uses the same.
     static let normEpsilon: Float = 1e-5
     static let normMomentum: Float = 0.1
 
@@ -83,9 +80,9 @@ struct MLPForward {
             try backend.gemm(shape, alpha: 1, a: x, b: layer.weight, beta: 0, c: s.linear)
             try backend.batchNormForward(output: s.output, savedMean: s.normMean, savedReciprocalStd: s.normReciprocalStd,
                                          input: s.linear, weight: layer.normWeight, bias: layer.normBias,
-                                         runningMean: layer.runningMean, runningVariance: layer.runningVariance,
+                                         runningMean: layer.statistics.mean, runningVariance: layer.statistics.variance,
                                          momentum: Self.normMomentum, epsilon: Self.normEpsilon, training: true)
-            try backend.axpy(alpha: 1, x: one, y: layer.batchesTracked)
+            try backend.axpy(alpha: 1, x: one, y: layer.statistics.batchesTracked)
             if index < weights.layers.count - 1 { try backend.relu(output: s.output, input: s.output) }
             x = s.output
             stride = layer.outputs

@@ -47,7 +47,10 @@ struct BackboneWeights {
     }
 }
 
-/// Views of one BatchNorm's running buffers (`running_mean`, `running_var`, `num_batches_tracked`).
+/// Views of one BatchNorm's running buffers (`running_mean`, `running_var`, `num_batches_tracked`),
+/// for the heads' BNs and ViT-BN's norm2 alike. ViT-BN uses the heads' ε and momentum
+/// (`nn.BatchNorm1d`'s defaults): the paper (Sec 6.1) gives no values and the reference has no
+/// ViT-BN code.
 struct BatchNormStatistics {
     let mean: Tensor                // (F)
     let variance: Tensor            // (F)
@@ -122,10 +125,6 @@ struct BackboneForward {
     let batchSize: Int
     /// LayerNorm ε everywhere in the trunk (SPEC A.2).
     static let layerNormEpsilon: Float = 1e-6
-    /// ViT-BN's norm2: ε and momentum of `nn.BatchNorm1d`'s defaults. The paper (Sec 6.1) gives no
-    /// values and the reference has no ViT-BN code, so the defaults the heads use (SPEC A.3).
-    static let batchNormEpsilon: Float = 1e-5
-    static let batchNormMomentum: Float = 0.1
     /// (B, 1) of ones: the class token is written into row 0 of every image as ones·cls.
     let ones: Tensor
     /// (1) holding 1: ViT-BN's num_batches_tracked += 1 per training-mode forward.
@@ -204,8 +203,8 @@ struct BackboneForward {
                                              savedReciprocalStd: s.norm2ReciprocalStd,
                                              input: s.afterAttention.reshaped([R, C]), weight: block.norm2Weight,
                                              bias: block.norm2Bias, runningMean: statistics.mean,
-                                             runningVariance: statistics.variance, momentum: Self.batchNormMomentum,
-                                             epsilon: Self.batchNormEpsilon, training: training)
+                                             runningVariance: statistics.variance, momentum: MLPForward.normMomentum,
+                                             epsilon: MLPForward.normEpsilon, training: training)
                 if training { try backend.axpy(alpha: 1, x: one, y: statistics.batchesTracked) }
             }
             try Self.linear(backend, output: s.fc1, input: s.norm2, weight: block.fc1Weight, bias: block.fc1Bias,
