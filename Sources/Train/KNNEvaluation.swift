@@ -18,47 +18,37 @@ public struct KNNEvaluation: Sendable {
 
     /// Top-1 accuracy in [0, 1] of the features `extractor` computes.
     public func accuracy(extractor: FeatureExtractor, train: any ImageDataset, test: any ImageDataset) throws -> Double {
-        let width = extractor.config.embedDim
-        let (bank, bankLabels) = try features(train, extractor: extractor)
-        let (queries, labels) = try features(test, extractor: extractor)
-        let classifier = KNNClassifier(k: k, temperature: temperature, classes: train.classNames.count)
-        return classifier.accuracy(queries: KNNClassifier.normalized(queries, width: width), labels: labels,
-                                   bank: KNNClassifier.normalized(bank, width: width), bankLabels: bankLabels, width: width)
+        try accuracy(train: train, test: test, width: extractor.config.embedDim, imageSize: extractor.config.imageSize,
+                     batchSize: extractor.batchSize) { try extractor.features(of: $0.x, count: $0.labels.count) }
     }
 
     /// The same classifier on the normalised pixels themselves: the baseline any learned feature
     /// should beat.
     public func rawPixelAccuracy(train: any ImageDataset, test: any ImageDataset, imageSize: Int) throws -> Double {
-        let width = 3 * imageSize * imageSize
-        func pixels(_ dataset: any ImageDataset) throws -> ([Float], [Int32]) {
-            var values: [Float] = [], labels: [Int32] = []
-            let batches = EvalBatches(dataset: dataset, transform: EvalTransform(imageSize: imageSize), batchSize: 512,
-                                      workers: workers)
-            while let batch = try batches.next() {
-                values += batch.x
-                labels += batch.labels
-            }
-            return (values, labels)
-        }
-        let (bank, bankLabels) = try pixels(train)
-        let (queries, labels) = try pixels(test)
-        let classifier = KNNClassifier(k: k, temperature: temperature, classes: train.classNames.count)
-        return classifier.accuracy(queries: KNNClassifier.normalized(queries, width: width), labels: labels,
-                                   bank: KNNClassifier.normalized(bank, width: width), bankLabels: bankLabels, width: width)
+        try accuracy(train: train, test: test, width: 3 * imageSize * imageSize, imageSize: imageSize,
+                     batchSize: 512) { $0.x }
     }
 
-    /// (count, C) features and labels of every image of `dataset`, in order.
-    func features(_ dataset: any ImageDataset, extractor: FeatureExtractor) throws -> ([Float], [Int32]) {
-        var values: [Float] = [], labels: [Int32] = []
-        values.reserveCapacity(dataset.count * extractor.config.embedDim)
-        let batches = EvalBatches(dataset: dataset, transform: EvalTransform(imageSize: extractor.config.imageSize),
-                                  batchSize: extractor.batchSize, workers: workers)
-        while let batch = try batches.next() {
-            // Unreadable samples are left out of their batch; one can leave it empty.
-            guard !batch.labels.isEmpty else { continue }
-            values += try extractor.features(of: batch.x, count: batch.labels.count)
-            labels += batch.labels
+    /// `represent` maps each evaluation batch to its (count, width) vectors; the training split's
+    /// form the bank, the held-out split's are classified against it.
+    func accuracy(train: any ImageDataset, test: any ImageDataset, width: Int, imageSize: Int, batchSize: Int,
+                  represent: (EvalBatch) throws -> [Float]) throws -> Double {
+        func collect(_ dataset: any ImageDataset) throws -> ([Float], [Int32]) {
+            var values: [Float] = [], labels: [Int32] = []
+            values.reserveCapacity(dataset.count * width)
+            let batches = EvalBatches(dataset: dataset, transform: EvalTransform(imageSize: imageSize),
+                                      batchSize: batchSize, workers: workers)
+            while let batch = try batches.next() {
+                // Unreadable samples are left out of their batch; one can leave it empty.
+                guard !batch.labels.isEmpty else { continue }
+                values += try represent(batch)
+                labels += batch.labels
+            }
+            return (KNNClassifier.normalized(values, width: width), labels)
         }
-        return (values, labels)
+        let (bank, bankLabels) = try collect(train)
+        let (queries, labels) = try collect(test)
+        let classifier = KNNClassifier(k: k, temperature: temperature, classes: train.classNames.count)
+        return classifier.accuracy(queries: queries, labels: labels, bank: bank, bankLabels: bankLabels, width: width)
     }
 }

@@ -51,6 +51,15 @@ import Testing
         #expect(agree >= queryCount - 1, "\(agree) of \(queryCount) predictions agree")
     }
 
+    /// On the tiny dataset each class brightens its own quadrant, so raw pixels separate the
+    /// classes; misaligned labels or features would score near chance (0.25).
+    @Test func rawPixelKNNSeparatesTheTinyClasses() throws {
+        let data = TinyRun.data()
+        let top1 = try KNNEvaluation(k: 5, temperature: 0.07, workers: 2)
+            .rawPixelAccuracy(train: data.train, test: try #require(data.test), imageSize: 8)
+        #expect(top1 >= 0.9, "\(top1)")
+    }
+
     @Test func topKKeepsTheLargest() {
         var top = TopK(capacity: 3)
         for (index, value) in [0.5, -1, 3, 2, 0.7, 2.5, -4].enumerated() { top.insert(Float(value), index) }
