@@ -121,7 +121,7 @@ public final class Pretrainer {
         let augmentation = MoCoAugmentation(imageSize: configuration.imageSize, cropMin: configuration.cropMin)
         var imagesTrained = 0
         var trainingSeconds = 0.0
-        while position.epoch < configuration.epochs {
+        training: while position.epoch < configuration.epochs {
             let epoch = position.epoch
             let loader = TrainingBatches(dataset: data.train, augmentation: augmentation,
                                          batchSize: configuration.batchSize, seed: configuration.seed, epoch: epoch,
@@ -141,10 +141,7 @@ public final class Pretrainer {
                 reportedSkips = skipped.count
                 if shouldStop(), position.batch < batchesPerEpoch {
                     summary.lastCheckpoint = try saveCheckpoint()
-                    summary.position = position
-                    summary.seconds = Date().timeIntervalSince(start)
-                    summary.imagesPerSecond = Double(imagesTrained) / max(trainingSeconds, 1e-9)
-                    return summary
+                    break training
                 }
             }
             if loader.skippedSamples > 0 {
@@ -156,7 +153,7 @@ public final class Pretrainer {
             // The epoch is saved before its evaluation, so a failing or interrupted evaluation loses nothing.
             summary.lastCheckpoint = try saveCheckpoint()
             if due, let top1 = try evaluate(epoch: position.epoch) { summary.knnTop1[position.epoch] = top1 }
-            if shouldStop(), position.epoch < configuration.epochs { break }
+            if shouldStop(), position.epoch < configuration.epochs { break training }
         }
         summary.completed = position.epoch >= configuration.epochs
         summary.position = position
