@@ -137,7 +137,7 @@ extension HostBackend {
         target.update(repeating: 0, count: output.count)
         // (b, h) pairs split over cores; each chunk has its own score scratch and writes only its
         // heads' columns of output and its rows of logSumExp.
-        Self.withSingleThreadedBLAS {
+        HostParallel.withSingleThreadedBLAS {
         HostParallel.forEachChunk(count: g.batch * heads, minimumChunk: Self.attentionPairGrain(g)) { pairs in
             var scratch = [Float](repeating: 0, count: n * n)
             scratch.withUnsafeMutableBufferPointer { buffer in
@@ -158,18 +158,6 @@ extension HostBackend {
         }
     }
 
-    /// Runs `body` with OpenBLAS single-threaded. OpenBLAS threads any GEMM with m·n·k above
-    /// ~262 K (65·65·64 is above), and two of our chunks each handing such a GEMM to its one
-    /// shared thread pool at once serialize on its lock and spin (attention ran 50× slower);
-    /// per-head GEMMs are small, so each chunk's calling thread runs its own.
-    static func withSingleThreadedBLAS<R>(_ body: () throws -> R) rethrows -> R {
-        let threads = openblas_get_num_threads()
-        guard threads > 1, HostParallel.chunkCount > 1 else { return try body() }
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(threads) }
-        return try body()
-    }
-
     /// (b, h) pairs per chunk below which attention runs inline: ~32 K multiply-adds.
     static func attentionPairGrain(_ g: AttentionGeometry) -> Int {
         max(1, 32_768 / max(1, g.tokens * g.tokens * g.headDim))
@@ -187,7 +175,7 @@ extension HostBackend {
         gradient.update(repeating: 0, count: qkvGradient.count)
         // P (N x N), then dP turned into dS in place (N x N), then Δ (N), per chunk of (b, h)
         // pairs; each pair writes only its own heads' slices of qkvGradient.
-        Self.withSingleThreadedBLAS {
+        HostParallel.withSingleThreadedBLAS {
         HostParallel.forEachChunk(count: g.batch * heads, minimumChunk: Self.attentionPairGrain(g)) { pairs in
             var scratch = [Float](repeating: 0, count: 2 * n * n + n)
             scratch.withUnsafeMutableBufferPointer { buffer in

@@ -1,3 +1,4 @@
+import COpenBLAS
 import Dispatch
 import Foundation
 
@@ -60,6 +61,19 @@ public enum HostParallel {
             for i in 0..<width { partial[i] += partial[b * width + i] }
         }
         return Array(UnsafeBufferPointer(start: partial, count: width))
+    }
+
+    /// Runs `body` with OpenBLAS single-threaded: for ``forEachChunk`` loops whose chunks each call
+    /// BLAS. OpenBLAS threads any GEMM with m·n·k above ~262 K, and two chunks each handing such a
+    /// GEMM to its one shared thread pool at once serialize on its lock and spin (host attention
+    /// ran 50× slower); with one BLAS thread per chunk, each chunk's own thread runs its GEMMs.
+    /// The setting is process-wide while `body` runs.
+    public static func withSingleThreadedBLAS<R>(_ body: () throws -> R) rethrows -> R {
+        let threads = openblas_get_num_threads()
+        guard threads > 1, HostParallel.chunkCount > 1 else { return try body() }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(threads) }
+        return try body()
     }
 
     /// Elements per chunk below which a streaming element-wise loop runs inline: ~64 KiB of

@@ -1,6 +1,7 @@
 import COpenBLAS
 import Dispatch
 import Foundation
+import Kernels
 
 /// The weighted kNN classifier of InstDisc (Wu et al. 2018), the paper's kNN monitor [45]:
 /// cosine similarity between L2-normalised features, the k most similar training samples vote
@@ -50,6 +51,8 @@ public struct KNNClassifier: Sendable {
             queries.withUnsafeBufferPointer { q in
                 bank.withUnsafeBufferPointer { f in
                     let (q, f) = (UncheckedSendable(q), UncheckedSendable(f))
+                    // Each block runs its own GEMMs: OpenBLAS's shared pool would serialize them.
+                    HostParallel.withSingleThreadedBLAS {
                     DispatchQueue.concurrentPerform(iterations: blocks) { blockIndex in
                         let first = blockIndex * block
                         let rows = min(block, queryCount - first)
@@ -84,6 +87,7 @@ public struct KNNClassifier: Sendable {
                             for c in 1..<max(classes, 1) where votes[c] > votes[best] { best = c }
                             output.value[first + row] = tops[row].items.isEmpty ? -1 : Int32(best)
                         }
+                    }
                     }
                 }
             }
