@@ -28,18 +28,18 @@ let package = Package(
         .target(name: "KernelSources", path: "kernels", resources: [.embedInCode("cl")]),
 
         // MARK: Tensor protocol, op set and the host (OpenBLAS) backend
-        .target(name: "Kernels", dependencies: ["COpenBLAS", .product(name: "RealModule", package: "swift-numerics")]),
+        .target(name: "Tensors", dependencies: ["COpenBLAS", .product(name: "RealModule", package: "swift-numerics")]),
 
         // MARK: OpenCL backend: runtime, program cache, CLBlast, launchers for kernels/cl/*.cl
-        .target(name: "CLBackend", dependencies: ["Kernels", "KernelSources", "COpenCL", "CCLBlast"]),
+        .target(name: "CLBackend", dependencies: ["Tensors", "KernelSources", "COpenCL", "CCLBlast"]),
 
         // MARK: Data: dataset readers (IDX, CIFAR binary, image folders) and the augmentations
         .target(name: "Datasets", dependencies: ["CZlib", "CTurboJPEG", "CPNG"]),
-        .target(name: "Augment", dependencies: ["Datasets", "Kernels"]),
+        .target(name: "Augment", dependencies: ["Datasets", "Tensors"]),
 
         // MARK: Model and training (written against the tensor protocol only)
-        .target(name: "Model", dependencies: ["Kernels"]),
-        .target(name: "Train", dependencies: ["Model", "Kernels", "CLBackend", "Datasets", "Augment", "COpenBLAS"]),
+        .target(name: "Model", dependencies: ["Tensors"]),
+        .target(name: "Train", dependencies: ["Model", "Tensors", "CLBackend", "Datasets", "Augment", "COpenBLAS"]),
 
         // MARK: Command-line tool
         .executableTarget(
@@ -48,23 +48,23 @@ let package = Package(
         ),
 
         // MARK: Benchmarks (swift run -c release bench-gemm / bench-kernels)
-        .target(name: "BenchSupport", dependencies: ["Kernels"], path: "bench/BenchSupport"),
-        .executableTarget(name: "GEMMBench", dependencies: ["BenchSupport", "Train", "Kernels", "CLBackend"],
+        .target(name: "BenchSupport", dependencies: ["Tensors"], path: "bench/BenchSupport"),
+        .executableTarget(name: "GEMMBench", dependencies: ["BenchSupport", "Train", "Tensors", "CLBackend"],
                           path: "bench/GEMMBench"),
-        .executableTarget(name: "AugmentBench", dependencies: ["BenchSupport", "Augment", "Datasets", "Kernels"],
+        .executableTarget(name: "AugmentBench", dependencies: ["BenchSupport", "Augment", "Datasets", "Tensors"],
                           path: "bench/AugmentBench"),
-        .executableTarget(name: "KernelsBench", dependencies: ["BenchSupport", "Train", "Kernels", "CLBackend"],
+        .executableTarget(name: "KernelsBench", dependencies: ["BenchSupport", "Train", "Tensors", "CLBackend"],
                           path: "bench/KernelsBench"),
 
         // MARK: Tests
-        .target(name: "TestSupport", dependencies: ["Kernels", "CLBackend"], path: "Tests/TestSupport"),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
-        .testTarget(name: "CLBackendTests", dependencies: ["CLBackend", "Kernels", "KernelSources", "TestSupport"]),
+        .target(name: "TestSupport", dependencies: ["Tensors", "CLBackend"], path: "Tests/TestSupport"),
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
+        .testTarget(name: "CLBackendTests", dependencies: ["CLBackend", "Tensors", "KernelSources", "TestSupport"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "CLBackend", "Datasets", "Augment", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport", "CZlib", "CTurboJPEG", "CPNG"]),
         .testTarget(name: "AugmentTests", dependencies: ["Augment", "Datasets", "TestSupport"]),
         .testTarget(name: "ModelTests",
-                    dependencies: ["Model", "Kernels", "TestSupport", .product(name: "RealModule", package: "swift-numerics")],
+                    dependencies: ["Model", "Tensors", "TestSupport", .product(name: "RealModule", package: "swift-numerics")],
                     resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v5]

@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 /// The photometric ops of torchvision's `transforms.functional` on a planar float image, each
 /// clamped to [0, 1] as torchvision's `_blend` does.

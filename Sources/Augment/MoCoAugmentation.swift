@@ -1,5 +1,5 @@
 import Datasets
-import Kernels
+import Tensors
 
 /// One of the two asymmetric pipelines of MoCo v3 (`main_moco.py`, the BYOL recipe, SPEC A.7):
 /// crop, colour jitter, grayscale, blur, solarize, flip, normalise, in that order.

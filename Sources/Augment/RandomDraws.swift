@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 /// Every random number of the augmentations comes from one `SplitMix64` per (sample, view),
 /// seeded from (seed, epoch, index, view), so a view does not depend on the thread that made

@@ -1,6 +1,6 @@
 import Datasets
 import Foundation
-import Kernels
+import Tensors
 
 /// torchvision's `RandomResizedCrop(size, scale=(cropMin, 1), ratio=(3/4, 4/3))` with bilinear
 /// interpolation, the first step of both MoCo v3 pipelines (SPEC A.7).

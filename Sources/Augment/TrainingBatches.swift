@@ -1,6 +1,6 @@
 import Datasets
 import Foundation
-import Kernels
+import Tensors
 
 /// One pre-training batch: both views of B samples, (B, 3, S, S) each.
 public struct TrainingBatch: Sendable {

@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 /// Which form of kernels/cl/attention.cl runs (its build option `CPU_CLASS`).
 ///

@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 // Launchers for kernels/cl/batchnorm.cl. Host reference: HostBackend+BatchNorm.swift.
 // The variant (one work-item per column, or a work-group per block of columns) follows

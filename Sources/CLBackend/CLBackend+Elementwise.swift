@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 // Launchers for kernels/cl/elementwise.cl. Host reference: HostBackend+Elementwise.swift.
 extension CLBackend {

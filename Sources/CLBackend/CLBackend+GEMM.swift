@@ -1,7 +1,7 @@
 import CCLBlast
 import COpenCL
 import Foundation
-import Kernels
+import Tensors
 
 // GEMM on OpenCL: one entry point, two providers (see GEMMProvider).
 // Host reference: HostBackend.gemm (cblas_sgemm).

@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 // Launchers for kernels/cl/layernorm.cl. Host reference: HostBackend+LayerNorm.swift.
 // The variant (one work-item per row, or a work-group per row) follows `kernelVariant`.

@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 // Launchers for kernels/cl/optimizer.cl. Host reference: HostBackend+Optimizer.swift.
 extension CLBackend {

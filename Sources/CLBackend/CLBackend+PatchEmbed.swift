@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 // Launchers for kernels/cl/patch_embed.cl. Host reference: HostBackend+PatchEmbed.swift.
 extension CLBackend {

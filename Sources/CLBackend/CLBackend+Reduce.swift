@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 /// A segment table's chunk table on the device (see kernels/cl/reduce.cl): every segment split
 /// into chunks of at most ``CLBackend/segmentChunk`` elements.

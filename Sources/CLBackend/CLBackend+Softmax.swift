@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 // Launchers for kernels/cl/softmax.cl and kernels/cl/l2norm.cl.
 // Host reference: HostBackend+Softmax.swift.

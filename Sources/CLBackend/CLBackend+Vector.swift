@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 // Launchers for kernels/cl/vector.cl. Host reference: HostBackend.fill / .axpy.
 extension CLBackend {

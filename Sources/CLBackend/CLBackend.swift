@@ -1,6 +1,6 @@
 import COpenCL
 import Foundation
-import Kernels
+import Tensors
 import KernelSources
 
 /// The OpenCL backend: one context and one in-order queue on one device, the program cache, the

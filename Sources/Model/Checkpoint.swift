@@ -1,5 +1,5 @@
 import Foundation
-import Kernels
+import Tensors
 
 /// Reading and writing MoCo v3 weights as safetensors, by the reference's DDP names (SPEC A.10).
 ///

@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 /// The feature of one encoder's ViT trunk for batches of images: the final-LN cls row (SPEC
 /// A.2), or with ``ViTConfig/Pooling/globalAverage`` the mean of the final-LN patch rows. What the

@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 /// Gradient scratch of one `_build_mlp` head for one view, allocated once and reused by both
 /// views (they run one after the other).

@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 /// Views of one `_build_mlp` head (SPEC A.3): per layer a bias-free Linear and a BatchNorm1d
 /// (affine on hidden layers, affine-free on the last) with its running buffers.

@@ -1,5 +1,5 @@
 import Foundation
-import Kernels
+import Tensors
 
 /// How one tensor starts (SPEC A.2 init table, A.3 PyTorch defaults).
 public enum InitializationRule: Equatable, Sendable {

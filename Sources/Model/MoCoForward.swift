@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 /// MoCo v3 around a ViT on one ``Backend``: parameters, BN buffers and every activation of one
 /// training step for a fixed batch size, allocated once (SPEC A.1–A.5; `moco/builder.py`).

@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 /// Where every MoCo v3 tensor lives: one flat parameter buffer and one small BN-buffer buffer,
 /// both under the reference's DDP checkpoint names (SPEC A.10), e.g.

@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 /// Gradients, AdamW moments and backward scratch of a ``MoCoModel``, allocated once with it.
 struct MoCoTrainingState {

@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 /// Gradient scratch of the ViT trunk for one view, allocated once and reused by both views.
 struct BackboneGradients {

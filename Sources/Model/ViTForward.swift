@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 
 /// Views of one encoder's ViT trunk inside the flat parameter tensor (SPEC A.2, A.10 names).
 /// The base and the momentum encoder are two of these over different blocks of the same buffer.

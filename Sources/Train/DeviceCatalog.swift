@@ -1,6 +1,6 @@
 import CLBackend
 import Foundation
-import Kernels
+import Tensors
 
 /// Every device `mocov3-cl` can run on, by stable name: `host` plus each OpenCL device
 /// (`gpu0`, `gpu1`, …, `cpu0`, …, `acc0`, …, numbered per class in enumeration order).

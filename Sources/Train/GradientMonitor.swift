@@ -1,5 +1,5 @@
 import Foundation
-import Kernels
+import Tensors
 import Model
 
 /// Per-layer gradient norms every iteration and a warning when a layer's norm jumps far above

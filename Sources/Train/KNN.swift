@@ -1,7 +1,7 @@
 import COpenBLAS
 import Dispatch
 import Foundation
-import Kernels
+import Tensors
 
 /// The weighted kNN classifier of InstDisc (Wu et al. 2018), the paper's kNN monitor [45]:
 /// cosine similarity between L2-normalised features, the k most similar training samples vote

@@ -1,7 +1,7 @@
 import Augment
 import Datasets
 import Foundation
-import Kernels
+import Tensors
 import Model
 
 /// What one training iteration measured (one JSON line in `metrics.jsonl`).

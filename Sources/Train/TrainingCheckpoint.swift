@@ -1,5 +1,5 @@
 import Foundation
-import Kernels
+import Tensors
 import Model
 
 /// Where a run stands: what a checkpoint restores besides the tensors.

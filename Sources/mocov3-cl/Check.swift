@@ -1,7 +1,7 @@
 import ArgumentParser
 import CLBackend
 import Foundation
-import Kernels
+import Tensors
 import Train
 
 /// `mocov3-cl check`: runs the op set on a device and compares it with the host backend, so a

@@ -1,6 +1,6 @@
 import ArgumentParser
 import CLBackend
-import Kernels
+import Tensors
 import Train
 
 /// The device flags every compute command takes.

@@ -1,7 +1,7 @@
 import ArgumentParser
 import CLBackend
 import Foundation
-import Kernels
+import Tensors
 import Train
 
 /// `mocov3-cl devices`: every device with its stable name and what the engine will use on it.

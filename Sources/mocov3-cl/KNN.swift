@@ -1,7 +1,7 @@
 import ArgumentParser
 import Datasets
 import Foundation
-import Kernels
+import Tensors
 import Model
 import Train
 

@@ -2,7 +2,7 @@ import ArgumentParser
 import Datasets
 import Dispatch
 import Foundation
-import Kernels
+import Tensors
 import Model
 import Train
 

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Kernels
+import Tensors
 
 // OpenBLAS picks its kernels when it loads, from CPUID; a misdetected CPU can only be fixed by
 // re-executing with OPENBLAS_CORETYPE set, so this runs before anything else.

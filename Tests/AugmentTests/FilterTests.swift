@@ -1,6 +1,6 @@
 import Datasets
 import Foundation
-import Kernels
+import Tensors
 import Testing
 import TestSupport
 @testable import Augment

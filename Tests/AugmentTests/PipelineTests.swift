@@ -1,5 +1,5 @@
 import Datasets
-import Kernels
+import Tensors
 import Testing
 import TestSupport
 @testable import Augment

@@ -1,5 +1,5 @@
 import Datasets
-import Kernels
+import Tensors
 @testable import Augment
 
 /// A 1-row float image whose three channels hold `red`, `green`, `blue`.

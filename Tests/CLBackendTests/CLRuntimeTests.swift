@@ -1,6 +1,6 @@
 import CLBackend
 import Foundation
-import Kernels
+import Tensors
 import KernelSources
 import Testing
 import TestSupport

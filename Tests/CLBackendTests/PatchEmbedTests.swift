@@ -1,5 +1,5 @@
 import CLBackend
-import Kernels
+import Tensors
 import Testing
 import TestSupport
 

@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 import Testing
 
 /// Central-difference gradient of a scalar function, in Double: `(f(x + h·eᵢ) − f(x − h·eᵢ)) / 2h`.
@@ -39,7 +39,7 @@ public func expectGradientMatches(_ analytic: [Double], _ numerical: [Double], r
 
 /// Seeded Doubles in [low, high), for finite-difference checks.
 public func randomDoubles(_ count: Int, in range: ClosedRange<Double> = -1...1, seed: UInt64) -> [Double] {
-    var generator = Kernels.SplitMix64(seed: seed)
+    var generator = Tensors.SplitMix64(seed: seed)
     return (0..<count).map { _ in Double.random(in: range, using: &generator) }
 }
 

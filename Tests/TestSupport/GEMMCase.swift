@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 import Testing
 
 /// One GEMM test: sizes, transposes, scalars and padding (leading dimensions wider than the rows

@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 import Testing
 
 /// An op input: seeded values with a shape.

@@ -1,5 +1,5 @@
 import CLBackend
-import Kernels
+import Tensors
 import Testing
 
 /// Checks `|a − r| ≤ atol + rtol·|r|` elementwise and records one failure naming the worst

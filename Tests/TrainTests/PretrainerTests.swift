@@ -1,6 +1,6 @@
 import Datasets
 import Foundation
-import Kernels
+import Tensors
 import Model
 import Testing
 @testable import Train

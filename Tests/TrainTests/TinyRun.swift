@@ -1,6 +1,6 @@
 import Datasets
 import Foundation
-import Kernels
+import Tensors
 @testable import Train
 
 /// A labeled in-memory dataset of seeded random 8×8 images in 4 classes (class c brightens

@@ -11,7 +11,7 @@ import BenchSupport
 import Datasets
 import Dispatch
 import Foundation
-import Kernels
+import Tensors
 
 /// Seeded random images of one size, in memory (no decoding: that is the cache's job).
 struct SyntheticImages: ImageDataset {

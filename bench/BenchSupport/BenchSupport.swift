@@ -1,6 +1,6 @@
 import Dispatch
 import Foundation
-import Kernels
+import Tensors
 
 /// Shared pieces of the benchmarks: flags, timing and ceilings.
 public enum Bench {

@@ -10,7 +10,7 @@
 import BenchSupport
 import CLBackend
 import Foundation
-import Kernels
+import Tensors
 import Train
 
 OpenBLASCore.reexecIfMisdetected()

@@ -11,7 +11,7 @@
 import BenchSupport
 import CLBackend
 import Foundation
-import Kernels
+import Tensors
 import Train
 
 OpenBLASCore.reexecIfMisdetected()

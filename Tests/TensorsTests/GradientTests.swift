@@ -1,4 +1,4 @@
-import Kernels
+import Tensors
 import Testing
 import TestSupport
 

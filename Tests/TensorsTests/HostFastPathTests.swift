@@ -1,5 +1,5 @@
 import Foundation
-import Kernels
+import Tensors
 import Testing
 import TestSupport
 
