@@ -13,7 +13,7 @@ extension CLBackend {
         try checkOperands("gelu", output, input)
         try checkSameCount("gelu", output, input)
         let n = try int32Count(input.count, "gelu")
-        try launchPointwise("gelu", count: (input.count + 7) / 8, [.operand(output), .operand(input), .int(n)])
+        try launchPointwise("gelu_forward", count: (input.count + 7) / 8, [.operand(output), .operand(input), .int(n)])
     }
 
     public func geluBackward(inputGradient: Tensor, outputGradient: Tensor, input: Tensor) throws {

@@ -21,7 +21,7 @@ extension CLBackend {
                    global: [padded, g.patchLength],
                    [.buffer(packed)] + [.operand(weight), .int(Int32(g.embedDim)), .int(Int32(padded)),
                     .int(Int32(g.patchLength))])
-        try launch(kernel("patch_embed", family: "patch_embed", options: options), label: "patch_embed",
+        try launch(kernel("patch_embed_forward", family: "patch_embed", options: options), label: "patch_embed_forward",
                    global: [padded / tile, (g.batch * g.patches + Self.patchTokens - 1) / Self.patchTokens],
                    [.operand(output), .operand(images), .buffer(packed)] + [.operand(bias)]
                    + geometryArguments(g) + [.int(Int32(padded))])

@@ -13,7 +13,7 @@ struct DeviceSegmentTable {
     let segmentAdapted: Tensor     // int32 (segments)
 }
 
-// Launchers for kernels/cl/reduce.cl. Host reference: HostBackend+Optimizer.swift.
+// Launchers for kernels/cl/reduce.cl. Host reference: HostBackend+Reduce.swift.
 extension CLBackend {
     /// Elements per chunk: one work-item sums one chunk.
     static let segmentChunk = 4096

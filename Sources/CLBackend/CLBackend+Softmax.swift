@@ -1,7 +1,6 @@
 import Tensors
 
-// Launchers for kernels/cl/softmax.cl and kernels/cl/l2norm.cl.
-// Host reference: HostBackend+Softmax.swift.
+// Launchers for kernels/cl/softmax.cl. Host reference: HostBackend+Softmax.swift.
 extension CLBackend {
     /// Work-items per row in the GPU-class softmax (GROUP in softmax.cl).
     static let softmaxGroup = 128
@@ -24,22 +23,5 @@ extension CLBackend {
             try launch(entry, label: "softmax_cross_entropy", global: [Self.softmaxGroup, rows],
                        local: [Self.softmaxGroup, 1], arguments)
         }
-    }
-
-    public func l2NormalizeForward(output: Tensor, norms: Tensor, input: Tensor) throws {
-        let (rows, columns) = try checkL2Normalize("l2NormalizeForward", rowsOf: input, norms: norms, sameSize: output)
-        _ = try int32Count(input.count, "l2NormalizeForward")
-        try launch(kernel("l2_normalize", family: "l2norm"), label: "l2_normalize", global: [rows],
-                   [.operand(output), .operand(norms), .operand(input), .int(Int32(rows)), .int(Int32(columns))])
-    }
-
-    public func l2NormalizeBackward(inputGradient: Tensor, outputGradient: Tensor, output: Tensor,
-                                    norms: Tensor) throws {
-        let (rows, columns) = try checkL2Normalize("l2NormalizeBackward", rowsOf: output, norms: norms,
-                                                   sameSize: inputGradient, outputGradient)
-        _ = try int32Count(output.count, "l2NormalizeBackward")
-        try launch(kernel("l2_normalize_backward", family: "l2norm"), label: "l2_normalize_backward", global: [rows],
-                   [.operand(inputGradient), .operand(outputGradient), .operand(output), .operand(norms),
-                    .int(Int32(rows)), .int(Int32(columns))])
     }
 }

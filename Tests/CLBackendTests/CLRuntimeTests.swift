@@ -18,6 +18,22 @@ struct CLRuntimeTests {
         #expect("\(error!)".contains("clBuildProgram(broken.cl"))
     }
 
+    /// The `#line` directive behind common.cl keeps build-log positions those of the family file.
+    @Test func buildLogNumbersTheFamilyFilesOwnLines() throws {
+        let backend = try TestDevices.backend()
+        let directory = try KernelSourceTests.overrideDirectory([
+            "common": "// common\n// two lines\n",
+            "vector": "// edited\n__kernel void fill(__global float *x) { x[0] = undefined_identifier_42; }\n",
+        ])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let source = try KernelSources.source(family: "vector",
+                                              environment: [KernelSources.overrideVariable: directory.path])
+        let error = #expect(throws: CLError.self) {
+            try backend.buildProgram(source: source, options: "", label: "vector.cl")
+        }
+        #expect(error?.buildLog?.contains("vector.cl:2:") == true)
+    }
+
     @Test func binaryCacheIsWrittenReadAndSurvivesCorruption() throws {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("mocov3-kernel-cache-\(UUID().uuidString)")
@@ -68,22 +84,49 @@ struct CLRuntimeTests {
 @Suite struct KernelSourceTests {
     @Test func everyFamilyIsEmbedded() throws {
         for family in ["vector", "gemm"] {
-            #expect(try KernelSources.source(family: family).contains("__kernel"))
+            let source = try KernelSources.source(family: family)
+            #expect(source.contains("__kernel"))
+            // common.cl comes first, then the family behind a #line directive.
+            #expect(source.hasPrefix("#line 1 \"common.cl\"\n"))
+            #expect(source.contains("tree_sum"))
+            #expect(source.contains("#line 1 \"\(family).cl\"\n"))
         }
         #expect(throws: KernelSources.Failure.self) { try KernelSources.source(family: "nonexistent") }
+        #expect(throws: KernelSources.Failure.self) { try KernelSources.source(family: KernelSources.commonStem) }
     }
 
     @Test func developmentOverrideReadsFilesAndRefusesMissingOnes() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mocov3-kernels-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try Self.overrideDirectory(["common": "// common edited\n",
+                                                    "vector": "// edited\n__kernel void fill() {}"])
         defer { try? FileManager.default.removeItem(at: directory) }
-        try "// edited\n__kernel void fill() {}".write(to: directory.appendingPathComponent("vector.cl"), atomically: true,
-                                                     encoding: .utf8)
         let environment = [KernelSources.overrideVariable: directory.path]
-        #expect(try KernelSources.source(family: "vector", environment: environment).hasPrefix("// edited"))
+        let source = try KernelSources.source(family: "vector", environment: environment)
+        #expect(source == "#line 1 \"common.cl\"\n// common edited\n"
+                    + "#line 1 \"vector.cl\"\n// edited\n__kernel void fill() {}")
         let error = #expect(throws: KernelSources.Failure.self) {
             try KernelSources.source(family: "gemm", environment: environment)
         }
         #expect("\(error!)".contains("gemm.cl"))
+    }
+
+    @Test func developmentOverrideRefusesAMissingCommonFile() throws {
+        let directory = try Self.overrideDirectory(["vector": "// edited\n__kernel void fill() {}"])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let environment = [KernelSources.overrideVariable: directory.path]
+        let error = #expect(throws: KernelSources.Failure.self) {
+            try KernelSources.source(family: "vector", environment: environment)
+        }
+        #expect("\(error!)".contains(directory.appendingPathComponent("common.cl").path))
+    }
+
+    /// A fresh temporary folder holding `<stem>.cl` for each entry of `files`.
+    static func overrideDirectory(_ files: [String: String]) throws -> URL {
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("mocov3-kernels-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        for (stem, text) in files {
+            try text.write(to: directory.appendingPathComponent("\(stem).cl"), atomically: true, encoding: .utf8)
+        }
+        return directory
     }
 }

@@ -192,7 +192,7 @@ struct ReferenceMoCo<T: Real & BinaryFloatingPoint> {
         for r in 0..<(x.count / width) {
             x.withUnsafeBufferPointer { source in
                 y.withUnsafeMutableBufferPointer { target in
-                    _ = LossReference.normalize(UnsafeBufferPointer(rebasing: source[(r * width)..<((r + 1) * width)]),
+                    _ = L2NormReference.normalize(UnsafeBufferPointer(rebasing: source[(r * width)..<((r + 1) * width)]),
                                                 into: UnsafeMutableBufferPointer(rebasing: target[(r * width)..<((r + 1) * width)]))
                 }
             }

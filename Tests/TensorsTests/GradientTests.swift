@@ -45,7 +45,7 @@ import TestSupport
         let x = randomDoubles(columns, in: -2...2, seed: 3), weights = randomDoubles(columns, seed: 4)
         func normalized(_ input: [Double]) -> [Double] {
             var y = [Double](repeating: 0, count: columns)
-            input.withUnsafeBufferPointer { source in y.withUnsafeMutableBufferPointer { _ = LossReference.normalize(source, into: $0) } }
+            input.withUnsafeBufferPointer { source in y.withUnsafeMutableBufferPointer { _ = L2NormReference.normalize(source, into: $0) } }
             return y
         }
         let y = normalized(x)
@@ -54,7 +54,7 @@ import TestSupport
         weights.withUnsafeBufferPointer { dy in
             y.withUnsafeBufferPointer { out in
                 analytic.withUnsafeMutableBufferPointer {
-                    LossReference.normalizeBackward(outputGradient: dy, output: out, norm: norm, inputGradient: $0)
+                    L2NormReference.normalizeBackward(outputGradient: dy, output: out, norm: norm, inputGradient: $0)
                 }
             }
         }

@@ -26,13 +26,10 @@
 // Tunables: HEAD_DIM (D, required: per-row vectors live in private registers), TILE (rows per
 // step of the inner loop; 8 keeps the CPU's tail waste small, 32 amortizes GPU barriers).
 // Preconditions: N >= 1; local size along dimension 0 >= 1 (any).
-// Host reference: Sources/Kernels/HostBackend+Attention.swift (AttentionReference).
+// Host reference: Sources/Tensors/HostBackend+Attention.swift (AttentionReference).
 
 #ifndef HEAD_DIM
 #error "attention.cl needs -DHEAD_DIM=<head dimension>"
-#endif
-#ifndef CPU_CLASS
-#define CPU_CLASS 1
 #endif
 #ifndef TILE
 #if CPU_CLASS

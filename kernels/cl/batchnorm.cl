@@ -23,13 +23,11 @@
 //   CPU_CLASS=1  one work-item per column looping over the rows, no barriers. Neighbouring
 //                work-items read neighbouring columns, which PoCL packs into vector loads.
 //   CPU_CLASS=0  one work-group per COLUMN_GROUP columns, COLUMN_LANES work-items per column
-//                splitting the rows, with a local-memory tree reduction over the lanes.
+//                splitting the rows, with a local-memory tree reduction over the lanes
+//                (tree_sum, common.cl).
 // Tunables (GPU variant only; powers of two): COLUMN_GROUP, COLUMN_LANES.
-// Host reference: Sources/Kernels/HostBackend+BatchNorm.swift (BatchNormReference).
+// Host reference: Sources/Tensors/HostBackend+BatchNorm.swift (BatchNormReference).
 
-#ifndef CPU_CLASS
-#define CPU_CLASS 1
-#endif
 #ifndef COLUMN_GROUP
 #define COLUMN_GROUP 32
 #endif
@@ -51,16 +49,8 @@ float2 column_sum(const float2 value, __local float2 *scratch) {
 #if CPU_CLASS
     return value;
 #else
-    const int column = get_local_id(0), lane = get_local_id(1);
-    scratch[lane * COLUMN_GROUP + column] = value;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int width = COLUMN_LANES / 2; width > 0; width >>= 1) {
-        if (lane < width) scratch[lane * COLUMN_GROUP + column] += scratch[(lane + width) * COLUMN_GROUP + column];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    const float2 total = scratch[column];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return total;
+    // Lane l of column c owns scratch[l * COLUMN_GROUP + c] (tree_sum, common.cl).
+    return tree_sum(scratch + get_local_id(0), value, LANE, COLUMN_LANES, COLUMN_GROUP);
 #endif
 }
 

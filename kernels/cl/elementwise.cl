@@ -1,6 +1,6 @@
 // elementwise.cl: the point-wise and broadcast ops of a ViT training step.
 //
-//   gelu:           y = x * Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2     (exact GELU, nn.GELU();
+//   gelu_forward:   y = x * Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2     (exact GELU, nn.GELU();
 //                   8 elements per work-item)
 //   gelu_backward:  dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2/2) / sqrt(2 pi)
 //   relu / relu_backward (mask from the output), add (residual), scale
@@ -8,16 +8,13 @@
 //   sum_rows_partial / sum_rows_finish: out[c] += sum_r x[r, c] (bias gradients), in two passes
 //
 // Buffers are (base, offset in elements); counts fit in int. Host reference:
-// Sources/Kernels/HostBackend+Elementwise.swift.
+// Sources/Tensors/HostBackend+Elementwise.swift.
 //
 // Tunables: CPU_CLASS (1 on CPU-class devices). PoCL's erf costs ~10 ns per element and does not
 // vectorize, while exp costs ~0.5 ns, so CPU-class devices evaluate Phi through erfc's Chebyshev
 // fit (Numerical Recipes' erfcc, fractional error < 1.2e-7 everywhere, i.e. ~2 ulp), which needs
 // one exp; GPUs call the built-in erf.
 
-#ifndef CPU_CLASS
-#define CPU_CLASS 1
-#endif
 #ifndef SUM_ROWS_CHUNK
 #define SUM_ROWS_CHUNK 256
 #endif
@@ -60,8 +57,8 @@ inline void store8(const float8 v, __global float *p, const int count) {
 }
 
 // Global (ceil(n / 8)).
-__kernel void gelu(__global float *y, const long y_offset, __global const float *x, const long x_offset,
-                   const int n) {
+__kernel void gelu_forward(__global float *y, const long y_offset, __global const float *x, const long x_offset,
+                           const int n) {
     const int i = get_global_id(0) * 8;
     if (i >= n) return;
     const float8 v = load8(x + x_offset + i, n - i);

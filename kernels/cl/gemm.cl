@@ -18,7 +18,7 @@
 //   ROWS  rows of C per work-item            (tile height)
 // Preconditions: NPAD % (VW*VECS) == 0; offsets and strides in elements.
 // Split-K (launcher-chosen for long K): see gemm_blocked and gemm_reduce_splits.
-// Host reference: Sources/Kernels/HostBackend.swift (cblas_sgemm).
+// Host reference: Sources/Tensors/HostBackend.swift (cblas_sgemm).
 
 #ifndef VW
 #define VW 8
@@ -30,11 +30,7 @@
 #define ROWS 4
 #endif
 
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
-#define floatV CAT(float, VW)
-#define vloadV CAT(vload, VW)
-#define vstoreV CAT(vstore, VW)
+// floatV, vloadV, vstoreV: common.cl.
 #define TN (VW * VECS)
 
 // B'[b][k][j] = op(B)[b][k][j] for j < N, 0 for N <= j < npad.  Global size (npad, K, batch).

@@ -5,12 +5,12 @@
 //          = dy_r / eps                                 (otherwise: y = x / eps is linear)
 //
 // (R, C) row-major; one work-item per row (R is the batch, C the 256-d embedding: a per-row loop
-// is cheap and needs no barriers). Host reference: Sources/Kernels/HostBackend+Softmax.swift.
+// is cheap and needs no barriers). Host reference: Sources/Tensors/HostBackend+L2Norm.swift.
 
 #define NORMALIZE_EPS 1e-12f
 
-__kernel void l2_normalize(__global float *y, const long y_offset, __global float *norms, const long norms_offset,
-                           __global const float *x, const long x_offset, const int rows, const int columns) {
+__kernel void l2norm_forward(__global float *y, const long y_offset, __global float *norms, const long norms_offset,
+                             __global const float *x, const long x_offset, const int rows, const int columns) {
     const int r = get_global_id(0);
     if (r >= rows) return;
     __global const float *in = x + x_offset + (long)r * columns;
@@ -23,10 +23,10 @@ __kernel void l2_normalize(__global float *y, const long y_offset, __global floa
     norms[norms_offset + r] = norm;
 }
 
-__kernel void l2_normalize_backward(__global float *dx, const long dx_offset, __global const float *dy,
-                                    const long dy_offset, __global const float *y, const long y_offset,
-                                    __global const float *norms, const long norms_offset,
-                                    const int rows, const int columns) {
+__kernel void l2norm_backward(__global float *dx, const long dx_offset, __global const float *dy,
+                              const long dy_offset, __global const float *y, const long y_offset,
+                              __global const float *norms, const long norms_offset,
+                              const int rows, const int columns) {
     const int r = get_global_id(0);
     if (r >= rows) return;
     __global const float *grad = dy + dy_offset + (long)r * columns;

@@ -18,7 +18,7 @@
 //   CPU_CLASS=1  one work-item per row, no barriers, no local memory. PoCL: 7 ms against
 //                28-33 ms for the forward with 128-wide work-groups and barriers.
 //   CPU_CLASS=0  one work-group of GROUP work-items per row, strided over C, with local-memory
-//                tree reductions.
+//                tree reductions (tree_sum, common.cl).
 // The parameter gradients are column sums over up to R = 16640 rows (B*N tokens), in two stages
 // for parallelism and a deterministic order (no atomics): layernorm_backward_params_partial sums
 // blocks of rows_per_block rows into partial (2, blocks, C), layernorm_backward_params_reduce
@@ -27,11 +27,8 @@
 //
 // Tunables (GPU variant only; powers of two): GROUP (work-items per row), COLUMN_GROUP (columns
 // per work-group) and COLUMN_LANES (work-items per column) of the params stage.
-// Host reference: Sources/Kernels/HostBackend+LayerNorm.swift (LayerNormReference).
+// Host reference: Sources/Tensors/HostBackend+LayerNorm.swift (LayerNormReference).
 
-#ifndef CPU_CLASS
-#define CPU_CLASS 1
-#endif
 #ifndef GROUP
 #define GROUP 128
 #endif
@@ -63,16 +60,7 @@ float2 row_sum(const float2 value, __local float2 *scratch) {
 #if CPU_CLASS
     return value;
 #else
-    const int lane = get_local_id(0);
-    scratch[lane] = value;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int width = GROUP / 2; width > 0; width >>= 1) {
-        if (lane < width) scratch[lane] += scratch[lane + width];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    const float2 total = scratch[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return total;
+    return tree_sum(scratch, value, ROW_LANE, GROUP, 1);
 #endif
 }
 
@@ -171,15 +159,9 @@ __kernel void layernorm_backward_params_partial(__global float *partial,
         }
     }
 #if !CPU_CLASS
-    // Tree over the lanes of each column; idle columns of the last block take part in the barriers.
-    const int column = get_local_id(0);
-    scratch[lane * COLUMN_GROUP + column] = sums;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int width = COLUMN_LANES / 2; width > 0; width >>= 1) {
-        if (lane < width) scratch[lane * COLUMN_GROUP + column] += scratch[(lane + width) * COLUMN_GROUP + column];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    sums = scratch[column];
+    // Tree over the lanes of each column (lane l of column c owns scratch[l * COLUMN_GROUP + c]);
+    // idle columns of the last block take part in the barriers.
+    sums = tree_sum(scratch + get_local_id(0), sums, lane, COLUMN_LANES, COLUMN_GROUP);
     if (lane != 0) return;
 #endif
     if (c < columns && block < blocks) {

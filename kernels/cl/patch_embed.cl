@@ -11,7 +11,7 @@
 // columns (patch_pack_weight, CPAD a multiple of VW*VECS), so every vector load is whole. The
 // backward gives each work-item one input k (k == K: the bias gradient) and VW channels.
 // Tunables: VW (vector width), VECS (vectors per token), TOKENS (tokens per work-item).
-// Host reference: Sources/Kernels/HostBackend+PatchEmbed.swift.
+// Host reference: Sources/Tensors/HostBackend+PatchEmbed.swift.
 
 #ifndef VW
 #define VW 8
@@ -22,10 +22,7 @@
 #ifndef TOKENS
 #define TOKENS 4
 #endif
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
-#define floatV CAT(float, VW)
-#define vloadV CAT(vload, VW)
+// floatV, vloadV, vstoreV: common.cl.
 
 // packed[k, c] = W[c, k] for c < C, 0 up to CPAD.  Global (CPAD, K).
 __kernel void patch_pack_weight(__global float *packed, __global const float *weight, const long weight_offset,
@@ -39,12 +36,12 @@ __kernel void patch_pack_weight(__global float *packed, __global const float *we
 // tile of outputs in registers (like gemm.cl): every pixel it loads feeds VW * VECS channels and
 // every weight vector TOKENS tokens. Pixels are walked channel, row, column with pointer steps:
 // recomputing the (channel, i, j) index per element cost more than the arithmetic.
-__kernel void patch_embed(__global float *tokens, const long tokens_offset,
-                          __global const float *images, const long images_offset,
-                          __global const float *packed, __global const float *bias, const long bias_offset,
-                          const int batch, const int channels, const int height, const int width,
-                          const int patch, const int token_count, const int first_token, const int embed,
-                          const int padded) {
+__kernel void patch_embed_forward(__global float *tokens, const long tokens_offset,
+                                  __global const float *images, const long images_offset,
+                                  __global const float *packed, __global const float *bias, const long bias_offset,
+                                  const int batch, const int channels, const int height, const int width,
+                                  const int patch, const int token_count, const int first_token, const int embed,
+                                  const int padded) {
     const int c0 = get_global_id(0) * VW * VECS, bt0 = get_global_id(1) * TOKENS;
     const int columns = width / patch, patches = (height / patch) * columns, total = batch * patches;
     if (c0 >= embed || bt0 >= total) return;
@@ -81,7 +78,7 @@ __kernel void patch_embed(__global float *tokens, const long tokens_offset,
         __global float *row = tokens + tokens_offset + ((long)b * token_count + first_token + t) * embed;
         for (int v = 0; v < VECS; ++v) {
             float values[VW];
-            CAT(vstore, VW)(acc[r][v], 0, values);
+            vstoreV(acc[r][v], 0, values);
             for (int e = 0; e < VW && c0 + v * VW + e < embed; ++e)
                 row[c0 + v * VW + e] = values[e] + bias[bias_offset + c0 + v * VW + e];
         }

@@ -9,7 +9,7 @@
 //   segment_first_chunk[s], segment_chunks[s] (int)
 // Pass 1 sums each chunk (one work-item each: no barriers, which PoCL executes slowly); pass 2
 // adds a segment's chunks in order, so the result does not depend on scheduling.
-// Host reference: Sources/Kernels/HostBackend+Optimizer.swift (squaredNorms).
+// Host reference: Sources/Tensors/HostBackend+Reduce.swift.
 
 __kernel void squared_norms_partial(__global float *partial, __global const float *x, const long x_offset,
                                     __global const long *chunk_begin, __global const int *chunk_count,

@@ -9,12 +9,9 @@
 // Out-of-range labels produce a NaN loss (the host validates them before the launch).
 // Variants (CPU_CLASS): one work-item per row, three passes over it, no barriers (PoCL: 33-37 ms
 // for 99840x65 rows against 124-132 ms with work-group reductions); GPU: one work-group of
-// GROUP work-items per row with local-memory reductions.
-// Host reference: Sources/Kernels/HostBackend+Softmax.swift.
+// GROUP work-items per row with local-memory reductions (tree_max, tree_sum: common.cl).
+// Host reference: Sources/Tensors/HostBackend+Softmax.swift.
 
-#ifndef CPU_CLASS
-#define CPU_CLASS 1
-#endif
 #ifndef GROUP
 #define GROUP 128
 #endif
@@ -44,31 +41,18 @@ __kernel void softmax_cross_entropy(__global float *loss, const long loss_offset
                                     const long dz_offset, __global const float *z, const long z_offset,
                                     __global const int *labels, const long labels_offset,
                                     const int rows, const int columns, const float scale) {
-    __local float scratch[GROUP];
+    __local float2 scratch[GROUP];  // the reductions (common.cl) run on .x
     const int lane = get_local_id(0), r = get_group_id(1);
     __global const float *row = z + z_offset + (long)r * columns;
     __global float *grad = dz + dz_offset + (long)r * columns;
 
     float maximum = -INFINITY;
     for (int j = lane; j < columns; j += GROUP) maximum = fmax(maximum, row[j]);
-    scratch[lane] = maximum;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int width = GROUP / 2; width > 0; width /= 2) {
-        if (lane < width) scratch[lane] = fmax(scratch[lane], scratch[lane + width]);
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    maximum = scratch[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
+    maximum = tree_max(scratch, (float2)(maximum, 0.0f), lane, GROUP, 1).x;
 
     float sum = 0.0f;
     for (int j = lane; j < columns; j += GROUP) sum += exp(row[j] - maximum);
-    scratch[lane] = sum;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int width = GROUP / 2; width > 0; width /= 2) {
-        if (lane < width) scratch[lane] += scratch[lane + width];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    const float lse = maximum + log(scratch[0]);
+    const float lse = maximum + log(tree_sum(scratch, (float2)(sum, 0.0f), lane, GROUP, 1).x);
     const int label = labels[labels_offset + r];
     for (int j = lane; j < columns; j += GROUP) grad[j] = scale * (exp(row[j] - lse) - (j == label ? 1.0f : 0.0f));
     if (lane == 0) loss[loss_offset + r] = (label >= 0 && label < columns) ? scale * (lse - row[label]) : NAN;

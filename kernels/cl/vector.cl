@@ -6,7 +6,7 @@
 // Buffers are addressed as (base, offset in elements) so that tensor views need no sub-buffers
 // (whose origins must be aligned to CL_DEVICE_MEM_BASE_ADDR_ALIGN). One work-item per element;
 // the global size may be rounded up past n, so every kernel guards its index.
-// Host reference: Sources/Kernels/HostBackend.swift (fill, axpy).
+// Host reference: Sources/Tensors/HostBackend.swift (fill, axpy).
 
 __kernel void fill(__global float *x, const long x_offset, const int n, const float value) {
     const int i = get_global_id(0);
