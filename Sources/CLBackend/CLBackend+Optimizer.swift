@@ -41,6 +41,47 @@ extension CLBackend {
                       .int(Int32(table.chunks)), .float(Float(step.momentum)), .float(Float(step.learningRate))])
     }
 
+    public func sgd(parameters: Tensor, gradients: Tensor, momentumBuffer: Tensor, segments: SegmentTable,
+                    step: SGDStep) throws {
+        try checkOperands("sgd", parameters, gradients, momentumBuffer)
+        try checkSegments("sgd", segments, parameters, gradients, momentumBuffer)
+        for run in segments.contiguousRuns {
+            let count = try int32Count(run.count, "sgd")
+            try launchPointwise("sgd", family: "optimizer", count: run.count,
+                                [.operand(parameters), .operand(gradients), .operand(momentumBuffer),
+                                 .long(Int64(run.offset)), .int(count), .float(Float(step.weightDecay)),
+                                 .float(Float(step.momentum)), .float(Float(step.learningRate))])
+        }
+    }
+
+    public func lamb(parameters: Tensor, gradients: Tensor, firstMoment: Tensor, secondMoment: Tensor,
+                     segments: SegmentTable, step: LAMBStep) throws {
+        try checkOperands("lamb", parameters, gradients, firstMoment, secondMoment)
+        try checkSegments("lamb", segments, parameters, gradients, firstMoment, secondMoment)
+        let table = try deviceSegments(segments)
+        guard table.chunks > 0 else { return }
+        let k = LAMBConstants(step)
+        let partialParameters = try makeTensor(shape: [table.chunks])
+        let partialUpdates = try makeTensor(shape: [table.chunks])
+        let ratios = try makeTensor(shape: [segments.count])
+        try launch(kernel("lamb_moments_norms", family: "optimizer"), label: "lamb_moments_norms",
+                   global: [table.chunks],
+                   [.buffer(partialParameters), .buffer(partialUpdates), .operand(parameters), .operand(gradients),
+                    .operand(firstMoment), .operand(secondMoment), .buffer(table.chunkSegment),
+                    .buffer(table.chunkBegin), .buffer(table.chunkCount), .buffer(table.segmentAdapted),
+                    .int(Int32(table.chunks)), .float(k.beta1), .float(k.oneMinusBeta1), .float(k.beta2),
+                    .float(k.oneMinusBeta2), .float(k.biasCorrection1), .float(k.biasCorrection2),
+                    .float(k.epsilon), .float(k.weightDecay)])
+        try launch(kernel("lamb_factors", family: "optimizer"), label: "lamb_factors", global: [segments.count],
+                   [.buffer(ratios), .buffer(partialParameters), .buffer(partialUpdates),
+                    .buffer(table.segmentFirstChunk), .buffer(table.segmentChunks), .buffer(table.segmentAdapted),
+                    .int(Int32(segments.count))])
+        try launch(kernel("lamb_update", family: "optimizer"), label: "lamb_update", global: [table.chunks],
+                   [.operand(parameters), .operand(gradients), .buffer(ratios), .buffer(table.chunkSegment),
+                    .buffer(table.chunkBegin), .buffer(table.chunkCount), .int(Int32(table.chunks)),
+                    .float(k.learningRate)])
+    }
+
     public func momentumUpdate(target: Tensor, source: Tensor, momentum: Float) throws {
         try checkOperands("momentumUpdate", target, source)
         try checkSameCount("momentumUpdate", target, source)

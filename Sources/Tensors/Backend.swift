@@ -74,6 +74,17 @@ public protocol Backend: AnyObject {
     /// norm is 0); then `μ = m·μ + g`, `p -= lr·μ` for every segment.
     func lars(parameters: Tensor, gradients: Tensor, momentumBuffer: Tensor, segments: SegmentTable,
               step: LARSStep) throws
+    /// One step of `torch.optim.SGD` with momentum (no dampening, no Nesterov) over the segments:
+    /// `g += wd·p` (coupled decay, every segment), `b = momentum·b + g`, `p -= lr·b`. A zeroed
+    /// buffer gives torch's first step (`b = g`). Overwrites `gradients` with `g + wd·p`.
+    func sgd(parameters: Tensor, gradients: Tensor, momentumBuffer: Tensor, segments: SegmentTable,
+             step: SGDStep) throws
+    /// One LAMB step (You et al. 2020, Algorithm 2): the Adam moments with bias corrections,
+    /// `u = m̂/(√v̂ + ε)`, plus `wd·p` for adapted segments; then per segment
+    /// `p -= lr·(‖p‖/‖u‖)·u` for adapted segments (ratio 1 if either norm is 0) and `p -= lr·u`
+    /// for the others (1-D tensors, as LARS). Overwrites `gradients` with `u`.
+    func lamb(parameters: Tensor, gradients: Tensor, firstMoment: Tensor, secondMoment: Tensor,
+              segments: SegmentTable, step: LAMBStep) throws
     /// The momentum-encoder update `target = m·target + (1 − m)·source` over whole buffers.
     func momentumUpdate(target: Tensor, source: Tensor, momentum: Float) throws
 
@@ -114,6 +125,28 @@ public protocol Backend: AnyObject {
     /// `inputGradient = (outputGradient − output·⟨output, outputGradient⟩) / max(norm, 1e-12)`
     /// (rows with norm ≤ 1e-12: `outputGradient / 1e-12`).
     func l2NormalizeBackward(inputGradient: Tensor, outputGradient: Tensor, output: Tensor, norms: Tensor) throws
+
+    // MARK: kNN classifier (kernels/cl/knn.cl)
+
+    /// Merges one tile of similarities (R, M) into a running top-k per row: `values` (R, k)
+    /// float32 and `indices` (R, k) int32 hold each row's k largest (similarity, bank column)
+    /// pairs as a binary min-heap (slot 0 the smallest kept), a free slot being (−∞, −1); start
+    /// them so with ``knnTopKReset(values:indices:)``. Column `j` of the tile is bank column
+    /// `columnOffset + j`; columns whose `bankLabels` entry is negative (unfilled bank slots) are
+    /// skipped. A value replaces the heap's minimum only when strictly larger, and columns are
+    /// visited in order with the same sift-down on every backend, so the kept pairs (ties
+    /// included) are identical across backends; which of several equal minimums is evicted
+    /// depends on heap position, not on column order.
+    func knnTopK(values: Tensor, indices: Tensor, similarities: Tensor, bankLabels: Tensor,
+                 columnOffset: Int) throws
+    /// Sets `values` to −∞ and `indices` to −1 (empty heaps).
+    func knnTopKReset(values: Tensor, indices: Tensor) throws
+    /// The weighted vote of InstDisc over each row's heap: class c scores Σ exp(s/T) over the
+    /// kept pairs whose bank label is c (summed in heap-slot order, in double where the device
+    /// has it); `predictions[r]` (int32) is the class with the largest score, the smallest class
+    /// index among equal scores, or −1 when the row kept nothing.
+    func knnVote(predictions: Tensor, values: Tensor, indices: Tensor, bankLabels: Tensor, classes: Int,
+                 temperature: Float) throws
 
     // MARK: Transformer pieces (kernels/cl/patch_embed.cl, kernels/cl/attention.cl)
 

@@ -1,17 +1,7 @@
 import Foundation
 
-/// Reference math for kernels/cl/reduce.cl and kernels/cl/optimizer.cl.
+/// Reference math for kernels/cl/optimizer.cl.
 extension HostBackend {
-    public func squaredNorms(output: Tensor, input: Tensor, segments: SegmentTable) throws {
-        try checkSquaredNorms(output: output, input: input, segments: segments)
-        let x = pointer(input), y = pointer(output)
-        for (index, segment) in segments.segments.enumerated() {
-            var sum = 0.0
-            for i in segment.offset..<(segment.offset + segment.count) { sum += Double(x[i]) * Double(x[i]) }
-            y[index] = Float(sum)
-        }
-    }
-
     /// `torch.optim.AdamW` (single-tensor path), step by step in its order of operations.
     public func adamw(parameters: Tensor, gradients: Tensor, firstMoment: Tensor, secondMoment: Tensor,
                       segments: SegmentTable, step: AdamWStep) throws {
@@ -58,6 +48,54 @@ extension HostBackend {
         }
     }
 
+    /// `torch.optim.SGD` (single-tensor path): `d_p = g + wd·p`, `buf = momentum·buf + d_p`,
+    /// `p -= lr·buf`.
+    public func sgd(parameters: Tensor, gradients: Tensor, momentumBuffer: Tensor, segments: SegmentTable,
+                    step: SGDStep) throws {
+        try checkOperands("sgd", parameters, gradients, momentumBuffer)
+        try checkSegments("sgd", segments, parameters, gradients, momentumBuffer)
+        let p = pointer(parameters), g = pointer(gradients), b = pointer(momentumBuffer)
+        let weightDecay = Float(step.weightDecay), momentum = Float(step.momentum)
+        let learningRate = Float(step.learningRate)
+        for run in segments.contiguousRuns {
+            for i in run.offset..<(run.offset + run.count) {
+                g[i] += weightDecay * p[i]
+                b[i] = momentum * b[i] + g[i]
+                p[i] -= learningRate * b[i]
+            }
+        }
+    }
+
+    /// LAMB (You et al. 2020, Algorithm 2) with the norms of each segment summed in Double, as LARS.
+    public func lamb(parameters: Tensor, gradients: Tensor, firstMoment: Tensor, secondMoment: Tensor,
+                     segments: SegmentTable, step: LAMBStep) throws {
+        try checkOperands("lamb", parameters, gradients, firstMoment, secondMoment)
+        try checkSegments("lamb", segments, parameters, gradients, firstMoment, secondMoment)
+        let k = LAMBConstants(step)
+        let p = pointer(parameters), g = pointer(gradients), m = pointer(firstMoment), v = pointer(secondMoment)
+        for segment in segments.segments {
+            let range = segment.offset..<(segment.offset + segment.count)
+            var parameterNorm = 0.0, updateNorm = 0.0
+            for i in range {
+                m[i] = k.beta1 * m[i] + k.oneMinusBeta1 * g[i]
+                v[i] = k.beta2 * v[i] + k.oneMinusBeta2 * g[i] * g[i]
+                var update = (m[i] / k.biasCorrection1) / ((v[i] / k.biasCorrection2).squareRoot() + k.epsilon)
+                if segment.adapted {
+                    update += k.weightDecay * p[i]
+                    parameterNorm += Double(p[i]) * Double(p[i])
+                    updateNorm += Double(update) * Double(update)
+                }
+                g[i] = update
+            }
+            var ratio: Float = 1
+            if segment.adapted && parameterNorm > 0 && updateNorm > 0 {
+                ratio = Float(parameterNorm.squareRoot() / updateNorm.squareRoot())
+            }
+            let scale = k.learningRate * ratio
+            for i in range { p[i] -= scale * g[i] }
+        }
+    }
+
     public func momentumUpdate(target: Tensor, source: Tensor, momentum: Float) throws {
         try checkOperands("momentumUpdate", target, source)
         try checkSameCount("momentumUpdate", target, source)
@@ -88,5 +126,33 @@ public struct AdamWConstants {
         stepSize = Float(step.learningRate / (1 - pow(step.beta1, t)))
         biasCorrection2Root = Float((1 - pow(step.beta2, t)).squareRoot())
         epsilon = Float(step.epsilon)
+    }
+}
+
+/// The scalars of one LAMB step, formed in Double and rounded once, as ``AdamWConstants``.
+public struct LAMBConstants {
+    public let beta1: Float
+    public let oneMinusBeta1: Float
+    public let beta2: Float
+    public let oneMinusBeta2: Float
+    /// `1 − β₁^t`.
+    public let biasCorrection1: Float
+    /// `1 − β₂^t`.
+    public let biasCorrection2: Float
+    public let epsilon: Float
+    public let weightDecay: Float
+    public let learningRate: Float
+
+    public init(_ step: LAMBStep) {
+        let t = Double(step.step)
+        beta1 = Float(step.beta1)
+        oneMinusBeta1 = Float(1 - step.beta1)
+        beta2 = Float(step.beta2)
+        oneMinusBeta2 = Float(1 - step.beta2)
+        biasCorrection1 = Float(1 - pow(step.beta1, t))
+        biasCorrection2 = Float(1 - pow(step.beta2, t))
+        epsilon = Float(step.epsilon)
+        weightDecay = Float(step.weightDecay)
+        learningRate = Float(step.learningRate)
     }
 }

@@ -83,3 +83,40 @@ public struct LARSStep: Sendable {
         self.trustCoefficient = trustCoefficient
     }
 }
+
+/// Hyper-parameters of one SGD step (`torch.optim.SGD` with momentum, the linear probe's
+/// optimizer, SPEC A.8: momentum 0.9, wd 0).
+public struct SGDStep: Sendable {
+    public var learningRate: Double
+    public var weightDecay: Double
+    public var momentum: Double
+
+    public init(learningRate: Double, weightDecay: Double = 0, momentum: Double = 0.9) {
+        self.learningRate = learningRate
+        self.weightDecay = weightDecay
+        self.momentum = momentum
+    }
+}
+
+/// Hyper-parameters of one LAMB step (You et al., "Large Batch Optimization for Deep Learning:
+/// Training BERT in 76 minutes", ICLR 2020, Algorithm 2, with φ the identity): the paper's Fig. 3
+/// compares it with AdamW. ε 1e-6 as in the LAMB paper's experiments.
+public struct LAMBStep: Sendable {
+    public var learningRate: Double
+    public var weightDecay: Double
+    /// 1-based step count, for the bias corrections.
+    public var step: Int
+    public var beta1: Double
+    public var beta2: Double
+    public var epsilon: Double
+
+    public init(learningRate: Double, weightDecay: Double, step: Int, beta1: Double = 0.9, beta2: Double = 0.999,
+                epsilon: Double = 1e-6) {
+        self.learningRate = learningRate
+        self.weightDecay = weightDecay
+        self.step = step
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+    }
+}

@@ -53,6 +53,30 @@ extension Backend {
         throw unsupported("lars")
     }
 
+    public func sgd(parameters: Tensor, gradients: Tensor, momentumBuffer: Tensor, segments: SegmentTable,
+                    step: SGDStep) throws {
+        throw unsupported("sgd")
+    }
+
+    public func lamb(parameters: Tensor, gradients: Tensor, firstMoment: Tensor, secondMoment: Tensor,
+                     segments: SegmentTable, step: LAMBStep) throws {
+        throw unsupported("lamb")
+    }
+
+    public func knnTopK(values: Tensor, indices: Tensor, similarities: Tensor, bankLabels: Tensor,
+                        columnOffset: Int) throws {
+        throw unsupported("knnTopK")
+    }
+
+    public func knnTopKReset(values: Tensor, indices: Tensor) throws {
+        throw unsupported("knnTopKReset")
+    }
+
+    public func knnVote(predictions: Tensor, values: Tensor, indices: Tensor, bankLabels: Tensor, classes: Int,
+                        temperature: Float) throws {
+        throw unsupported("knnVote")
+    }
+
     public func momentumUpdate(target: Tensor, source: Tensor, momentum: Float) throws {
         throw unsupported("momentumUpdate")
     }

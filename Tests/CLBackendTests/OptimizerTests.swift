@@ -64,6 +64,50 @@ struct OptimizerTests {
         }
     }
 
+    @Test func sgdTwoStepsMatchHostAndSkipFrozenElements() throws {
+        let parameters = values(seed: 13)
+        let outputs = [OpOutput(shape: [Self.length], initial: parameters),
+                       OpOutput(shape: [Self.length], initial: values(seed: 14, range: -0.1...0.1)),
+                       OpOutput(shape: [Self.length], initial: values(seed: 15)),
+                       OpOutput(shape: [Self.length], initial: values(seed: 16))]
+        // Outputs: parameters, momentum buffer, and each step's gradients (overwritten with g + wd·p).
+        let expected = try compareWithHost(device, inputs: [], outputs: outputs, relative: 1e-5, absolute: 1e-6,
+                                           "sgd") { b, _, o in
+            for step in 0..<2 {
+                try b.sgd(parameters: o[0], gradients: o[2 + step], momentumBuffer: o[1], segments: Self.table,
+                          step: SGDStep(learningRate: 0.1 * Double(step + 1), weightDecay: 1e-3, momentum: 0.9))
+            }
+        }
+        let trained = Set(Self.table.segments.flatMap { $0.offset..<($0.offset + $0.count) })
+        let frozenChanged = (0..<Self.length).filter { !trained.contains($0) && expected[0][$0] != parameters[$0] }
+        #expect(frozenChanged.isEmpty, "frozen elements changed: \(frozenChanged.prefix(5))")
+    }
+
+    @Test func lambTwoStepsMatchHost() throws {
+        var parameters = values(seed: 17)
+        // An adapted segment of zero parameters: ‖p‖ = 0 takes the ratio-1 branch on the first step.
+        let zeroed = Self.table.segments[5]
+        for i in zeroed.offset..<(zeroed.offset + zeroed.count) { parameters[i] = 0 }
+        let outputs = [OpOutput(shape: [Self.length], initial: parameters),
+                       OpOutput(shape: [Self.length], initial: values(seed: 18, range: -0.01...0.01)),
+                       OpOutput(shape: [Self.length], initial: values(seed: 19, range: 1e-4...1e-2)),
+                       OpOutput(shape: [Self.length], initial: values(seed: 20)),
+                       OpOutput(shape: [Self.length], initial: values(seed: 21))]
+        // Outputs: parameters, both moments, and each step's gradients (overwritten with u). Per-segment
+        // norms are float partial sums on the device and Double on the host.
+        let expected = try compareWithHost(device, inputs: [], outputs: outputs, relative: 1e-4, absolute: 1e-6,
+                                           "lamb") { b, _, o in
+            for step in 1...2 {
+                try b.lamb(parameters: o[0], gradients: o[2 + step], firstMoment: o[1], secondMoment: o[2],
+                           segments: Self.table,
+                           step: LAMBStep(learningRate: 0.01 * Double(step), weightDecay: 0.02, step: step))
+            }
+        }
+        let trained = Set(Self.table.segments.flatMap { $0.offset..<($0.offset + $0.count) })
+        let frozenChanged = (0..<Self.length).filter { !trained.contains($0) && expected[0][$0] != parameters[$0] }
+        #expect(frozenChanged.isEmpty, "frozen elements changed: \(frozenChanged.prefix(5))")
+    }
+
     @Test func momentumUpdateMatchesHost() throws {
         try compareWithHost(device, inputs: [.float(values(seed: 11), shape: [Self.length])],
                             outputs: [OpOutput(shape: [Self.length], initial: values(seed: 12))],
