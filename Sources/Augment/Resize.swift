@@ -25,11 +25,16 @@ struct ResampleAxis {
     var stride: Int
 
     /// PIL's `precompute_coeffs` (libImaging/Resample.c) for the bilinear (triangle) filter of
-    /// support 1: output pixel `i` is centred at `offset + (i + 0.5)·scale` in input coordinates;
+    /// support 1 on a cropped axis of `inputLength` pixels that starts at `inputOffset` of the
+    /// full image: the filter's support is clipped to the crop (torchvision's `resized_crop`
+    /// crops, then resizes the cropped image, so no pixel outside the box contributes), and the
+    /// starts are shifted by `inputOffset` to index the full image. Output pixel `i` is centred
+    /// at `(i + 0.5)·scale` in crop coordinates;
     /// when downscaling (scale > 1) the filter is stretched by `scale`, so every input pixel
     /// contributes (antialiasing); the weights are normalised to sum to 1. `Int(...)` truncates
     /// toward zero as the C cast does, which matters at the left edge.
-    init(inputOffset: Int, inputLength: Int, inputSize: Int, outputSize: Int) {
+    init(inputOffset: Int, inputLength: Int, outputSize: Int) {
+        let inputSize = inputLength
         let scale = Double(inputLength) / Double(outputSize)
         let filterScale = max(scale, 1)
         let support = 1.0 * filterScale
@@ -41,7 +46,7 @@ struct ResampleAxis {
         let inverseScale = 1 / filterScale
         var raw = [Double](repeating: 0, count: kernelSize)
         for i in 0..<outputSize {
-            let center = Double(inputOffset) + (Double(i) + 0.5) * scale
+            let center = (Double(i) + 0.5) * scale
             let low = max(Int(center - support + 0.5), 0)
             let high = min(Int(center + support + 0.5), inputSize)
             let n = min(max(high - low, 0), kernelSize)
@@ -52,7 +57,7 @@ struct ResampleAxis {
                 raw[k] = w
                 total += w
             }
-            start[i] = low
+            start[i] = inputOffset + low
             count[i] = n
             for k in 0..<n {
                 weights[i * kernelSize + k] = Float(total != 0 ? raw[k] / total : 0)
@@ -62,20 +67,20 @@ struct ResampleAxis {
 }
 
 extension FloatImage {
-    /// Resizes the region `box` to `height`×`width` as PIL's `Image.resize(size, BILINEAR, box)`,
-    /// which torchvision's `resized_crop` / `resize` call on PIL images: a separable triangle
-    /// filter, horizontal pass first, antialiased when shrinking. PIL rounds to 8 bits between
-    /// and after the passes; we keep floats, so results differ from PIL by under 1/255.
+    /// Crops `box` and resizes the crop to `height`×`width`, as torchvision's `resized_crop` does
+    /// on PIL images (`img.crop(box).resize(size, BILINEAR)`): a separable triangle filter,
+    /// horizontal pass first, antialiased when shrinking, reading only pixels inside the box.
+    /// (PIL's own `resize(size, box=…)` would let the filter reach outside the box.) PIL rounds
+    /// to 8 bits between and after the passes; we keep floats, so results differ from PIL by
+    /// under 1/255.
     public func resized(from box: CropBox? = nil, height outputHeight: Int, width outputWidth: Int) -> FloatImage {
         let box = box ?? CropBox(top: 0, left: 0, height: height, width: width)
         precondition(box.top >= 0 && box.left >= 0 && box.height > 0 && box.width > 0
                      && box.top + box.height <= height && box.left + box.width <= width,
                      "crop box \(box) is outside the \(height)×\(width) image")
         precondition(outputHeight > 0 && outputWidth > 0, "resize to an empty image")
-        let horizontal = ResampleAxis(inputOffset: box.left, inputLength: box.width, inputSize: width,
-                                      outputSize: outputWidth)
-        let vertical = ResampleAxis(inputOffset: box.top, inputLength: box.height, inputSize: height,
-                                    outputSize: outputHeight)
+        let horizontal = ResampleAxis(inputOffset: box.left, inputLength: box.width, outputSize: outputWidth)
+        let vertical = ResampleAxis(inputOffset: box.top, inputLength: box.height, outputSize: outputHeight)
         // Rows the vertical pass reads: only those need the horizontal pass.
         let firstRow = vertical.start[0]
         var lastRow = firstRow

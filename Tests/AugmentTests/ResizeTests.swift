@@ -51,6 +51,27 @@ import TestSupport
         expectClose(resized.pixels, [0.1, 0.5, 0, 0, 1, 1], "crop then identity")
     }
 
+    /// torchvision crops, then resizes: a box surrounded by huge values must not see them,
+    /// enlarging (the filter's support would reach past the box edge) or shrinking.
+    @Test(arguments: [(7, 9), (2, 3), (4, 5)]) func noPixelOutsideTheBoxContributes(height: Int, width: Int) {
+        let box = CropBox(top: 2, left: 3, height: 4, width: 5)
+        var image = FloatImage(height: 10, width: 10)
+        var generator = SplitMix64(seed: 5)
+        for c in 0..<3 {
+            for y in 0..<10 {
+                for x in 0..<10 {
+                    let inside = (box.top..<(box.top + box.height)).contains(y) && (box.left..<(box.left + box.width)).contains(x)
+                    image.pixels[(c * 10 + y) * 10 + x] = inside ? Float.random(in: 0...1, using: &generator) : 1000
+                }
+            }
+        }
+        let resized = image.resized(from: box, height: height, width: width)
+        #expect(resized.pixels.allSatisfy { (0...1).contains($0) }, "\(resized.pixels.max() ?? 0)")
+        // And it equals resizing the crop cut out first.
+        expectClose(resized.pixels, image.cropped(to: box).resized(height: height, width: width).pixels,
+                    relative: 0, absolute: 0, "resized(from:) = cropped, then resized")
+    }
+
     @Test func evalTransformKeepsNativeSizeAndCentreCrops() {
         let native = randomImage(width: 28, height: 28, channels: 1, seed: 3)
         let transform = EvalTransform(imageSize: 28)
