@@ -8,7 +8,7 @@ let package = Package(
     products: [
         .executable(name: "mocov3-cl", targets: ["mocov3-cl"]),
         .executable(name: "bench-gemm", targets: ["GEMMBench"]),
-        .executable(name: "bench-kernels", targets: ["KernelsBench"]),
+        .executable(name: "bench-ops", targets: ["OpsBench"]),
         .executable(name: "bench-augment", targets: ["AugmentBench"]),
     ],
     dependencies: [
@@ -24,47 +24,50 @@ let package = Package(
         .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG"),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
 
-        // MARK: OpenCL C sources, embedded into the binary at build time
+        // MARK: OpenCL C sources (the kernels), embedded into the binary at build time
         .target(name: "KernelSources", path: "kernels", resources: [.embedInCode("cl")]),
 
         // MARK: Tensor protocol, op set and the host (OpenBLAS) backend
         .target(name: "Tensors", dependencies: ["COpenBLAS", .product(name: "RealModule", package: "swift-numerics")]),
 
-        // MARK: OpenCL backend: runtime, program cache, CLBlast, launchers for kernels/cl/*.cl
+        // MARK: OpenCL backend (runtime, program cache, CLBlast, launchers for kernels/cl/*.cl) and
+        // the device catalog, the one place that opens a device of either backend
         .target(name: "CLBackend", dependencies: ["Tensors", "KernelSources", "COpenCL", "CCLBlast"]),
 
         // MARK: Data: dataset readers (IDX, CIFAR binary, image folders) and the augmentations
         .target(name: "Datasets", dependencies: ["CZlib", "CTurboJPEG", "CPNG"]),
         .target(name: "Augment", dependencies: ["Datasets", "Tensors"]),
 
-        // MARK: Model and training (written against the tensor protocol only)
+        // MARK: Model and training (written against the tensor protocol only; they receive a Backend)
         .target(name: "Model", dependencies: ["Tensors"]),
-        .target(name: "Train", dependencies: ["Model", "Tensors", "CLBackend", "Datasets", "Augment", "COpenBLAS"]),
+        .target(name: "Train", dependencies: ["Model", "Tensors", "Datasets", "Augment"]),
 
         // MARK: Command-line tool
         .executableTarget(
             name: "mocov3-cl",
-            dependencies: ["Train", "Model", "Datasets", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Train", "Model", "Datasets", "Tensors", "CLBackend",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
-        // MARK: Benchmarks (swift run -c release bench-gemm / bench-kernels)
+        // MARK: Benchmarks (swift run -c release bench-gemm / bench-ops / bench-augment)
         .target(name: "BenchSupport", dependencies: ["Tensors"], path: "bench/BenchSupport"),
-        .executableTarget(name: "GEMMBench", dependencies: ["BenchSupport", "Train", "Tensors", "CLBackend"],
+        .executableTarget(name: "GEMMBench", dependencies: ["BenchSupport", "Tensors", "CLBackend"],
                           path: "bench/GEMMBench"),
         .executableTarget(name: "AugmentBench", dependencies: ["BenchSupport", "Augment", "Datasets", "Tensors"],
                           path: "bench/AugmentBench"),
-        .executableTarget(name: "KernelsBench", dependencies: ["BenchSupport", "Train", "Tensors", "CLBackend"],
-                          path: "bench/KernelsBench"),
+        .executableTarget(name: "OpsBench", dependencies: ["BenchSupport", "Tensors", "CLBackend"],
+                          path: "bench/OpsBench"),
 
         // MARK: Tests
         .target(name: "TestSupport", dependencies: ["Tensors", "CLBackend"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "CLBackendTests", dependencies: ["CLBackend", "Tensors", "KernelSources", "TestSupport"]),
-        .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "CLBackend", "Datasets", "Augment", "TestSupport"]),
+        .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "Tensors", "CLBackend", "Datasets", "Augment",
+                                                       "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport", "CZlib", "CTurboJPEG", "CPNG"]),
-        .testTarget(name: "AugmentTests", dependencies: ["Augment", "Datasets", "TestSupport"]),
+        .testTarget(name: "AugmentTests", dependencies: ["Augment", "Datasets", "Tensors", "TestSupport"]),
         .testTarget(name: "ModelTests",
-                    dependencies: ["Model", "Tensors", "TestSupport", .product(name: "RealModule", package: "swift-numerics")],
+                    dependencies: ["Model", "Tensors", "Train", "TestSupport", .product(name: "RealModule", package: "swift-numerics")],
                     resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v5]

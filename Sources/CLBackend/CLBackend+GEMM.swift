@@ -9,7 +9,7 @@ extension CLBackend {
     /// Work-items per group along the row tiles of gemm_blocked: they share one K×TN slice of B'.
     static let gemmRowGroup = 32
     /// K per split in split-K mode (see gemm.cl): 512 measured best of 128–1024 here.
-    static let gemmSplitChunk = 512
+    static let defaultSplitChunk = 512
 
     public func gemm(_ shape: GEMMShape, alpha: Float, a: Tensor, b: Tensor, beta: Float, c: Tensor) throws {
         try checkOperands("gemm", a, b, c)
@@ -40,7 +40,7 @@ extension CLBackend {
         }
         let rowTiles = (shape.m + tile.rows - 1) / tile.rows
         let group = min(Self.gemmRowGroup, rowTiles)
-        let splits = Self.kSplits(k: shape.k)
+        let splits = Self.kSplits(k: shape.k, chunk: gemmSplitChunk)
         let chunk = (shape.k + splits - 1) / splits
         // With split-K, the blocked kernel writes dense per-split partial products instead of C.
         let partial = splits > 1 ? try makeTensor(shape: [shape.batch * splits, shape.m, shape.n]) : nil
@@ -64,9 +64,8 @@ extension CLBackend {
     }
 
     /// How many K chunks the hand-written GEMM splits a product into: chunks of about
-    /// `gemmSplitChunk` once K reaches twice that (the weight gradients, K = B·N tokens).
-    static func kSplits(k: Int) -> Int {
-        let chunk = Int(ProcessInfo.processInfo.environment["MOCOV3_GEMM_KCHUNK"] ?? "") ?? gemmSplitChunk
+    /// `chunk` once K reaches twice that (the weight gradients, K = B·N tokens).
+    static func kSplits(k: Int, chunk: Int) -> Int {
         return k >= 2 * chunk ? (k + chunk - 1) / chunk : 1
     }
 

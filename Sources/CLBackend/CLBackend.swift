@@ -15,8 +15,11 @@ public final class CLBackend: Backend {
     public let pool: BufferPool
     /// Which GEMM implementation serves ``gemm(_:alpha:a:b:beta:c:)`` on this device.
     public let gemmProvider: GEMMProvider
-    /// The register tile of the hand-written GEMM (from the device's preferred vector width).
+    /// The register tile of the hand-written GEMM (from the device's preferred vector width, or
+    /// `MOCOV3_GEMM_TILE`).
     public let gemmTile: GEMMTile
+    /// K per split of the hand-written GEMM's split-K mode (512, or `MOCOV3_GEMM_KCHUNK`).
+    public let gemmSplitChunk: Int
     let context: cl_context
     let queue: cl_command_queue
     let binaryCache: KernelBinaryCache?
@@ -44,7 +47,9 @@ public final class CLBackend: Backend {
                 profiling: Bool = false) throws {
         self.device = device
         self.gemmProvider = gemmProvider ?? GEMMProvider.default(for: device.deviceClass)
-        self.gemmTile = GEMMTile.fromEnvironment() ?? GEMMTile.default(preferredVectorWidth: device.preferredFloatVectorWidth)
+        self.gemmTile = try GEMMTile.fromEnvironment()
+            ?? GEMMTile.default(preferredVectorWidth: device.preferredFloatVectorWidth)
+        gemmSplitChunk = try GEMMTile.splitChunkFromEnvironment() ?? Self.defaultSplitChunk
         self.binaryCache = binaryCache
         self.profiling = profiling
         kernelVariant = .default(for: device.deviceClass)

@@ -32,7 +32,11 @@ public enum GEMMProvider: String, CaseIterable, Sendable {
         throws -> GEMMProvider?
     {
         guard let text = environment[environmentVariable], !text.isEmpty else { return nil }
-        return try GEMMProvider(parsing: text)
+        guard let provider = GEMMProvider(rawValue: text.lowercased()) else {
+            throw SelectionError(message: "\(environmentVariable)='\(text)' names no GEMM provider; the accepted values are "
+                + GEMMProvider.allCases.map(\.rawValue).joined(separator: ", ") + ", or unset it for the device's default")
+        }
+        return provider
     }
 }
 
@@ -71,14 +75,38 @@ public struct GEMMTile: Equatable, CustomStringConvertible, Sendable {
         }
     }
 
-    /// `MOCOV3_GEMM_TILE=ROWSxWIDTHxVECTORS` (e.g. `4x8x3`), for tuning experiments.
+    public static let environmentVariable = "MOCOV3_GEMM_TILE"
+
+    /// `MOCOV3_GEMM_TILE=ROWSxWIDTHxVECTORS` (e.g. `4x8x3`), for tuning experiments; nil when
+    /// unset or empty. A value that is set but malformed is an error naming the variable and the
+    /// accepted form, never a silent fallback to the default tile.
     public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment)
-        -> GEMMTile?
+        throws -> GEMMTile?
     {
-        guard let text = environment["MOCOV3_GEMM_TILE"] else { return nil }
-        let parts = text.split(separator: "x").compactMap { Int($0) }
-        guard parts.count == 3, parts[0] > 0, [4, 8, 16].contains(parts[1]), parts[2] > 0 else { return nil }
-        return GEMMTile(rows: parts[0], vectorWidth: parts[1], vectors: parts[2])
+        guard let text = environment[environmentVariable], !text.isEmpty else { return nil }
+        let parts = text.split(separator: "x", omittingEmptySubsequences: false).map { Int($0) }
+        guard parts.count == 3, let rows = parts[0], let width = parts[1], let vectors = parts[2],
+              (1...16).contains(rows), [4, 8, 16].contains(width), (1...8).contains(vectors) else {
+            throw SelectionError(message: "\(environmentVariable)='\(text)' is not a tile; the accepted form is "
+                + "ROWSxWIDTHxVECTORS with ROWS in 1...16, WIDTH 4, 8 or 16 and VECTORS in 1...8 (e.g. 6x8x2), "
+                + "or unset it for the device's default")
+        }
+        return GEMMTile(rows: rows, vectorWidth: width, vectors: vectors)
+    }
+
+    public static let splitChunkVariable = "MOCOV3_GEMM_KCHUNK"
+
+    /// `MOCOV3_GEMM_KCHUNK=K`: the K per split of the hand-written GEMM's split-K mode (default
+    /// 512), for tuning experiments. Set but not an integer in 16...65536 is an error.
+    public static func splitChunkFromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws -> Int?
+    {
+        guard let text = environment[splitChunkVariable], !text.isEmpty else { return nil }
+        guard let chunk = Int(text), (16...65536).contains(chunk) else {
+            throw SelectionError(message: "\(splitChunkVariable)='\(text)' is not a K chunk; the accepted form is an "
+                + "integer in 16...65536 (e.g. 512), or unset it for the default")
+        }
+        return chunk
     }
 
     /// Build options for gemm.cl.

@@ -32,10 +32,14 @@ public protocol ImageDataset: Sendable {
     func image(at index: Int) throws -> Image
     /// One line for the log: what was read from where, and how many samples were skipped.
     var summary: String { get }
+    /// Files found but left out of the dataset because they could not be read, with the
+    /// decoder's reason (empty for datasets read from one file).
+    var skippedFiles: [(path: String, reason: String)] { get }
 }
 
 extension ImageDataset {
     public var isLabeled: Bool { !classNames.isEmpty }
+    public var skippedFiles: [(path: String, reason: String)] { [] }
 }
 
 /// A dataset that cannot be opened or a sample that cannot be read: says what and where, and

@@ -71,6 +71,8 @@ public struct ImageFolderDataset: ImageDataset {
         return try ImageDecoder.decode(contentsOf: paths[index])
     }
 
+    public var skippedFiles: [(path: String, reason: String)] { skipped }
+
     public var summary: String {
         let labeling = classNames.isEmpty ? "unlabeled" : "\(classNames.count) classes"
         let mode = cache == nil ? "decoded on demand" : "preloaded"

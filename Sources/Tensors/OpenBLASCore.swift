@@ -1,16 +1,16 @@
 import COpenBLAS
 import Foundation
 
-/// Detects an OpenBLAS that picked the wrong kernels for this CPU and fixes it by re-executing
-/// the process with `OPENBLAS_CORETYPE` set.
+/// Detects an OpenBLAS that picked the wrong kernels for this CPU; the CLI fixes it by
+/// re-executing the process with `OPENBLAS_CORETYPE` set (``coreToForce(environment:)``).
 ///
 /// OpenBLAS chooses its kernels once, when the library loads, from CPUID. Releases older than the
 /// CPU (0.3.21 on Sapphire/Emerald Rapids, family 6 model 207, say) fall back to `Prescott`,
 /// which runs sgemm ~10× slower. The variable must be in the environment before the library is
 /// loaded, so setting it inside `main` is too late: the only fix from inside is `execv`.
 public enum OpenBLASCore {
-    /// Set by ``reexecIfMisdetected()`` in the child so that it never loops.
-    static let guardVariable = "MOCOV3_OPENBLAS_REEXEC"
+    /// Set in the re-executed child so that it never loops.
+    public static let guardVariable = "MOCOV3_OPENBLAS_REEXEC"
 
     /// The core OpenBLAS chose at load time, e.g. `Haswell`, `Zen`, `SkylakeX`.
     public static var detectedCore: String {
@@ -59,21 +59,13 @@ public enum OpenBLASCore {
         return (flags, vendor)
     }
 
-    /// Re-executes the current process with `OPENBLAS_CORETYPE` set when OpenBLAS misdetected the
-    /// CPU. Call first thing in `main`. Does nothing when the user set `OPENBLAS_CORETYPE`, when the
-    /// detection is right, or in the re-executed child. Returns only if no re-exec happened.
-    public static func reexecIfMisdetected() {
-        let environment = ProcessInfo.processInfo.environment
+    /// The `OPENBLAS_CORETYPE` to re-execute with when OpenBLAS misdetected this CPU, or nil: when
+    /// the user set `OPENBLAS_CORETYPE`, when the detection is right, or in a process that was
+    /// already re-executed (``guardVariable`` set). Library code never re-executes; the CLI's
+    /// `main` does, first thing, with this answer.
+    public static func coreToForce(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
         guard environment["OPENBLAS_CORETYPE"] == nil, environment[guardVariable] == nil,
-              let info = cpuInfo(),
-              let core = recommendedCore(detected: detectedCore, flags: info.flags, vendor: info.vendor)
-        else { return }
-        setenv("OPENBLAS_CORETYPE", core, 1)
-        setenv(guardVariable, "1", 1)
-        let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
-        execv("/proc/self/exe", arguments)
-        // execv returned: it failed. Carry on with the slow kernels, but say so.
-        FileHandle.standardError.write(Data(
-            "warning: OpenBLAS chose \(detectedCore) kernels for this CPU; set OPENBLAS_CORETYPE=\(core) for ~10× faster host GEMMs\n".utf8))
+              let info = cpuInfo() else { return nil }
+        return recommendedCore(detected: detectedCore, flags: info.flags, vendor: info.vendor)
     }
 }

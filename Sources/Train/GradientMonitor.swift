@@ -27,19 +27,15 @@ public final class GradientMonitor {
     public let layers: [Layer]
     /// Trainable tensors, in the order of the segments (layout order).
     public let tensorNames: [String]
-    let segments: SegmentTable
-    let output: Tensor
-    let backend: any Backend
     let factor: Double
     let window: Int
     private var history: [[Double]]
 
-    public init(layout: MoCoParameters, backend: any Backend, spikeFactor: Double, window: Int = 50) throws {
+    /// - Parameter layout: its trainable tensors, in the order of ``MoCoModel/trainableSegments``
+    ///   (the order of ``MoCoTrainingStep/Outcome/squaredNorms``).
+    public init(layout: MoCoParameters, spikeFactor: Double, window: Int = 50) {
         let trainable = layout.table.entries.filter(\.trainable)
         tensorNames = trainable.map(\.name)
-        segments = layout.segmentTable()
-        output = try backend.makeTensor(shape: [segments.count])
-        self.backend = backend
         factor = spikeFactor
         self.window = window
         var order: [String] = []
@@ -62,12 +58,6 @@ public final class GradientMonitor {
         let parts = relative.split(separator: ".")
         if parts.first == "blocks", parts.count > 1 { return "blocks.\(parts[1])" }
         return String(parts.first ?? "")
-    }
-
-    /// Squared norms of every trainable tensor's gradient (one launch, one small download).
-    public func tensorSquaredNorms(of gradient: Tensor) throws -> [Float] {
-        try backend.squaredNorms(output: output, input: gradient, segments: segments)
-        return try backend.download(output)
     }
 
     /// Layer norms from per-tensor squared norms.

@@ -1,5 +1,3 @@
-import COpenBLAS
-import Dispatch
 import Foundation
 import Tensors
 
@@ -33,119 +31,66 @@ public struct KNNClassifier: Sendable {
         return result
     }
 
+    /// Queries per block: the similarity tile is (block, tile) floats on the device.
+    static let queryBlock = 1024
+    /// Bank columns per tile, so memory stays block × tile whatever the bank's size (ImageNet:
+    /// 1.28 M features), each row keeping a running top-k across tiles.
+    static let bankTile = 16384
+
     /// Predicted classes of `queries` (count, width) against a bank (bankCount, width) with
-    /// `bankLabels`; both sets must already be L2-normalised. Labels < 0 in the bank are ignored
-    /// (unfilled slots). Queries are processed in blocks on all cores.
-    public func predict(queries: [Float], bank: [Float], bankLabels: [Int32], width: Int) -> [Int32] {
+    /// `bankLabels`, computed on `backend`: similarities by its `gemm`, the running top-k and the
+    /// weighted vote by its `knnTopK`/`knnVote` ops. Both sets must already be L2-normalised.
+    /// Labels < 0 in the bank are ignored (unfilled slots); a query with no neighbour gets −1.
+    public func predict(queries: [Float], bank: [Float], bankLabels: [Int32], width: Int,
+                        on backend: any Backend) throws -> [Int32] {
         let queryCount = queries.count / width
         let bankCount = bankLabels.count
-        precondition(bank.count == bankCount * width, "bank size does not match its labels")
+        precondition(bank.count == bankCount * width && queries.count == queryCount * width,
+                     "features do not match their counts")
         guard queryCount > 0 else { return [] }
         guard bankCount > 0 else { return [Int32](repeating: -1, count: queryCount) }
-        let block = 128
-        let blocks = (queryCount + block - 1) / block
-        var predictions = [Int32](repeating: -1, count: queryCount)
         let neighbours = min(k, bankCount)
-        predictions.withUnsafeMutableBufferPointer { output in
-            let output = UncheckedSendable(output)
-            queries.withUnsafeBufferPointer { q in
-                bank.withUnsafeBufferPointer { f in
-                    let (q, f) = (UncheckedSendable(q), UncheckedSendable(f))
-                    // Each block runs its own GEMMs: OpenBLAS's shared pool would serialize them.
-                    HostParallel.withSingleThreadedBLAS {
-                    DispatchQueue.concurrentPerform(iterations: blocks) { blockIndex in
-                        let first = blockIndex * block
-                        let rows = min(block, queryCount - first)
-                        // The bank is visited in tiles, each row keeping a running top-k, so memory stays
-                        // rows × tile whatever the bank's size (ImageNet: 1.28 M features).
-                        let tile = min(bankCount, 16384)
-                        var tops = (0..<rows).map { _ in TopK(capacity: neighbours) }
-                        var similarities = [Float](repeating: 0, count: rows * tile)
-                        similarities.withUnsafeMutableBufferPointer { s in
-                            for start in stride(from: 0, to: bankCount, by: tile) {
-                                let columns = min(tile, bankCount - start)
-                                // S (rows, columns) = Q_block · F_tileᵀ
-                                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(columns),
-                                            Int32(width), 1, q.value.baseAddress! + first * width, Int32(width),
-                                            f.value.baseAddress! + start * width, Int32(width), 0, s.baseAddress!,
-                                            Int32(columns))
-                                for row in 0..<rows {
-                                    let base = row * columns
-                                    for column in 0..<columns where bankLabels[start + column] >= 0 {
-                                        tops[row].insert(s[base + column], start + column)
-                                    }
-                                }
-                            }
-                        }
-                        var votes = [Double](repeating: 0, count: classes)
-                        for row in 0..<rows {
-                            for index in votes.indices { votes[index] = 0 }
-                            for (similarity, column) in tops[row].items {
-                                votes[Int(bankLabels[column])] += exp(Double(similarity) / temperature)
-                            }
-                            var best = 0
-                            for c in 1..<max(classes, 1) where votes[c] > votes[best] { best = c }
-                            output.value[first + row] = tops[row].items.isEmpty ? -1 : Int32(best)
-                        }
-                    }
-                    }
-                }
+        let block = min(Self.queryBlock, queryCount), tile = min(Self.bankTile, bankCount)
+        let bankTensor = try backend.makeTensor(bank, shape: [bankCount, width])
+        let labelTensor = try backend.makeTensor(bankLabels, shape: [bankCount])
+        let queryTensor = try backend.makeTensor(queries, shape: [queryCount, width])
+        let similarities = try backend.makeTensor(shape: [block, tile])
+        let values = try backend.makeTensor(shape: [block, neighbours])
+        let indices = try backend.makeTensor(shape: [block, neighbours], dtype: .int32)
+        let predictions = try backend.makeTensor(shape: [queryCount], dtype: .int32)
+        for first in stride(from: 0, to: queryCount, by: block) {
+            let rows = min(block, queryCount - first)
+            let (rowValues, rowIndices) = (values.view(offset: 0, shape: [rows, neighbours]),
+                                           indices.view(offset: 0, shape: [rows, neighbours]))
+            try backend.knnTopKReset(values: rowValues, indices: rowIndices)
+            for start in stride(from: 0, to: bankCount, by: tile) {
+                let columns = min(tile, bankCount - start)
+                // S (rows, columns) = Q_block · F_tileᵀ
+                let tileSimilarities = similarities.view(offset: 0, shape: [rows, columns])
+                try backend.gemm(GEMMShape(m: rows, n: columns, k: width, transposeB: true), alpha: 1,
+                                 a: queryTensor.view(offset: first * width, shape: [rows, width]),
+                                 b: bankTensor.view(offset: start * width, shape: [columns, width]),
+                                 beta: 0, c: tileSimilarities)
+                try backend.knnTopK(values: rowValues, indices: rowIndices, similarities: tileSimilarities,
+                                    bankLabels: labelTensor, columnOffset: start)
             }
+            try backend.knnVote(predictions: predictions.view(offset: first, shape: [rows]), values: rowValues,
+                                indices: rowIndices, bankLabels: labelTensor, classes: classes,
+                                temperature: Float(temperature))
         }
-        return predictions
+        var result = [Int32](repeating: -1, count: queryCount)
+        try result.withUnsafeMutableBytes { try backend.download(predictions, intoBytes: $0) }
+        return result
     }
 
-    /// Top-1 accuracy in [0, 1] of `predict` against `labels`.
-    public func accuracy(queries: [Float], labels: [Int32], bank: [Float], bankLabels: [Int32], width: Int) -> Double {
-        let predicted = predict(queries: queries, bank: bank, bankLabels: bankLabels, width: width)
+    /// Top-1 accuracy in [0, 1] of ``predict(queries:bank:bankLabels:width:on:)`` against `labels`.
+    public func accuracy(queries: [Float], labels: [Int32], bank: [Float], bankLabels: [Int32], width: Int,
+                         on backend: any Backend) throws -> Double {
+        let predicted = try predict(queries: queries, bank: bank, bankLabels: bankLabels, width: width, on: backend)
         guard !predicted.isEmpty else { return 0 }
         let correct = zip(predicted, labels).filter { $0 == $1 }.count
         return Double(correct) / Double(predicted.count)
     }
-}
-
-/// The `capacity` largest (value, index) pairs seen, as a min-heap on value.
-struct TopK {
-    let capacity: Int
-    private(set) var items: [(Float, Int)] = []
-
-    init(capacity: Int) {
-        self.capacity = capacity
-        items.reserveCapacity(capacity)
-    }
-
-    mutating func removeAll() { items.removeAll(keepingCapacity: true) }
-
-    mutating func insert(_ value: Float, _ index: Int) {
-        if items.count < capacity {
-            items.append((value, index))
-            var child = items.count - 1
-            while child > 0 {
-                let parent = (child - 1) / 2
-                guard items[child].0 < items[parent].0 else { break }
-                items.swapAt(child, parent)
-                child = parent
-            }
-        } else if value > items[0].0 {
-            items[0] = (value, index)
-            var parent = 0
-            while true {
-                let (left, right) = (2 * parent + 1, 2 * parent + 2)
-                var smallest = parent
-                if left < items.count, items[left].0 < items[smallest].0 { smallest = left }
-                if right < items.count, items[right].0 < items[smallest].0 { smallest = right }
-                guard smallest != parent else { break }
-                items.swapAt(parent, smallest)
-                parent = smallest
-            }
-        }
-    }
-}
-
-/// Hands a pointer to `concurrentPerform` workers that write disjoint parts of it.
-struct UncheckedSendable<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
 }
 
 /// The paper's dense kNN monitor (appendix): a queue of class-token features of augmented

@@ -2,6 +2,7 @@ import Augment
 import Datasets
 import Foundation
 import Model
+import Tensors
 
 /// kNN evaluation (InstDisc protocol, k = 200, T = 0.07 by default): class-token features of
 /// the whole training split form the bank, every held-out image is classified against it.
@@ -9,6 +10,9 @@ public struct KNNEvaluation: Sendable {
     public var k: Int
     public var temperature: Double
     public var workers: Int
+    /// Told, after each evaluation, the seconds spent making the features (data, transform and
+    /// encoder) and the seconds of the classifier (similarities, top-k and vote on the device).
+    public var reportTimes: (@Sendable (_ featureSeconds: Double, _ classifierSeconds: Double) -> Void)?
 
     public init(k: Int = 200, temperature: Double = 0.07, workers: Int) {
         self.k = k
@@ -17,22 +21,26 @@ public struct KNNEvaluation: Sendable {
     }
 
     /// Top-1 accuracy in [0, 1] of the features `extractor` computes.
+    /// The classifier runs on the extractor's backend.
     public func accuracy(extractor: FeatureExtractor, train: any ImageDataset, test: any ImageDataset) throws -> Double {
         try accuracy(train: train, test: test, width: extractor.config.embedDim, imageSize: extractor.config.imageSize,
-                     batchSize: extractor.batchSize) { try extractor.features(of: $0.x, count: $0.labels.count) }
+                     batchSize: extractor.batchSize, on: extractor.backend) {
+            try extractor.features(of: $0.x, count: $0.labels.count)
+        }
     }
 
     /// The same classifier on the normalised pixels themselves: the baseline any learned feature
-    /// should beat.
-    public func rawPixelAccuracy(train: any ImageDataset, test: any ImageDataset, imageSize: Int) throws -> Double {
+    /// should beat. The classifier runs on `backend`.
+    public func rawPixelAccuracy(train: any ImageDataset, test: any ImageDataset, imageSize: Int,
+                                 on backend: any Backend) throws -> Double {
         try accuracy(train: train, test: test, width: 3 * imageSize * imageSize, imageSize: imageSize,
-                     batchSize: 512) { $0.x }
+                     batchSize: 512, on: backend) { $0.x }
     }
 
     /// `represent` maps each evaluation batch to its (count, width) vectors; the training split's
     /// form the bank, the held-out split's are classified against it.
     func accuracy(train: any ImageDataset, test: any ImageDataset, width: Int, imageSize: Int, batchSize: Int,
-                  represent: (EvalBatch) throws -> [Float]) throws -> Double {
+                  on backend: any Backend, represent: (EvalBatch) throws -> [Float]) throws -> Double {
         func collect(_ dataset: any ImageDataset) throws -> ([Float], [Int32]) {
             var values: [Float] = [], labels: [Int32] = []
             values.reserveCapacity(dataset.count * width)
@@ -46,9 +54,14 @@ public struct KNNEvaluation: Sendable {
             }
             return (KNNClassifier.normalized(values, width: width), labels)
         }
+        let start = Date()
         let (bank, bankLabels) = try collect(train)
         let (queries, labels) = try collect(test)
+        let classifierStart = Date()
         let classifier = KNNClassifier(k: k, temperature: temperature, classes: train.classNames.count)
-        return classifier.accuracy(queries: queries, labels: labels, bank: bank, bankLabels: bankLabels, width: width)
+        let top1 = try classifier.accuracy(queries: queries, labels: labels, bank: bank, bankLabels: bankLabels,
+                                           width: width, on: backend)
+        reportTimes?(classifierStart.timeIntervalSince(start), Date().timeIntervalSince(classifierStart))
+        return top1
     }
 }

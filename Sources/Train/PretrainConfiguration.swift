@@ -1,13 +1,6 @@
 import Foundation
 import Model
 
-/// Which optimizer a run uses (SPEC A.6): AdamW for ViTs (the CONFIG commands), LARS as in the
-/// reference's default (for ResNets).
-public enum OptimizerKind: String, Codable, Sendable, CaseIterable {
-    case adamw
-    case lars
-}
-
 /// Everything that defines a pre-training run, as the reference's `main_moco.py` flags plus the
 /// data, device and image geometry. Stored in every checkpoint, so `--resume` continues the same
 /// run; validated as a whole before anything is allocated.
@@ -106,8 +99,10 @@ public struct PretrainConfiguration: Codable, Sendable, Equatable {
         return config
     }
 
-    /// Every impossible value, with the flag and the reason, before anything is allocated.
-    public func validate() throws {
+    /// Every impossible value, with the flag and the reason, before anything is allocated;
+    /// returns the model the run trains. ``PretrainPlan`` calls it once per run.
+    @discardableResult
+    public func validate() throws -> MoCoConfig {
         func fail(_ message: String) -> PretrainError { PretrainError(message) }
         guard batchSize >= 2 else {
             throw fail("-b/--batch-size must be at least 2 (training-mode BatchNorm needs two samples per view), got \(batchSize)")
@@ -156,6 +151,27 @@ public struct PretrainConfiguration: Codable, Sendable, Equatable {
             throw fail("batch \(batchSize) × \(vit.tokens) tokens × width \(vit.mlpHiddenDim) is too large to allocate; "
                 + "lower -b, --image-size or --embed-dim")
         }
+        return config
+    }
+}
+
+/// A run that passed validation: its configuration and its parameter layout, each made once
+/// (the CLI prints the layout's summary before the data is opened; the trainer allocates it).
+public struct PretrainPlan: Sendable {
+    public private(set) var configuration: PretrainConfiguration
+    public let layout: MoCoParameters
+
+    /// Validates `configuration` (``PretrainConfiguration/validate()``) and lays out its model.
+    public init(_ configuration: PretrainConfiguration) throws {
+        self.configuration = configuration
+        layout = try MoCoParameters(configuration.validate())
+    }
+
+    /// The same run reading its data from `path` (a resumed run whose data folder moved).
+    public func withData(_ path: String) -> PretrainPlan {
+        var plan = self
+        plan.configuration.data = path
+        return plan
     }
 }
 

@@ -21,16 +21,17 @@ public struct TrainingPosition: Sendable, Equatable {
 /// A pre-training checkpoint (`checkpoint_%04d.safetensors`, SPEC A.10 with safetensors instead
 /// of pickles): both encoders, the predictor and BN buffers under the reference's `module.*`
 /// names (loadable by `mocov3-cl step --weights` and by PyTorch), the optimizer state as
-/// `optimizer.exp_avg.<name>` / `optimizer.exp_avg_sq.<name>` (AdamW) or
-/// `optimizer.momentum_buffer.<name>` (LARS), the dense kNN monitor's bank, and in the metadata
+/// `optimizer.<key>.<name>` with torch's state keys (``Optimizer/state``: `exp_avg`, `exp_avg_sq`
+/// for AdamW and LAMB, `momentum_buffer` for LARS and SGD), the dense kNN monitor's bank, and in the metadata
 /// the run's configuration and position. The data order and augmentations are pure functions of
 /// (seed, epoch, sample), so the seed and the position are the whole RNG state.
 public enum TrainingCheckpoint {
     public static let format = "mocov3-cl pretrain checkpoint 1"
 
     /// Writes atomically (temp file, fsync, rename): a crash mid-write leaves the previous file.
-    public static func write(to url: URL, model: MoCoModel, configuration: PretrainConfiguration,
-                             position: TrainingPosition, bank: MemoryBank?) throws {
+    public static func write(to url: URL, model: MoCoModel, optimizer: any Optimizer,
+                             configuration: PretrainConfiguration, position: TrainingPosition,
+                             bank: MemoryBank?) throws {
         let layout = model.parameters
         var metadata = Checkpoint.metadata(for: layout.config)
         metadata["format"] = format
@@ -40,14 +41,9 @@ public enum TrainingCheckpoint {
         metadata["step"] = String(position.step)
         var writer = SafetensorsWriter(metadata: metadata)
         try Checkpoint.addWeights(of: model, to: &writer)
-        let backend = model.backend
-        let moments: [(String, Tensor)] = configuration.optimizer == .adamw
-            ? [("optimizer.exp_avg.", model.firstMoment), ("optimizer.exp_avg_sq.", model.secondMoment)]
-            : [("optimizer.momentum_buffer.", model.firstMoment)]
-        for (prefix, tensor) in moments {
-            let values = try backend.download(tensor)
+        for (key, values) in try optimizer.stateValues(on: model.backend) {
             for entry in layout.table.entries where entry.trainable {
-                try writer.add(prefix + entry.name, shape: entry.shape,
+                try writer.add("optimizer.\(key).\(entry.name)", shape: entry.shape,
                                floats: Array(values[entry.offset..<(entry.offset + entry.count)]))
             }
         }
@@ -61,12 +57,15 @@ public enum TrainingCheckpoint {
 
     /// A checkpoint read back and checked: everything ``write(to:model:configuration:position:bank:)`` stored.
     public struct Contents {
-        public var configuration: PretrainConfiguration
+        /// The stored run, validated (its data path may be moved with ``PretrainPlan/withData(_:)``).
+        public var plan: PretrainPlan
+        public var configuration: PretrainConfiguration { plan.configuration }
+        public var layout: MoCoParameters { plan.layout }
         public let position: TrainingPosition
-        public let layout: MoCoParameters
         public let initial: (parameters: [Float], buffers: [Float])
-        /// In ``MoCoParameters/trainableRegion`` layout.
-        public let firstMoment: [Float], secondMoment: [Float]
+        /// The optimizer state by torch key (``Optimizer/state``), each in
+        /// ``MoCoParameters/trainableRegion`` layout.
+        public let optimizerState: [String: [Float]]
         public let bank: MemoryBank?
         public let source: String
     }
@@ -95,9 +94,14 @@ public enum TrainingCheckpoint {
             throw PretrainError("checkpoint \(url.path) has a negative position (epoch \(position.epoch), batch "
                 + "\(position.batch), step \(position.step)) in its metadata; it was not written by mocov3-cl")
         }
-        let layout = try MoCoParameters(configuration.modelConfig())
+        let plan: PretrainPlan
+        do { plan = try PretrainPlan(configuration) } catch {
+            throw PretrainError("checkpoint \(url.path) holds a configuration this version rejects: \(error)")
+        }
+        let layout = plan.layout
         let initial = try Checkpoint.initialValues(from: file, layout: layout, prefix: "")
-        let trainable = layout.trainableRegion.upperBound
+        // Optimizer state spans the trainable segments (``Optimizer/state``).
+        let trainable = layout.segmentTable().extent
         func moments(_ prefix: String) throws -> [Float] {
             var values = [Float](repeating: 0, count: trainable)
             for entry in layout.table.entries where entry.trainable {
@@ -106,11 +110,8 @@ public enum TrainingCheckpoint {
             }
             return values
         }
-        let first: [Float], second: [Float]
-        switch configuration.optimizer {
-        case .adamw: (first, second) = (try moments("optimizer.exp_avg."), try moments("optimizer.exp_avg_sq."))
-        case .lars: (first, second) = (try moments("optimizer.momentum_buffer."), [Float](repeating: 0, count: trainable))
-        }
+        var state: [String: [Float]] = [:]
+        for key in configuration.optimizer.stateKeys { state[key] = try moments("optimizer.\(key).") }
         var bank: MemoryBank?
         if file.names.contains("monitor.bank.features") {
             let labels = try file.int32s("monitor.bank.labels")
@@ -118,8 +119,8 @@ public enum TrainingCheckpoint {
             bank = try MemoryBank(features: try file.floats("monitor.bank.features"), labels: labels,
                                   pointer: Int(pointer.first ?? 0), width: layout.config.vit.embedDim)
         }
-        return Contents(configuration: configuration, position: position, layout: layout, initial: initial,
-                        firstMoment: first, secondMoment: second, bank: bank, source: url.path)
+        return Contents(plan: plan, position: position, initial: initial, optimizerState: state, bank: bank,
+                        source: url.path)
     }
 
     /// `--resume auto`: the run folder's checkpoints, newest position first.

@@ -2,7 +2,6 @@ import ArgumentParser
 import CLBackend
 import Foundation
 import Tensors
-import Train
 
 /// `mocov3-cl check`: runs the op set on a device and compares it with the host backend, so a
 /// user can trust a new GPU/driver before training on it.

@@ -1,20 +1,24 @@
 import ArgumentParser
 import CLBackend
 import Tensors
-import Train
 
 /// The device flags every compute command takes.
 struct DeviceOptions: ParsableArguments {
-    @Option(help: "Device name from `mocov3-cl devices` (default: MOCOV3_DEVICE, else first GPU/CPU, else host).")
+    @Option(help: "The device, by its name in `mocov3-cl devices`; without it, MOCOV3_DEVICE, else the first GPU, else the first OpenCL CPU, else host.")
     var device: String?
 
-    @Option(help: "GEMM provider on OpenCL devices: clblast or kernel (default by device class; MOCOV3_GEMM).")
+    @Option(help: "The GEMM provider on OpenCL devices: clblast or kernel; without it, MOCOV3_GEMM, else the device class's default.")
     var gemm: String?
 
-    @Flag(help: "Do not read or write the on-disk kernel binary cache.")
+    @Flag(help: "Neither read nor write the on-disk cache of compiled kernels.")
     var noKernelCache = false
 
-    /// Opens the chosen backend; unknown names and providers are errors listing the valid ones.
+    /// The chosen device's name, without opening it (`step --dry-run`); an unknown name is an
+    /// error listing the valid ones.
+    func resolvedName() throws -> String { try DeviceCatalog().resolveName(requested: device) }
+
+    /// Opens the chosen backend (the devices are enumerated once); unknown names and providers are
+    /// errors listing the valid ones. Its `name` is the resolved device name.
     func makeBackend() throws -> any Backend {
         try DeviceCatalog().makeBackend(requested: device, gemmProvider: try gemm.map(GEMMProvider.init(parsing:)),
                                         kernelCache: noKernelCache ? nil : KernelBinaryCache.fromEnvironment())

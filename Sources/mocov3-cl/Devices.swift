@@ -2,7 +2,6 @@ import ArgumentParser
 import CLBackend
 import Foundation
 import Tensors
-import Train
 
 /// `mocov3-cl devices`: every device with its stable name and what the engine will use on it.
 struct Devices: ParsableCommand {
@@ -12,6 +11,7 @@ struct Devices: ParsableCommand {
     func run() throws {
         let catalog = DeviceCatalog()
         let environmentProvider = try GEMMProvider.fromEnvironment()
+        let environmentTile = try GEMMTile.fromEnvironment()
         for device in catalog.openCLDevices {
             let provider = environmentProvider ?? GEMMProvider.default(for: device.deviceClass)
             print("\(device.name.padding(toLength: 6, withPad: " ", startingAt: 0))\(device.deviceName)")
@@ -21,7 +21,7 @@ struct Devices: ParsableCommand {
                   + "max allocation \(formatBytes(device.maxAllocationBytes))")
             print("      fp16: \(device.supportsFP16 ? "yes" : "no"), fp64: \(device.supportsFP64 ? "yes" : "no"), "
                   + "GEMM: \(provider.rawValue)"
-                  + (provider == .kernel ? " (tile \(GEMMTile.fromEnvironment() ?? GEMMTile.default(preferredVectorWidth: device.preferredFloatVectorWidth)))" : "")
+                  + (provider == .kernel ? " (tile \(environmentTile ?? GEMMTile.default(preferredVectorWidth: device.preferredFloatVectorWidth)))" : "")
                   + ", kernels: \(CLBackend.KernelVariant.default(for: device.deviceClass).rawValue.uppercased())-class")
         }
         print("host  \(HostBackend().summary)")

@@ -10,19 +10,19 @@ import Train
 struct KNN: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "knn",
-        abstract: "kNN top-1 of a checkpoint's class-token features on the held-out split against the training split.")
+        abstract: "Measure the kNN top-1 of a checkpoint's features on the held-out split, against the training split.")
 
-    @Option(help: "A pretrain checkpoint or any weights file with the model configuration in __metadata__.")
+    @Option(help: "A pretrain checkpoint, or any weights file with the model configuration in its __metadata__.")
     var checkpoint: String?
-    @Flag(help: "Classify the normalised pixels themselves instead (the baseline); needs no checkpoint.")
+    @Flag(help: "Classify the normalised pixels themselves instead, the baseline; this needs no checkpoint.")
     var rawPixels = false
-    @Option(help: "fashion-mnist (default), an image folder with train/ and val/, or a CIFAR binary folder.")
+    @Option(help: "The data: fashion-mnist, the default, an image folder with train/ and val/, or a CIFAR binary folder.")
     var data: String?
-    @Option(help: "Image side for --raw-pixels (default 28).") var imageSize = 28
-    @Option(help: "Encoder: base (default) or momentum.") var encoder = "base"
-    @Option(help: "Neighbours k.") var k = 200
-    @Option(help: "Temperature of the vote.") var t = 0.07
-    @Option(help: "Feature batch size.") var batchSize = 256
+    @Option(help: "The image side for --raw-pixels.") var imageSize = 28
+    @Option(help: "The encoder whose features are classified: base or momentum.") var encoder = "base"
+    @Option(help: "The number of neighbours k.") var k = 200
+    @Option(help: "The temperature of the vote.") var t = 0.07
+    @Option(help: "The batch size of the feature extraction.") var batchSize = 256
     @OptionGroup var deviceOptions: DeviceOptions
 
     func validate() throws {
@@ -41,7 +41,10 @@ struct KNN: ParsableCommand {
             throw ValidationError("\(splits.name) has no labeled held-out split (a val/ folder of class folders); kNN needs one")
         }
         let workers = ProcessInfo.processInfo.activeProcessorCount
-        let evaluation = KNNEvaluation(k: k, temperature: t, workers: workers)
+        var evaluation = KNNEvaluation(k: k, temperature: t, workers: workers)
+        let times = TimesBox()
+        evaluation.reportTimes = { times.set($0, $1) }
+        let backend = try deviceOptions.makeBackend()
         let start = Date()
         let top1: Double
         var what = "raw pixels"
@@ -49,7 +52,6 @@ struct KNN: ParsableCommand {
             let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: checkpoint))
             let layout = try MoCoParameters(Checkpoint.config(from: file, temperature: 0.2))
             let values = try Checkpoint.initialValues(from: file, layout: layout)
-            let backend = try deviceOptions.makeBackend()
             let parameters = try backend.makeTensor(values.parameters, shape: [values.parameters.count])
             let buffers = try backend.makeTensor(values.buffers, shape: [values.buffers.count])
             let extractor = try FeatureExtractor(
@@ -58,10 +60,18 @@ struct KNN: ParsableCommand {
             top1 = try evaluation.accuracy(extractor: extractor, train: splits.train, test: test)
             what = "\(encoder) encoder of \(checkpoint)"
         } else {
-            top1 = try evaluation.rawPixelAccuracy(train: splits.train, test: test, imageSize: imageSize)
+            top1 = try evaluation.rawPixelAccuracy(train: splits.train, test: test, imageSize: imageSize, on: backend)
         }
-        print(String(format: "kNN top-1 %.2f%% (k=%d, T=%g) of %@ on %@: %d train, %d test images, %.1f s",
-                     100 * top1, k, t, what, splits.name, splits.train.count, test.count, Date().timeIntervalSince(start)))
+        print(String(format: "kNN top-1 %.2f%% (k=%d, T=%g) of %@ on %@: %d train, %d test images, %.1f s on %@",
+                     100 * top1, k, t, what, splits.name, splits.train.count, test.count, Date().timeIntervalSince(start),
+                     backend.name))
+        print(String(format: "  features %.1f s, classifier (similarities, top-k, vote) %.1f s", times.features, times.classifier))
         print(String(format: "{\"knn_top1\":%.6f,\"k\":%d,\"t\":%g}", top1, k, t))
     }
+}
+
+/// Holds the evaluation's two timings for the report line.
+final class TimesBox: @unchecked Sendable {
+    private(set) var features = 0.0, classifier = 0.0
+    func set(_ features: Double, _ classifier: Double) { (self.features, self.classifier) = (features, classifier) }
 }

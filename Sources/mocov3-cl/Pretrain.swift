@@ -2,7 +2,6 @@ import ArgumentParser
 import Datasets
 import Dispatch
 import Foundation
-import Tensors
 import Model
 import Train
 
@@ -11,60 +10,61 @@ import Train
 /// two cores with `--device host`).
 struct Pretrain: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Pre-train a ViT with MoCo v3 (flags as the reference's main_moco.py).",
+        abstract: "Pre-train a ViT with MoCo v3, with the flags of the reference's main_moco.py.",
         discussion: """
-        With no flags: the default run (README, "The default run"). A run folder (--output) receives
-        metrics.jsonl, config.json and a checkpoint per epoch; Ctrl-C writes a checkpoint of the
-        iteration reached, and --resume auto continues from the newest.
+        With no flags this trains the default run (README, "The default run"). The run folder \
+        (--output) receives config.json, metrics.jsonl and a checkpoint after every epoch. \
+        Ctrl-C writes a checkpoint of the iteration reached, and --resume auto continues from the newest one. \
+        Every value below that is not given keeps the default run's value, shown in brackets.
         """)
 
     @OptionGroup var deviceOptions: DeviceOptions
 
-    @Option(help: "fashion-mnist (default), an image folder (root/train/<class>/…, optional root/val), or a CIFAR binary folder.")
+    @Option(help: "The training data: fashion-mnist [default], an image folder (root/train/<class>/…, with an optional root/val), or a CIFAR binary folder.")
     var data: String?
-    @Option(help: "Run folder for metrics, config and checkpoints.") var output = "runs/pretrain"
-    @Option(help: "Continue from a checkpoint file, or 'auto' for the run folder's newest.") var resume: String?
+    @Option(help: "The run folder for the configuration, the metrics and the checkpoints.") var output = "runs/pretrain"
+    @Option(help: "Continue from a checkpoint file, or from the run folder's newest one with 'auto'.") var resume: String?
 
-    @Option(name: [.customShort("a"), .long], help: "vit_tiny, vit_small, vit_base, vit_large, vit_huge (default: vit_tiny narrowed to 128 wide, 4 blocks, 4 heads).")
+    @Option(name: [.customShort("a"), .long], help: "The ViT preset: vit_tiny, vit_small, vit_base, vit_large or vit_huge [vit_tiny narrowed to 128 wide, 4 blocks and 4 heads].")
     var arch: String?
-    @Option(help: "Override the preset's width.") var embedDim: Int?
-    @Option(help: "Override the preset's depth.") var depth: Int?
-    @Option(help: "Override the preset's heads.") var heads: Int?
-    @Option(help: "Image side after the crop (default 28).") var imageSize: Int?
-    @Option(help: "Patch side (default 7).") var patchSize: Int?
-    @Option(help: "Projector/predictor output width (default 256).") var mocoDim: Int?
-    @Option(help: "Projector/predictor hidden width (default 1024; the reference's 4096).") var mocoMlpDim: Int?
-    @Option(help: "Softmax temperature T (default 0.2).") var mocoT: Double?
-    @Option(help: "EMA momentum m0 (default 0.99).") var mocoM: Double?
-    @Flag(inversion: .prefixedNo, help: "Cosine schedule for m from m0 to 1 (default on).") var mocoMCos: Bool?
-    @Flag(inversion: .prefixedNo, help: "Freeze the random patch projection (default on; paper Sec. 4.1).")
+    @Option(help: "The width C, overriding the preset's.") var embedDim: Int?
+    @Option(help: "The number of blocks, overriding the preset's.") var depth: Int?
+    @Option(help: "The number of attention heads, overriding the preset's.") var heads: Int?
+    @Option(help: "The image side after the crop, in pixels [28].") var imageSize: Int?
+    @Option(help: "The patch side, in pixels [7].") var patchSize: Int?
+    @Option(help: "The output width of the projector and the predictor [256].") var mocoDim: Int?
+    @Option(help: "The hidden width of the projector and the predictor [1024; the reference uses 4096].") var mocoMlpDim: Int?
+    @Option(help: "The softmax temperature T of the contrastive loss [0.2].") var mocoT: Double?
+    @Option(help: "The momentum-encoder EMA coefficient m at the start [0.99].") var mocoM: Double?
+    @Flag(inversion: .prefixedNo, help: "Raise m from its start value to 1 along a half cosine [on].") var mocoMCos: Bool?
+    @Flag(inversion: .prefixedNo, help: "Freeze the random patch projection, the paper's fix for instability (Sec. 4.1) [on].")
     var stopGradConv1: Bool?
-    @Option(help: "Feature: cls (the class token, default) or avg (global average pooling; paper Sec. 6.1).")
+    @Option(help: "The feature: cls, the class token [default], or avg, global average pooling (paper Sec. 6.1).")
     var pooling: String?
-    @Flag(inversion: .prefixedNo, help: "BatchNorm instead of LayerNorm before each block's MLP (ViT-BN, paper Table 1; default off).")
+    @Flag(inversion: .prefixedNo, help: "Use BatchNorm instead of LayerNorm before each block's MLP, the paper's ViT-BN (Table 1) [off].")
     var vitBn: Bool?
-    @Option(help: "Position embedding: sincos (default) or none (paper Table 6).") var posEmbed: String?
+    @Option(help: "The position embedding: sincos [default] or none (paper Table 6).") var posEmbed: String?
 
-    @Option(name: [.customShort("b"), .long], help: "Total batch size (default 256).") var batchSize: Int?
-    @Option(help: "Epochs (default 3).") var epochs: Int?
-    @Option(help: "Warmup epochs, may be fractional (default 0.5).") var warmupEpochs: Double?
-    @Option(help: "adamw (default) or lars.") var optimizer: String?
-    @Option(name: [.customLong("lr"), .customLong("learning-rate")], help: "Base lr; actual lr = lr × batch / 256 (default 1.5e-3).")
+    @Option(name: [.customShort("b"), .long], help: "The total batch size [256].") var batchSize: Int?
+    @Option(help: "The number of epochs [3].") var epochs: Int?
+    @Option(help: "The number of warmup epochs, which may be fractional [0.5].") var warmupEpochs: Double?
+    @Option(help: "The optimizer: adamw [default], lars, sgd (with momentum) or lamb.") var optimizer: String?
+    @Option(name: [.customLong("lr"), .customLong("learning-rate")], help: "The base learning rate; the actual one is lr × batch / 256 [1.5e-3].")
     var lr: Double?
-    @Option(name: [.customLong("weight-decay"), .customLong("wd")], help: "Weight decay (default 0.1).") var weightDecay: Double?
-    @Option(help: "Smallest RandomResizedCrop scale (default 0.2).") var cropMin: Double?
-    @Option(help: "Seed of the init, the data order and the augmentations (default 0).") var seed: UInt64?
+    @Option(name: [.customLong("weight-decay"), .customLong("wd")], help: "The weight decay [0.1].") var weightDecay: Double?
+    @Option(help: "The smallest RandomResizedCrop scale [0.2].") var cropMin: Double?
+    @Option(help: "The seed of the initialisation, the data order and the augmentations [0].") var seed: UInt64?
 
-    @Option(help: "Dense kNN monitor bank length (default 10% of the training set).") var knnBank: Int?
-    @Option(help: "Run the dense kNN monitor every N iterations (0: off; default 1).") var knnEvery: Int?
-    @Option(help: "k of the kNN classifier (default 200).") var knnK: Int?
-    @Option(help: "Temperature of the kNN vote (default 0.07).") var knnT: Double?
-    @Option(help: "kNN evaluation on the held-out split every N epochs (0: off; default 1).") var evalEvery: Int?
-    @Option(help: "Warn when a layer's gradient norm exceeds this multiple of its recent median (default 10).")
+    @Option(help: "The length of the dense kNN monitor's memory bank [10% of the training set].") var knnBank: Int?
+    @Option(help: "Run the dense kNN monitor every N iterations, or never with 0 [1].") var knnEvery: Int?
+    @Option(help: "The k of the kNN classifier [200].") var knnK: Int?
+    @Option(help: "The temperature of the kNN vote [0.07].") var knnT: Double?
+    @Option(help: "Evaluate kNN on the held-out split every N epochs, or never with 0 [1].") var evalEvery: Int?
+    @Option(help: "Warn when a layer's gradient norm exceeds this multiple of its recent median [10].")
     var spikeFactor: Double?
 
-    @Option(name: [.customShort("p"), .long], help: "Print a log line every N iterations (default 10).") var printFreq = 10
-    @Option(name: [.customShort("j"), .long], help: "Data loader threads (default: all cores).") var workers: Int?
+    @Option(name: [.customShort("p"), .long], help: "Print a log line every N iterations when not on a terminal.") var printFreq = 10
+    @Option(name: [.customShort("j"), .long], help: "The number of data loader threads [all cores].") var workers: Int?
 
     /// The configuration the flags ask for, on top of `base` (the default run or a checkpoint's).
     func configuration(over base: PretrainConfiguration) throws -> (PretrainConfiguration, [String]) {
@@ -98,10 +98,9 @@ struct Pretrain: ParsableCommand {
         set("--epochs", epochs, \.epochs)
         set("--warmup-epochs", warmupEpochs, \.warmupEpochs)
         if let optimizer {
-            guard let kind = OptimizerKind(rawValue: optimizer) else {
-                throw ValidationError("--optimizer must be adamw or lars, got \(optimizer)")
+            do { set("--optimizer", try OptimizerKind(parsing: optimizer), \.optimizer) } catch {
+                throw ValidationError("\(error)")
             }
-            set("--optimizer", kind, \.optimizer)
         }
         set("--lr", lr, \.lr)
         set("--weight-decay", weightDecay, \.weightDecay)
@@ -120,10 +119,6 @@ struct Pretrain: ParsableCommand {
     func validate() throws {
         guard printFreq >= 1 else { throw ValidationError("--print-freq must be at least 1, got \(printFreq)") }
         if let workers, workers < 1 { throw ValidationError("--workers must be at least 1, got \(workers)") }
-        if resume == nil {
-            let (c, _) = try configuration(over: .defaultRun)
-            do { try c.validate() } catch { throw ValidationError("\(error)") }
-        }
     }
 
     func run() throws {
@@ -131,32 +126,36 @@ struct Pretrain: ParsableCommand {
         var resumed: TrainingCheckpoint.Contents?
         if let resume { resumed = try loadResume(resume, folder: folder) }
         let (configuration, changed) = try configuration(over: resumed?.configuration ?? .defaultRun)
-        if let resumed {
+        // The run's one validation: the configuration and its parameter layout, before any data or device.
+        let plan: PretrainPlan
+        if var stored = resumed {
             // A resumed run continues the stored run exactly; changing it midway is a new run.
             let conflicting = changed.filter { $0 != "--data" }
             guard conflicting.isEmpty else {
-                throw ValidationError("\(resumed.source) was trained with other values of "
+                throw ValidationError("\(stored.source) was trained with other values of "
                     + conflicting.joined(separator: ", ") + "; drop those flags to continue it, or start a new run with a new --output")
             }
-        } else if !TrainingCheckpoint.candidates(in: folder).isEmpty {
-            throw ValidationError("\(folder.path) already holds checkpoints of a run; continue it with --resume auto, "
-                + "or choose another --output")
+            // Only --data may change (the same data, moved): later checkpoints record the new path.
+            plan = stored.plan.withData(configuration.data)
+            stored.plan = plan
+            resumed = stored
+        } else {
+            guard TrainingCheckpoint.candidates(in: folder).isEmpty else {
+                throw ValidationError("\(folder.path) already holds checkpoints of a run; continue it with --resume auto, "
+                    + "or choose another --output")
+            }
+            do { plan = try PretrainPlan(configuration) } catch { throw ValidationError("\(error)") }
         }
-        try configuration.validate()
-        // On resume only --data may change (the same data, moved): later checkpoints record the new path.
-        resumed?.configuration.data = configuration.data
-        let backendName = try DeviceCatalog().resolveName(requested: deviceOptions.device)
-        let splits = try DatasetSource.open(configuration.data == "fashion-mnist" ? nil : configuration.data)
         let backend = try deviceOptions.makeBackend()
-        let layout = try MoCoParameters(configuration.modelConfig())
+        let splits = try DatasetSource.open(configuration.data == "fashion-mnist" ? nil : configuration.data)
         let display = ProgressDisplay(printFrequency: printFreq, epochs: configuration.epochs)
-        display.log("mocov3-cl pretrain on \(backendName): \(splits.name), \(splits.train.summary)")
+        display.log("mocov3-cl pretrain on \(backend.name): \(splits.name), \(splits.train.summary)")
         if let test = splits.test { display.log("held-out split: \(test.summary)") }
-        for line in layout.summary(batchSize: configuration.batchSize) { display.log(line) }
-        let trainer = try Pretrainer(configuration: configuration, backend: backend, data: splits, runFolder: folder,
-                                     resume: resumed, workers: workers ?? ProcessInfo.processInfo.activeProcessorCount,
+        for line in plan.layout.summary(batchSize: configuration.batchSize) { display.log(line) }
+        let trainer = try Pretrainer(plan: plan, backend: backend, data: splits, runFolder: folder, resume: resumed,
+                                     workers: workers ?? ProcessInfo.processInfo.activeProcessorCount,
                                      report: display.handle)
-        try writeConfig(configuration, to: folder)
+        try writeConfig(plan.configuration, to: folder)
         if let resumed {
             display.log("resuming from \(resumed.source) at epoch \(resumed.position.epoch + 1), "
                 + "batch \(resumed.position.batch + 1), step \(resumed.position.step)")
@@ -185,7 +184,10 @@ struct Pretrain: ParsableCommand {
     func writeConfig(_ configuration: PretrainConfiguration, to folder: URL) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(configuration).write(to: folder.appendingPathComponent("config.json"), options: .atomic)
+        let url = folder.appendingPathComponent("config.json")
+        do { try encoder.encode(configuration).write(to: url, options: .atomic) } catch {
+            throw ValidationError("cannot write \(url.path): \(error.localizedDescription)")
+        }
     }
 }
 

@@ -5,54 +5,57 @@ import Tensors
 import Model
 import Train
 
-/// `mocov3-cl step`: one MoCo v3 training step (EMA, forward of both views through both encoders,
-/// loss, backward, one AdamW update from a fresh optimizer state), from a weights file or a seeded
-/// init; optionally writes everything the step produced, or times `--repeat` steps.
+/// `mocov3-cl step`: one MoCo v3 training iteration, the same `MoCoTrainingStep` that `pretrain`
+/// runs (EMA, forward of both views through both encoders, loss, backward, one optimizer update
+/// from a fresh state), from a weights file or a seeded init; optionally writes everything the
+/// step produced, or times `--repeat` steps.
 struct Step: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run (or time) one MoCo v3 training step and optionally write its outputs as safetensors.")
+        abstract: "Run or time one MoCo v3 training step, and optionally write its outputs as safetensors.")
 
-    @Option(help: "Weights (.safetensors) with the model configuration in __metadata__; default: init from --seed.")
+    @Option(help: "A weights file (.safetensors) with the model configuration in its __metadata__; without it, the model is initialised from --seed.")
     var weights: String?
 
-    @Option(help: "Tensor-name prefix in --weights (e.g. 'init.' for golden fixtures; default: detected).")
+    @Option(help: "The tensor-name prefix in --weights, such as 'init.' for the golden fixtures; without it, the prefix is detected.")
     var prefix: String?
 
-    @Option(help: "Views (.safetensors) holding x1 and x2, each B×3×H×W; default: random normal from --seed.")
+    @Option(help: "A views file (.safetensors) holding x1 and x2, each B×3×H×W; without it, the views are random normal from --seed.")
     var views: String?
 
-    @Option(help: "Write loss, q1, q2, k1, k2, grad.<name> and the updated weights/buffers here (.safetensors).")
+    @Option(help: "Write the loss, q1, q2, k1, k2, grad.<name> and the updated weights and buffers to this .safetensors file.")
     var output: String?
 
     @OptionGroup var deviceOptions: DeviceOptions
 
-    @Option(help: "AdamW learning rate.") var lr: Double = 1e-3
-    @Option(help: "AdamW decoupled weight decay.") var weightDecay: Double = 0.1
-    @Option(help: "Momentum-encoder EMA coefficient m.") var mocoM: Double = 0.99
-    @Option(help: "Contrastive loss temperature T.") var mocoT: Double = 0.2
+    @Option(help: "The optimizer of the step: adamw, lars, sgd or lamb, each from a fresh state.")
+    var optimizer = "adamw"
+    @Option(help: "The learning rate of the step.") var lr: Double = 1e-3
+    @Option(help: "The weight decay (decoupled for AdamW).") var weightDecay: Double = 0.1
+    @Option(help: "The momentum-encoder EMA coefficient m.") var mocoM: Double = 0.99
+    @Option(help: "The softmax temperature T of the contrastive loss.") var mocoT: Double = 0.2
 
-    @Option(help: "Time N steps after one untimed warm-up and print one JSON line.")
+    @Option(help: "Time N steps after one untimed warm-up, and print one JSON line.")
     var `repeat`: Int?
 
-    @Flag(help: "Print the configuration, parameter counts and memory plan, allocate nothing, and exit.")
+    @Flag(help: "Print the configuration, the parameter counts and the memory plan, allocate nothing, and exit.")
     var dryRun = false
 
-    @Option(name: [.customShort("a"), .long], help: "ViT preset when no --weights: vit_tiny, vit_small, vit_base, …")
+    @Option(name: [.customShort("a"), .long], help: "The ViT preset when there is no --weights: vit_tiny, vit_small, vit_base, vit_large or vit_huge.")
     var arch = "vit_tiny"
-    @Option(help: "Override the preset's width (no --weights).") var embedDim: Int?
-    @Option(help: "Override the preset's depth (no --weights).") var depth: Int?
-    @Option(help: "Override the preset's heads (no --weights).") var heads: Int?
-    @Option(help: "Image side in pixels (no --weights).") var imageSize = 32
-    @Option(help: "Patch side in pixels (no --weights).") var patchSize = 4
-    @Option(help: "Projector/predictor output width (no --weights).") var mocoDim = 256
-    @Option(help: "Projector/predictor hidden width (no --weights).") var mocoMlpDim = 4096
-    @Option(name: [.customShort("b"), .long], help: "Images per view (default 128, or the batch of --views).")
+    @Option(help: "The width C, overriding the preset's (without --weights).") var embedDim: Int?
+    @Option(help: "The number of blocks, overriding the preset's (without --weights).") var depth: Int?
+    @Option(help: "The number of heads, overriding the preset's (without --weights).") var heads: Int?
+    @Option(help: "The image side in pixels (without --weights).") var imageSize = 32
+    @Option(help: "The patch side in pixels (without --weights).") var patchSize = 4
+    @Option(help: "The output width of the projector and the predictor (without --weights).") var mocoDim = 256
+    @Option(help: "The hidden width of the projector and the predictor (without --weights).") var mocoMlpDim = 4096
+    @Option(name: [.customShort("b"), .long], help: "The images per view: 128, or the batch of --views.")
     var batchSize: Int?
-    @Option(help: "Seed of the initial weights and random views.") var seed: UInt64 = 0
-    @Flag(help: "Freeze the base encoder's patch projection (no --weights).") var stopGradConv1 = false
-    @Option(help: "cls or avg (global average pooling) (no --weights).") var pooling = "cls"
-    @Flag(help: "ViT-BN: BatchNorm before each block's MLP (no --weights).") var vitBn = false
-    @Option(help: "sincos or none (no --weights).") var posEmbed = "sincos"
+    @Option(help: "The seed of the initial weights and the random views.") var seed: UInt64 = 0
+    @Flag(help: "Freeze the base encoder's patch projection (without --weights).") var stopGradConv1 = false
+    @Option(help: "The feature: cls, the class token, or avg, global average pooling (without --weights).") var pooling = "cls"
+    @Flag(help: "Use BatchNorm before each block's MLP, the paper's ViT-BN (without --weights).") var vitBn = false
+    @Option(help: "The position embedding: sincos or none (without --weights).") var posEmbed = "sincos"
 
     func validate() throws {
         if let batchSize, batchSize < 2 {
@@ -65,6 +68,7 @@ struct Step: ParsableCommand {
         guard (0...1).contains(mocoM) else { throw ValidationError("--moco-m must lie in [0, 1], got \(mocoM)") }
         guard mocoT > 0, mocoT.isFinite else { throw ValidationError("--moco-t must be a positive number, got \(mocoT)") }
         if let count = self.repeat, count < 1 { throw ValidationError("--repeat must be at least 1, got \(count)") }
+        do { _ = try OptimizerKind(parsing: optimizer) } catch { throw ValidationError("\(error)") }
         if weights == nil {
             guard imageSize > 0, patchSize > 0 else {
                 throw ValidationError("--image-size and --patch-size must be positive, got \(imageSize) and \(patchSize)")
@@ -102,9 +106,8 @@ struct Step: ParsableCommand {
         }
 
         // An unknown device is an error even for a dry run (resolving the name allocates nothing).
-        let deviceName = try DeviceCatalog().resolveName(requested: deviceOptions.device)
         if dryRun {
-            print("device: \(deviceName)")
+            print("device: \(try deviceOptions.resolvedName())")
             for line in layout.summary(batchSize: batch) { print(line) }
             return
         }
@@ -120,13 +123,17 @@ struct Step: ParsableCommand {
         let x1 = try backend.makeTensor(x1Values, shape: imageShape)
         let x2 = try backend.makeTensor(x2Values, shape: imageShape)
 
+        // The iteration `pretrain` runs, with a fresh optimizer state and a fixed lr and m.
+        let kind = try OptimizerKind(parsing: optimizer)
+        let trainingStep = try MoCoTrainingStep(
+            model: model, optimizer: kind.make(backend: backend, segments: model.trainableSegments, weightDecay: weightDecay))
         func step(_ number: Int) throws -> Float {
-            let loss = try model.step(x1: x1, x2: x2, learningRate: lr, weightDecay: weightDecay,
-                                      momentum: Float(mocoM), stepNumber: number)
-            guard loss.isFinite else {
-                throw ValidationError("step \(number): the loss is \(loss); lower --lr or check the weights and views")
+            let outcome = try trainingStep(x1: x1, x2: x2, learningRate: lr, momentum: mocoM, step: number)
+            guard outcome.applied else {
+                throw ValidationError("step \(number): the loss is \(outcome.loss) or a gradient is not finite; "
+                    + "the update was skipped. Lower --lr or check the weights and views")
             }
-            return loss
+            return outcome.loss
         }
 
         var loss = try step(1)

@@ -1,9 +1,21 @@
 import ArgumentParser
+import Foundation
 import Tensors
 
-// OpenBLAS picks its kernels when it loads, from CPUID; a misdetected CPU can only be fixed by
-// re-executing with OPENBLAS_CORETYPE set, so this runs before anything else.
-OpenBLASCore.reexecIfMisdetected()
+/// OpenBLAS picks its kernels when it loads, from CPUID, so a misdetected CPU can only be fixed by
+/// re-executing with `OPENBLAS_CORETYPE` set; this runs before anything else.
+func reexecIfOpenBLASMisdetected() {
+    guard let core = OpenBLASCore.coreToForce() else { return }
+    setenv("OPENBLAS_CORETYPE", core, 1)
+    setenv(OpenBLASCore.guardVariable, "1", 1)
+    let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
+    execv("/proc/self/exe", arguments)
+    // execv returned: it failed. Carry on with the slow kernels, but say so.
+    FileHandle.standardError.write(Data(("warning: OpenBLAS chose \(OpenBLASCore.detectedCore) kernels for this CPU; "
+        + "set OPENBLAS_CORETYPE=\(core) for ~10× faster host GEMMs\n").utf8))
+}
+
+reexecIfOpenBLASMisdetected()
 
 struct MocoV3CL: ParsableCommand {
     static let configuration = CommandConfiguration(

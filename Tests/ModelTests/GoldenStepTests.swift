@@ -3,12 +3,15 @@ import Tensors
 import Model
 import Testing
 import TestSupport
+import Train
 
 /// The golden fixture's setup, loaded once per test: a model at the fixture's init on `backend`.
 struct GoldenStepSetup {
     let file: SafetensorsFile
     let layout: MoCoParameters
     let model: MoCoModel
+    /// The iteration `pretrain` runs, with AdamW (the fixtures' optimizer).
+    let trainingStep: MoCoTrainingStep
     let x1: Tensor, x2: Tensor
     let momentum: Float
     let learningRate: Double, weightDecay: Double
@@ -35,6 +38,8 @@ struct GoldenStepSetup {
         weightDecay = try #require(file.metadata["weight_decay"].flatMap { Double($0) })
         model = try MoCoModel(parameters: layout, backend: backend, batchSize: batch,
                               initial: try goldenInitialValues(initFile, layout))
+        trainingStep = try MoCoTrainingStep(model: model, optimizer: AdamW(
+            backend: backend, segments: model.trainableSegments, weightDecay: weightDecay))
         let imageShape = [batch, config.vit.channels, config.vit.imageSize, config.vit.imageSize]
         x1 = try backend.makeTensor(try file.floats("x1", shape: imageShape), shape: imageShape)
         x2 = try backend.makeTensor(try file.floats("x2", shape: imageShape), shape: imageShape)
@@ -46,8 +51,10 @@ struct GoldenStepSetup {
     }
 
     func step(_ number: Int) throws -> Float {
-        try model.step(x1: x1, x2: x2, learningRate: learningRate, weightDecay: weightDecay, momentum: momentum,
-                       stepNumber: number)
+        let outcome = try trainingStep(x1: x1, x2: x2, learningRate: learningRate, momentum: Double(momentum),
+                                       step: number)
+        #expect(outcome.applied, "step \(number) was not finite")
+        return outcome.loss
     }
 }
 

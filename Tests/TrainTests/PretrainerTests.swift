@@ -62,10 +62,10 @@ import Testing
         let summary = try second.run()
         #expect(summary.completed)
         #expect(try parameters(second) == parameters(straight))
-        #expect(try second.model.backend.download(second.model.firstMoment)
-            == straight.model.backend.download(straight.model.firstMoment))
-        #expect(try second.model.backend.download(second.model.secondMoment)
-            == straight.model.backend.download(straight.model.secondMoment))
+        let (resumedState, straightState) = (try second.optimizer.stateValues(on: second.model.backend),
+                                             try straight.optimizer.stateValues(on: straight.model.backend))
+        #expect(resumedState.map(\.key) == ["exp_avg", "exp_avg_sq"])
+        #expect(resumedState.map(\.values) == straightState.map(\.values))
         #expect(second.bank?.features == straight.bank?.features)
         #expect(second.bank?.labels == straight.bank?.labels)
         #expect(second.bank?.pointer == straight.bank?.pointer)
@@ -144,14 +144,48 @@ import Testing
         #expect(messages.contains { $0.contains("2 unreadable samples were skipped") })
     }
 
-    /// LARS (SPEC A.6) trains, and its heavy-ball buffer round-trips through the checkpoint.
-    @Test func larsTrainsAndCheckpointsItsMomentumBuffer() throws {
-        let folder = try TinyRun.folder("lars")
+    /// Files a dataset left out are named in the log with their reason (the first 20, then a
+    /// count) and all written to skipped_files.tsv in the run folder.
+    @Test func skippedFilesAreNamedInTheLogAndTheRunFolder() throws {
+        struct FolderLike: ImageDataset {
+            let base = TinyDataset(count: 32, seed: 1)
+            var count: Int { base.count }
+            var classNames: [String] { base.classNames }
+            func label(at index: Int) -> Int? { base.label(at: index) }
+            func image(at index: Int) throws -> Image { try base.image(at: index) }
+            var summary: String { "folder-like, 23 skipped" }
+            var skippedFiles: [(path: String, reason: String)] {
+                (0..<23).map { ("/data/train/a/\($0).jpg", "not a JPEG file: starts with 00 00") }
+            }
+        }
+        let folder = try TinyRun.folder("skipped-files")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let events = EventLog()
+        _ = try Pretrainer(configuration: TinyRun.configuration, backend: HostBackend(),
+                           data: DatasetSplits(train: FolderLike(), test: nil, name: "folder-like"),
+                           runFolder: folder, workers: 1, report: events.append)
+        let messages = events.messages
+        #expect(messages.contains { $0.contains("23 unreadable file(s)") && $0.contains("skipped_files.tsv") })
+        #expect(messages.contains { $0.contains("/data/train/a/0.jpg: not a JPEG file") })
+        #expect(messages.contains { $0.contains("/data/train/a/19.jpg") })
+        #expect(!messages.contains { $0.contains("/data/train/a/20.jpg") })
+        #expect(messages.contains { $0.contains("3 more") })
+        let listed = try String(contentsOf: folder.appendingPathComponent("skipped_files.tsv"), encoding: .utf8)
+            .split(separator: "\n")
+        #expect(listed.count == 23)
+        #expect(listed.last == "/data/train/a/22.jpg\tnot a JPEG file: starts with 00 00")
+    }
+
+    /// LARS (SPEC A.6), SGD and LAMB train through the loop, and their state round-trips through
+    /// the checkpoint under torch's keys.
+    @Test(arguments: [(OptimizerKind.lars, 0.6, 1e-6), (.sgd, 0.05, 1e-4), (.lamb, 2e-3, 0.1)])
+    func eachOptimizerTrainsAndCheckpointsItsState(kind: OptimizerKind, lr: Double, weightDecay: Double) throws {
+        let folder = try TinyRun.folder("optimizer-\(kind.rawValue)")
         defer { try? FileManager.default.removeItem(at: folder) }
         var configuration = TinyRun.configuration
-        configuration.optimizer = .lars
-        configuration.lr = 0.6
-        configuration.weightDecay = 1e-6
+        configuration.optimizer = kind
+        configuration.lr = lr
+        configuration.weightDecay = weightDecay
         configuration.epochs = 1
         configuration.warmupEpochs = 0.5
         configuration.evalEvery = 0
@@ -163,11 +197,18 @@ import Testing
         let after = try parameters(trainer)
         #expect(after != before)
         let contents = try TrainingCheckpoint.read(folder.appendingPathComponent("checkpoint_0001.safetensors"))
-        #expect(contents.configuration.optimizer == .lars)
+        #expect(contents.configuration.optimizer == kind)
         #expect(contents.initial.parameters == after)
-        let momentum = try trainer.model.backend.download(trainer.model.firstMoment)
-        #expect(contents.firstMoment == momentum)
-        #expect(momentum.contains { $0 != 0 })
+        let state = try trainer.optimizer.stateValues(on: trainer.model.backend)
+        #expect(state.map(\.key) == kind.stateKeys)
+        for (key, values) in state {
+            #expect(contents.optimizerState[key] == values, "\(key)")
+            #expect(values.contains { $0 != 0 }, "\(key)")
+        }
+        // Resuming restores exactly that state.
+        let resumed = try Pretrainer(configuration: TinyRun.configuration, backend: HostBackend(), data: TinyRun.data(),
+                                     runFolder: folder, resume: contents, workers: 2, report: { _ in })
+        #expect(try resumed.optimizer.stateValues(on: resumed.model.backend).map(\.values) == state.map(\.values))
     }
 
     /// The paper's ablations train through the loop, and a checkpoint restores them.

@@ -13,6 +13,15 @@ public enum Bench {
 
     public static func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 
+    /// Says so on stderr when OpenBLAS picked the wrong kernels for this CPU (the `mocov3-cl`
+    /// binary re-executes itself in that case; a benchmark reports what it measured, and how to
+    /// measure what a user gets).
+    public static func warnIfOpenBLASMisdetected() {
+        guard let core = OpenBLASCore.coreToForce() else { return }
+        FileHandle.standardError.write(Data(("warning: OpenBLAS chose \(OpenBLASCore.detectedCore) kernels for this CPU; "
+            + "rerun with OPENBLAS_CORETYPE=\(core) to measure the host as mocov3-cl runs it\n").utf8))
+    }
+
     /// Seconds per call of `body` on `backend`: one untimed warm-up (program builds, caches,
     /// first-touch allocations), then the median of `repeats` synchronized runs.
     public static func time(_ backend: any Backend, repeats: Int, _ body: () throws -> Void) throws -> Double {

@@ -11,9 +11,8 @@ import BenchSupport
 import CLBackend
 import Foundation
 import Tensors
-import Train
 
-OpenBLASCore.reexecIfMisdetected()
+Bench.warnIfOpenBLASMisdetected()
 
 struct Case {
     let label: String

@@ -12,9 +12,8 @@ import BenchSupport
 import CLBackend
 import Foundation
 import Tensors
-import Train
 
-OpenBLASCore.reexecIfMisdetected()
+Bench.warnIfOpenBLASMisdetected()
 
 let repeats = Int(Bench.option("--repeats") ?? "") ?? 5
 let caseFilter = Bench.option("--cases")

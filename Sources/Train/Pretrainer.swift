@@ -51,6 +51,9 @@ public final class Pretrainer {
     public let configuration: PretrainConfiguration
     public let layout: MoCoParameters
     public let model: MoCoModel
+    public let optimizer: any Optimizer
+    /// The iteration `mocov3-cl step` runs too.
+    let trainingStep: MoCoTrainingStep
     public let runFolder: URL
     let data: DatasetSplits
     let schedules: Schedules
@@ -61,36 +64,48 @@ public final class Pretrainer {
     let report: (TrainingEvent) -> Void
     let metrics: MetricsLog
     let x1: Tensor, x2: Tensor
-    /// Test hook: called after the forward of each step with the model and the step number, before
-    /// the checks (a test poisons a weight here to exercise the non-finite stop).
+    /// Test hook: called after the forward of each step with the model and the 0-based number of
+    /// steps taken, before the checks (a test poisons a weight here to exercise the non-finite stop).
     public var afterForward: ((MoCoModel, Int) throws -> Void)?
 
+    /// Validates `configuration` (one ``PretrainPlan``), then as ``init(plan:backend:data:runFolder:resume:workers:report:)``.
+    ///
     /// - Parameters:
     ///   - resume: a checkpoint to continue from; its configuration replaces `configuration`.
-    public init(configuration: PretrainConfiguration, backend: any Backend, data: DatasetSplits, runFolder: URL,
+    public convenience init(configuration: PretrainConfiguration, backend: any Backend, data: DatasetSplits,
+                            runFolder: URL, resume: TrainingCheckpoint.Contents? = nil,
+                            workers: Int = ProcessInfo.processInfo.activeProcessorCount,
+                            report: @escaping (TrainingEvent) -> Void) throws {
+        try self.init(plan: resume?.plan ?? PretrainPlan(configuration), backend: backend, data: data,
+                      runFolder: runFolder, resume: resume, workers: workers, report: report)
+    }
+
+    /// - Parameters:
+    ///   - plan: the validated run (with `resume`, the checkpoint's plan, its data path possibly moved).
+    ///   - resume: a checkpoint to continue from: its weights, optimizer state, bank and position.
+    public init(plan: PretrainPlan, backend: any Backend, data: DatasetSplits, runFolder: URL,
                 resume: TrainingCheckpoint.Contents? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                 report: @escaping (TrainingEvent) -> Void) throws {
-        let configuration = resume?.configuration ?? configuration
-        try configuration.validate()
+        let configuration = plan.configuration
         self.configuration = configuration
-        let config = try configuration.modelConfig()
-        layout = try resume?.layout ?? MoCoParameters(config)
+        let config = plan.layout.config
+        layout = plan.layout
         guard data.train.count >= configuration.batchSize else {
             throw PretrainError("\(data.name) has \(data.train.count) training images, fewer than one batch of "
                 + "\(configuration.batchSize); lower -b/--batch-size")
         }
         model = try MoCoModel(parameters: layout, backend: backend, batchSize: configuration.batchSize,
                               initial: resume?.initial ?? layout.initialValues(seed: configuration.seed))
-        if let resume {
-            try backend.upload(resume.firstMoment, to: model.firstMoment)
-            try backend.upload(resume.secondMoment, to: model.secondMoment)
-        }
+        optimizer = try configuration.optimizer.make(backend: backend, segments: model.trainableSegments,
+                                                     weightDecay: configuration.weightDecay)
+        if let resume { try optimizer.restore(resume.optimizerState, on: backend) }
+        trainingStep = try MoCoTrainingStep(model: model, optimizer: optimizer)
         self.runFolder = runFolder
         self.data = data
         schedules = Schedules(baseLearningRate: configuration.lr, batchSize: configuration.batchSize,
                               warmupEpochs: configuration.warmupEpochs, epochs: Double(configuration.epochs),
                               baseMomentum: configuration.mocoM, cosineMomentum: configuration.mocoMCos)
-        gradients = try GradientMonitor(layout: layout, backend: backend, spikeFactor: configuration.spikeFactor)
+        gradients = GradientMonitor(layout: layout, spikeFactor: configuration.spikeFactor)
         if data.train.isLabeled, configuration.knnEvery > 0 {
             let length = configuration.knnBank > 0 ? configuration.knnBank : max(configuration.batchSize, data.train.count / 10)
             if let saved = resume?.bank, saved.length == length { bank = saved } else {
@@ -101,13 +116,37 @@ public final class Pretrainer {
         self.workers = max(1, workers)
         self.report = report
         try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
+        try Self.reportSkippedFiles(data, in: runFolder, report: report)
         metrics = try MetricsLog(url: runFolder.appendingPathComponent("metrics.jsonl"))
         let shape = [configuration.batchSize, 3, configuration.imageSize, configuration.imageSize]
         x1 = try backend.makeTensor(shape: shape)
         x2 = try backend.makeTensor(shape: shape)
+        trainingStep.afterForward = { [unowned self] model, step in try afterForward?(model, step - 1) }
     }
 
     var batchesPerEpoch: Int { data.train.count / configuration.batchSize }
+
+    /// How many skipped files ``reportSkippedFiles(_:in:report:)`` names in the log.
+    static let skippedFilesShown = 20
+
+    /// Names every file the datasets left out (unreadable or corrupt): the first
+    /// ``skippedFilesShown`` in the log with the decoder's reason, a count beyond, and all of
+    /// them in `skipped_files.tsv` in the run folder (path, tab, reason; one per line).
+    static func reportSkippedFiles(_ data: DatasetSplits, in runFolder: URL,
+                                   report: (TrainingEvent) -> Void) throws {
+        let skipped = data.train.skippedFiles + (data.test?.skippedFiles ?? [])
+        guard !skipped.isEmpty else { return }
+        let url = runFolder.appendingPathComponent("skipped_files.tsv")
+        let lines = skipped.map { "\($0.path)\t\($0.reason.replacingOccurrences(of: "\n", with: " "))\n" }
+        do { try Data(lines.joined().utf8).write(to: url, options: .atomic) } catch {
+            throw PretrainError("cannot write \(url.path): \(error.localizedDescription)")
+        }
+        report(.message("\(skipped.count) unreadable file(s) were left out of \(data.name); all are listed in \(url.path):"))
+        for file in skipped.prefix(skippedFilesShown) { report(.message("  skipped \(file.path): \(file.reason)")) }
+        if skipped.count > skippedFilesShown {
+            report(.message("  … and \(skipped.count - skippedFilesShown) more"))
+        }
+    }
 
     /// Trains from the current position to the end of the schedule, or until `shouldStop`
     /// returns true between iterations (then it writes a checkpoint of the position reached).
@@ -171,21 +210,11 @@ public final class Pretrainer {
         let momentum = schedules.momentum(at: e)
         try backend.upload(batch.x1, to: x1)
         try backend.upload(batch.x2, to: x2)
-        try model.momentumUpdate(m: Float(momentum))
-        let loss = try model.forward(x1: x1, x2: x2)
-        try afterForward?(model, position.step)
-        try model.zeroGradients()
-        try model.backward(x1: x1, x2: x2)
-        let squared = try gradients.tensorSquaredNorms(of: model.gradientTensor)
-        if !loss.isFinite || squared.contains(where: { !$0.isFinite }) {
+        let outcome = try trainingStep(x1: x1, x2: x2, learningRate: learningRate, momentum: momentum,
+                                       step: position.step + 1)
+        let (loss, squared) = (outcome.loss, outcome.squaredNorms)
+        guard outcome.applied else {
             throw nonFiniteError(loss: loss, squared: squared, epoch: epoch, batch: batch.batchIndex)
-        }
-        switch configuration.optimizer {
-        case .adamw:
-            try model.applyAdamW(AdamWStep(learningRate: learningRate, weightDecay: configuration.weightDecay,
-                                           step: position.step + 1))
-        case .lars:
-            try model.applyLARS(LARSStep(learningRate: learningRate, weightDecay: configuration.weightDecay))
         }
         position.step += 1
         position.batch = batch.batchIndex + 1
@@ -199,8 +228,8 @@ public final class Pretrainer {
                 let queries = KNNClassifier.normalized(try model.baseFeatures(view: 0), width: width)
                 let classifier = KNNClassifier(k: configuration.knnK, temperature: configuration.knnT,
                                                classes: data.train.classNames.count)
-                knn = classifier.accuracy(queries: queries, labels: batch.labels, bank: current.features,
-                                          bankLabels: current.labels, width: width)
+                knn = try classifier.accuracy(queries: queries, labels: batch.labels, bank: current.features,
+                                              bankLabels: current.labels, width: width, on: backend)
             }
             // In place, with no other reference alive, so the queue's arrays are not copied.
             let keys = try model.momentumFeatures()
@@ -255,7 +284,8 @@ public final class Pretrainer {
                 + "no checkpoint was written and \(lastGoodCheckpoint()). Try a lower --lr")
         }
         let url = runFolder.appendingPathComponent(TrainingCheckpoint.fileName(for: position))
-        try TrainingCheckpoint.write(to: url, model: model, configuration: configuration, position: position, bank: bank)
+        try TrainingCheckpoint.write(to: url, model: model, optimizer: optimizer, configuration: configuration,
+                                     position: position, bank: bank)
         report(.checkpoint(path: url.path))
         return url.path
     }

@@ -37,8 +37,8 @@ public final class MoCoModel {
     let backbone: BackboneForward
     let head: MLPForward
     let labels: Tensor                                       // (B) int32 arange(B)
-    /// Gradients, AdamW moments and backward scratch (MoCoStep.swift).
-    let training: MoCoTrainingState
+    /// Gradients and backward scratch (MoCoModel+Backward.swift).
+    let training: MoCoGradientState
 
     /// q1, q2: the predictor outputs; k1, k2: the momentum encoder outputs (raw, before L2).
     public var q1: Tensor { predictorActivations[0].output }
@@ -96,7 +96,7 @@ public final class MoCoModel {
         backbone = try BackboneForward(backend: backend, config: config.vit, batchSize: batchSize)
         head = try MLPForward(backend: backend, batchSize: batchSize)
         labels = try backend.makeTensor((0..<batchSize).map { Int32($0) }, shape: [batchSize])
-        training = try MoCoTrainingState(parameters: parameters, backend: backend, batchSize: batchSize,
+        training = try MoCoGradientState(parameters: parameters, backend: backend, batchSize: batchSize,
                                          bufferTensor: bufferTensor)
     }
 

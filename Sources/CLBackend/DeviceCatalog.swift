@@ -1,4 +1,3 @@
-import CLBackend
 import Foundation
 import Tensors
 

@@ -1,12 +1,13 @@
 import Tensors
 
-/// Gradients, AdamW moments and backward scratch of a ``MoCoModel``, allocated once with it.
-struct MoCoTrainingState {
+/// Gradients and backward scratch of a ``MoCoModel``, allocated once with it. The optimizer's
+/// state is not here: optimizers (Train's `Optimizer`) own theirs; the model computes gradients.
+struct MoCoGradientState {
     /// ∂loss/∂θ over ``MoCoParameters/trainableRegion`` (base encoder | predictor), same offsets
     /// as the parameter buffer; frozen tensors (pos_embed, a stop-grad patch projection) keep
     /// zero slots that the optimizer's segments skip.
     let gradientTensor: Tensor
-    let firstMoment: Tensor, secondMoment: Tensor
+    /// One segment per trainable tensor (ndim > 1 adapted), the optimizers' and monitors' table.
     let segments: SegmentTable
     /// Views of `gradientTensor` that mirror the base-encoder and predictor weight views.
     let baseGradients: BackboneWeights, projectorGradients: MLPWeights, predictorGradients: MLPWeights
@@ -20,9 +21,7 @@ struct MoCoTrainingState {
         let config = parameters.config
         let count = parameters.trainableRegion.upperBound
         gradientTensor = try backend.makeTensor(shape: [count])
-        firstMoment = try backend.makeTensor(shape: [count])
-        secondMoment = try backend.makeTensor(shape: [count])
-        for tensor in [gradientTensor, firstMoment, secondMoment] { try backend.fill(tensor, value: 0) }
+        try backend.fill(gradientTensor, value: 0)
         segments = parameters.segmentTable()
 
         let gradientTensor = gradientTensor
@@ -67,7 +66,7 @@ extension MoCoModel {
     /// Accumulates ∂loss/∂θ of the last ``forward(x1:x2:)`` into ``gradientTensor`` for
     /// `loss = ctr(q1, k2) + ctr(q2, k1)`, in exact reverse order of the forward. The keys get no
     /// gradient (the momentum encoder runs under no_grad, SPEC A.1). The caller zeroes the
-    /// gradient first (``step(x1:x2:learningRate:weightDecay:momentum:stepNumber:)`` does).
+    /// gradient first (``zeroGradients()``; Train's one training step does).
     public func backward(x1: Tensor, x2: Tensor) throws {
         let vit = parameters.config.vit
         let (B, d) = (batchSize, parameters.config.mocoDim)
@@ -99,41 +98,11 @@ extension MoCoModel {
         }
     }
 
-    /// One MoCo v3 training step with AdamW (SPEC A.1, A.6): EMA of the momentum encoder, forward,
-    /// zero the gradient, backward, then `torch.optim.AdamW` over every trainable tensor.
-    ///
-    /// - Parameters:
-    ///   - stepNumber: 1-based AdamW step count (bias corrections).
-    /// - Returns: the loss of this step's forward (before the update).
-    public func step(x1: Tensor, x2: Tensor, learningRate: Double, weightDecay: Double, momentum m: Float,
-                     stepNumber: Int) throws -> Float {
-        try momentumUpdate(m: m)
-        let loss = try forward(x1: x1, x2: x2)
-        try zeroGradients()
-        try backward(x1: x1, x2: x2)
-        try applyAdamW(AdamWStep(learningRate: learningRate, weightDecay: weightDecay, step: stepNumber))
-        return loss
-    }
-
     /// Clears ``gradientTensor`` before a ``backward(x1:x2:)`` (which accumulates).
     public func zeroGradients() throws { try backend.fill(training.gradientTensor, value: 0) }
 
-    /// `torch.optim.AdamW` over every trainable tensor with the current gradient (SPEC A.6).
-    public func applyAdamW(_ step: AdamWStep) throws {
-        try backend.adamw(parameters: parameterTensor, gradients: training.gradientTensor,
-                          firstMoment: training.firstMoment, secondMoment: training.secondMoment,
-                          segments: training.segments, step: step)
-    }
-
-    /// The reference's LARS (SPEC A.6) over every trainable tensor: ndim > 1 tensors are decayed
-    /// and trust-scaled, biases and norms are not. The heavy-ball buffer is ``firstMoment``.
-    public func applyLARS(_ step: LARSStep) throws {
-        try backend.lars(parameters: parameterTensor, gradients: training.gradientTensor,
-                         momentumBuffer: training.firstMoment, segments: training.segments, step: step)
-    }
-
-    /// Optimizer state over ``MoCoParameters/trainableRegion``: AdamW's `exp_avg`, or LARS's `mu`.
-    public var firstMoment: Tensor { training.firstMoment }
-    /// AdamW's `exp_avg_sq` (unused by LARS).
-    public var secondMoment: Tensor { training.secondMoment }
+    /// One segment per trainable tensor of ``gradientTensor`` / the trainable region, in layout
+    /// order; frozen tensors are left out, and only tensors with ndim > 1 are `adapted` (LARS and
+    /// LAMB decay and trust-scale those only, SPEC A.6).
+    public var trainableSegments: SegmentTable { training.segments }
 }

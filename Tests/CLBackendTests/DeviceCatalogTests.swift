@@ -1,7 +1,6 @@
 import CLBackend
 import Testing
 import TestSupport
-import Train
 
 @Suite struct DeviceCatalogTests {
     @Test func namesAreNumberedPerClassInEnumerationOrder() {
@@ -50,5 +49,29 @@ import Train
         #expect(try GEMMProvider.fromEnvironment(["MOCOV3_GEMM": "CLBlast"]) == .clblast)
         #expect(try GEMMProvider.fromEnvironment([:]) == nil)
         #expect(throws: SelectionError.self) { try GEMMProvider(parsing: "cublas") }
+        #expect { try GEMMProvider.fromEnvironment(["MOCOV3_GEMM": "cublas"]) } throws: {
+            "\($0)".contains("MOCOV3_GEMM='cublas'") && "\($0)".contains("clblast, kernel")
+        }
+    }
+
+    /// Tuning variables that are set but malformed are errors naming the variable and the
+    /// accepted form; unset or empty means the default.
+    @Test func malformedTuningVariablesAreErrors() throws {
+        #expect(try GEMMTile.fromEnvironment([:]) == nil)
+        #expect(try GEMMTile.fromEnvironment(["MOCOV3_GEMM_TILE": ""]) == nil)
+        #expect(try GEMMTile.fromEnvironment(["MOCOV3_GEMM_TILE": "4x8x3"]) == GEMMTile(rows: 4, vectorWidth: 8, vectors: 3))
+        for bad in ["6x8", "6x7x2", "0x8x2", "6x8x2x1", "six", "6x8x"] {
+            #expect(throws: SelectionError.self, "\(bad)") { try GEMMTile.fromEnvironment(["MOCOV3_GEMM_TILE": bad]) }
+        }
+        #expect { try GEMMTile.fromEnvironment(["MOCOV3_GEMM_TILE": "6x8"]) } throws: {
+            "\($0)".contains("MOCOV3_GEMM_TILE='6x8'") && "\($0)".contains("ROWSxWIDTHxVECTORS")
+        }
+        #expect(try GEMMTile.splitChunkFromEnvironment([:]) == nil)
+        #expect(try GEMMTile.splitChunkFromEnvironment(["MOCOV3_GEMM_KCHUNK": "256"]) == 256)
+        for bad in ["0", "-512", "lots", "1e3"] {
+            #expect(throws: SelectionError.self, "\(bad)") {
+                try GEMMTile.splitChunkFromEnvironment(["MOCOV3_GEMM_KCHUNK": bad])
+            }
+        }
     }
 }

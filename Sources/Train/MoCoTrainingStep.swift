@@ -1,0 +1,62 @@
+import Tensors
+import Model
+
+/// One MoCo v3 training iteration (SPEC A.1), the single sequence that `mocov3-cl step` and
+/// `mocov3-cl pretrain` both run: the momentum-encoder EMA with this iteration's m, the forward
+/// of both views, zero the gradient, the backward, the per-tensor squared gradient norms (the
+/// gradient monitor's input), and the optimizer update — which is skipped when the loss or a
+/// gradient is not finite, so a diverged step never touches the weights.
+public final class MoCoTrainingStep {
+    public let model: MoCoModel
+    public let optimizer: any Optimizer
+    /// One element per trainable tensor (``MoCoModel/trainableSegments``).
+    let squaredNorms: Tensor
+    /// Test hook: called after the forward with the model and the 1-based step number, before the
+    /// checks (a test poisons a weight here to exercise the non-finite stop).
+    public var afterForward: ((MoCoModel, Int) throws -> Void)?
+
+    /// What one iteration measured.
+    public struct Outcome: Sendable {
+        /// `ctr(q1, k2) + ctr(q2, k1)` of this iteration's forward (before the update).
+        public let loss: Float
+        /// ‖∂loss/∂θ‖² per trainable tensor, in layout order.
+        public let squaredNorms: [Float]
+        /// False when the loss or a gradient was not finite: then the optimizer did not run.
+        public let applied: Bool
+    }
+
+    public init(model: MoCoModel, optimizer: any Optimizer) throws {
+        self.model = model
+        self.optimizer = optimizer
+        squaredNorms = try model.backend.makeTensor(shape: [model.trainableSegments.count])
+        // Once now, so a backend's lasting per-table state (CLBackend uploads a chunk table) is
+        // made before the first iteration, not from buffers that iteration's scratch would reuse:
+        // after the first iteration nothing allocates.
+        try model.backend.squaredNorms(output: squaredNorms, input: model.gradientTensor,
+                                       segments: model.trainableSegments)
+    }
+
+    /// Runs the iteration on views already on the model's backend.
+    ///
+    /// - Parameters:
+    ///   - learningRate: this iteration's lr (from ``Schedules``, or fixed for `step`).
+    ///   - momentum: this iteration's EMA coefficient m.
+    ///   - step: the 1-based number of this update (the optimizer's bias corrections).
+    public func callAsFunction(x1: Tensor, x2: Tensor, learningRate: Double, momentum: Double,
+                               step: Int) throws -> Outcome {
+        let backend = model.backend
+        try model.momentumUpdate(m: Float(momentum))
+        let loss = try model.forward(x1: x1, x2: x2)
+        try afterForward?(model, step)
+        try model.zeroGradients()
+        try model.backward(x1: x1, x2: x2)
+        try backend.squaredNorms(output: squaredNorms, input: model.gradientTensor, segments: model.trainableSegments)
+        let squared = try backend.download(squaredNorms)
+        guard loss.isFinite, squared.allSatisfy(\.isFinite) else {
+            return Outcome(loss: loss, squaredNorms: squared, applied: false)
+        }
+        try optimizer.step(parameters: model.parameterTensor, gradients: model.gradientTensor,
+                           learningRate: learningRate, step: step)
+        return Outcome(loss: loss, squaredNorms: squared, applied: true)
+    }
+}
