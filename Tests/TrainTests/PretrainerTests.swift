@@ -3,6 +3,7 @@ import Foundation
 import Tensors
 import Model
 import Testing
+import TestSupport
 @testable import Train
 
 @Suite struct PretrainerTests {
@@ -32,6 +33,33 @@ import Testing
         for line in lines { #expect((try? JSONSerialization.jsonObject(with: Data(line.utf8))) != nil) }
         #expect(TrainingCheckpoint.candidates(in: folder).map(\.lastPathComponent)
             == ["checkpoint_0002.safetensors", "checkpoint_0001.safetensors"])
+    }
+
+    /// The same run on PoCL: the loop, the optimizer, the dense kNN monitor and the kNN
+    /// evaluation all on the OpenCL device, matching the host run's losses and kNN figures.
+    @Test(.enabled(if: TestDevices.hasOpenCL, TestDevices.skipReason))
+    func theRunOnOpenCLMatchesTheHost() throws {
+        let hostFolder = try TinyRun.folder("host"), clFolder = try TinyRun.folder("opencl")
+        defer {
+            try? FileManager.default.removeItem(at: hostFolder)
+            try? FileManager.default.removeItem(at: clFolder)
+        }
+        let (hostEvents, clEvents) = (EventLog(), EventLog())
+        let host = try Pretrainer(configuration: TinyRun.configuration, backend: HostBackend(), data: TinyRun.data(),
+                                  runFolder: hostFolder, workers: 2, report: hostEvents.append)
+        let opencl = try Pretrainer(configuration: TinyRun.configuration, backend: TestDevices.backend(),
+                                    data: TinyRun.data(), runFolder: clFolder, workers: 2, report: clEvents.append)
+        let (hostSummary, clSummary) = (try host.run(), try opencl.run())
+        #expect(clSummary.completed)
+        for (a, b) in zip(clEvents.iterations, hostEvents.iterations) {
+            #expect(abs(a.loss - b.loss) <= 1e-3 * abs(b.loss), "loss \(a.loss) vs \(b.loss) at step \(b.step)")
+        }
+        #expect(clEvents.iterations.dropFirst().allSatisfy { $0.knnMonitor != nil })
+        #expect(clSummary.knnTop1.keys.sorted() == hostSummary.knnTop1.keys.sorted())
+        // 12 test images: float rounding may move one of them.
+        for (epoch, top1) in hostSummary.knnTop1 {
+            #expect(abs((clSummary.knnTop1[epoch] ?? -1) - top1) <= 1.0 / 12 + 1e-9, "epoch \(epoch)")
+        }
     }
 
     /// An interrupted run resumed from its checkpoint ends with bit-identical weights, optimizer
