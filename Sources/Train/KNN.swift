@@ -43,17 +43,23 @@ public struct KNNClassifier: Sendable {
     /// Labels < 0 in the bank are ignored (unfilled slots); a query with no neighbour gets −1.
     public func predict(queries: [Float], bank: [Float], bankLabels: [Int32], width: Int,
                         on backend: any Backend) throws -> [Int32] {
-        let queryCount = queries.count / width
-        let bankCount = bankLabels.count
-        precondition(bank.count == bankCount * width && queries.count == queryCount * width,
+        precondition(bank.count == bankLabels.count * width && queries.count % width == 0,
                      "features do not match their counts")
+        return try predict(queries: backend.makeTensor(queries, shape: [queries.count / width, width]),
+                           bank: backend.makeTensor(bank, shape: [bankLabels.count, width]),
+                           bankLabels: backend.makeTensor(bankLabels, shape: [bankLabels.count]), on: backend)
+    }
+
+    /// As ``predict(queries:bank:bankLabels:width:on:)`` on tensors already on `backend`:
+    /// queries (count, width), bank (bankCount, width), int32 bankLabels (bankCount).
+    public func predict(queries queryTensor: Tensor, bank bankTensor: Tensor, bankLabels labelTensor: Tensor,
+                        on backend: any Backend) throws -> [Int32] {
+        let width = bankTensor.shape.last ?? 0
+        let (queryCount, bankCount) = (queryTensor.shape.first ?? 0, labelTensor.count)
         guard queryCount > 0 else { return [] }
         guard bankCount > 0 else { return [Int32](repeating: -1, count: queryCount) }
         let neighbours = min(k, bankCount)
         let block = min(Self.queryBlock, queryCount), tile = min(Self.bankTile, bankCount)
-        let bankTensor = try backend.makeTensor(bank, shape: [bankCount, width])
-        let labelTensor = try backend.makeTensor(bankLabels, shape: [bankCount])
-        let queryTensor = try backend.makeTensor(queries, shape: [queryCount, width])
         let similarities = try backend.makeTensor(shape: [block, tile])
         let values = try backend.makeTensor(shape: [block, neighbours])
         let indices = try backend.makeTensor(shape: [block, neighbours], dtype: .int32)
@@ -86,7 +92,12 @@ public struct KNNClassifier: Sendable {
     /// Top-1 accuracy in [0, 1] of ``predict(queries:bank:bankLabels:width:on:)`` against `labels`.
     public func accuracy(queries: [Float], labels: [Int32], bank: [Float], bankLabels: [Int32], width: Int,
                          on backend: any Backend) throws -> Double {
-        let predicted = try predict(queries: queries, bank: bank, bankLabels: bankLabels, width: width, on: backend)
+        Self.accuracy(try predict(queries: queries, bank: bank, bankLabels: bankLabels, width: width, on: backend),
+                      labels: labels)
+    }
+
+    /// The fraction of `predicted` equal to `labels` (0 when empty).
+    static func accuracy(_ predicted: [Int32], labels: [Int32]) -> Double {
         guard !predicted.isEmpty else { return 0 }
         let correct = zip(predicted, labels).filter { $0 == $1 }.count
         return Double(correct) / Double(predicted.count)
@@ -129,14 +140,47 @@ public struct MemoryBank: Sendable {
 
     public var filled: Int { labels.count { $0 >= 0 } }
 
-    /// Enqueues rows (count, width), normalising them, overwriting the oldest slots.
-    public mutating func enqueue(_ rows: [Float], labels newLabels: [Int32]) {
+    /// Enqueues rows (count, width), normalising them, overwriting the oldest slots; returns
+    /// how many were written (the labeled ones), from the pointer as it was.
+    @discardableResult
+    public mutating func enqueue(_ rows: [Float], labels newLabels: [Int32]) -> Int {
         let normalized = KNNClassifier.normalized(rows, width: width)
+        var written = 0
         for (row, label) in newLabels.enumerated() where label >= 0 {
+            written += 1
             features.replaceSubrange(pointer * width..<(pointer + 1) * width,
                                      with: normalized[(row * width)..<((row + 1) * width)])
             labels[pointer] = label
             pointer = (pointer + 1) % length
+        }
+        return written
+    }
+}
+
+/// The device copy of a ``MemoryBank`` that the dense monitor classifies against: uploaded
+/// whole once, then only the slots each enqueue wrote (a batch's rows, not the whole bank).
+final class DeviceMemoryBank {
+    /// (length, width) and int32 (length).
+    let features: Tensor, labels: Tensor
+    let backend: any Backend
+
+    init(_ bank: MemoryBank, backend: any Backend) throws {
+        self.backend = backend
+        features = try backend.makeTensor(bank.features, shape: [bank.length, bank.width])
+        labels = try backend.makeTensor(bank.labels, shape: [bank.length])
+    }
+
+    /// Uploads the `count` slots written from `start` (wrapping at the end of the queue).
+    func update(from bank: MemoryBank, writtenFrom start: Int, count: Int) throws {
+        let count = min(count, bank.length)
+        let first = min(count, bank.length - start)
+        for (slot, rows) in [(start, first), (0, count - first)] where rows > 0 {
+            try bank.features[(slot * bank.width)..<((slot + rows) * bank.width)].withUnsafeBufferPointer {
+                try backend.upload($0, to: features.view(offset: slot * bank.width, shape: [rows, bank.width]))
+            }
+            try bank.labels[slot..<(slot + rows)].withUnsafeBytes {
+                try backend.upload(bytes: $0, to: labels.view(offset: slot, shape: [rows]))
+            }
         }
     }
 }

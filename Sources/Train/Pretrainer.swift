@@ -52,21 +52,20 @@ public final class Pretrainer {
     public let layout: MoCoParameters
     public let model: MoCoModel
     public let optimizer: any Optimizer
-    /// The iteration `mocov3-cl step` runs too.
+    /// The iteration `mocov3-cl step` runs too (tests set its `afterForward` hook).
     let trainingStep: MoCoTrainingStep
     public let runFolder: URL
     let data: DatasetSplits
     let schedules: Schedules
     let gradients: GradientMonitor
     var bank: MemoryBank?
+    /// The bank on the model's backend, kept in step with `bank` row by row.
+    var deviceBank: DeviceMemoryBank?
     var position: TrainingPosition
     let workers: Int
     let report: (TrainingEvent) -> Void
     let metrics: MetricsLog
     let x1: Tensor, x2: Tensor
-    /// Test hook: called after the forward of each step with the model and the 0-based number of
-    /// steps taken, before the checks (a test poisons a weight here to exercise the non-finite stop).
-    public var afterForward: ((MoCoModel, Int) throws -> Void)?
 
     /// Validates `configuration` (one ``PretrainPlan``), then as ``init(plan:backend:data:runFolder:resume:workers:report:)``.
     ///
@@ -111,6 +110,7 @@ public final class Pretrainer {
             if let saved = resume?.bank, saved.length == length { bank = saved } else {
                 bank = MemoryBank(length: length, width: config.vit.embedDim)
             }
+            deviceBank = try bank.map { try DeviceMemoryBank($0, backend: backend) }
         }
         position = resume?.position ?? TrainingPosition()
         self.workers = max(1, workers)
@@ -121,7 +121,6 @@ public final class Pretrainer {
         let shape = [configuration.batchSize, 3, configuration.imageSize, configuration.imageSize]
         x1 = try backend.makeTensor(shape: shape)
         x2 = try backend.makeTensor(shape: shape)
-        trainingStep.afterForward = { [unowned self] model, step in try afterForward?(model, step - 1) }
     }
 
     var batchesPerEpoch: Int { data.train.count / configuration.batchSize }
@@ -222,18 +221,23 @@ public final class Pretrainer {
         let norms = gradients.layerNorms(squared)
         let spikes = gradients.record(norms)
         var knn: Double?
-        if bank != nil {
-            if position.step % configuration.knnEvery == 0, let current = bank, current.filled > 0 {
+        // `bank` is read through `bank!` and never bound to a second variable, so enqueueing
+        // mutates its arrays in place instead of copying them (copy-on-write).
+        if let deviceBank, bank != nil {
+            if position.step % configuration.knnEvery == 0, bank!.filled > 0 {
                 let width = layout.config.vit.embedDim
                 let queries = KNNClassifier.normalized(try model.baseFeatures(view: 0), width: width)
                 let classifier = KNNClassifier(k: configuration.knnK, temperature: configuration.knnT,
                                                classes: data.train.classNames.count)
-                knn = try classifier.accuracy(queries: queries, labels: batch.labels, bank: current.features,
-                                              bankLabels: current.labels, width: width, on: backend)
+                let predicted = try classifier.predict(
+                    queries: backend.makeTensor(queries, shape: [queries.count / width, width]),
+                    bank: deviceBank.features, bankLabels: deviceBank.labels, on: backend)
+                knn = KNNClassifier.accuracy(predicted, labels: batch.labels)
             }
-            // In place, with no other reference alive, so the queue's arrays are not copied.
             let keys = try model.momentumFeatures()
-            bank?.enqueue(keys, labels: batch.labels)
+            let start = bank!.pointer
+            let written = bank!.enqueue(keys, labels: batch.labels)
+            try deviceBank.update(from: bank!, writtenFrom: start, count: written)
         }
         let seconds = Date().timeIntervalSince(start)
         let metrics = IterationMetrics(

@@ -84,6 +84,25 @@ enum ClassifierDevice: String, CaseIterable, CustomTestStringConvertible, Sendab
         #expect(top1 >= 0.9, "\(top1)")
     }
 
+    /// The device copy follows the queue through enqueues that wrap around its end.
+    @Test(arguments: ClassifierDevice.allCases) func theDeviceBankFollowsTheQueue(_ device: ClassifierDevice) throws {
+        guard let backend = try device.backend() else { return }
+        var bank = MemoryBank(length: 5, width: 2)
+        let mirror = try DeviceMemoryBank(bank, backend: backend)
+        var generator = SplitMix64(seed: 4)
+        for step in 0..<4 {
+            let start = bank.pointer
+            let rows = randomValues(6, using: &generator)
+            let written = bank.enqueue(rows, labels: [Int32(step), -1, Int32(step + 10)])   // the -1 row is skipped
+            #expect(written == 2)
+            try mirror.update(from: bank, writtenFrom: start, count: written)
+            #expect(try backend.download(mirror.features) == bank.features, "step \(step)")
+            var labels = [Int32](repeating: -2, count: 5)
+            try labels.withUnsafeMutableBytes { try backend.download(mirror.labels, intoBytes: $0) }
+            #expect(labels == bank.labels, "step \(step)")
+        }
+    }
+
     @Test func theMemoryBankIsAQueue() {
         var bank = MemoryBank(length: 3, width: 2)
         #expect(bank.filled == 0)

@@ -33,6 +33,13 @@ import TestSupport
         for line in lines { #expect((try? JSONSerialization.jsonObject(with: Data(line.utf8))) != nil) }
         #expect(TrainingCheckpoint.candidates(in: folder).map(\.lastPathComponent)
             == ["checkpoint_0002.safetensors", "checkpoint_0001.safetensors"])
+        // The monitor's device bank, updated a batch at a time (and wrapping), equals the queue.
+        let bank = try #require(trainer.bank), deviceBank = try #require(trainer.deviceBank)
+        #expect(bank.filled == bank.length)
+        #expect(try trainer.model.backend.download(deviceBank.features) == bank.features)
+        var labels = [Int32](repeating: -2, count: bank.length)
+        try labels.withUnsafeMutableBytes { try trainer.model.backend.download(deviceBank.labels, intoBytes: $0) }
+        #expect(labels == bank.labels)
     }
 
     /// The same run on PoCL: the loop, the optimizer, the dense kNN monitor and the kNN
@@ -110,8 +117,8 @@ import TestSupport
         let poisoned = "module.base_encoder.blocks.0.mlp.fc1.weight"
         let entry = try #require(layout.table[poisoned])
         var saved: [Float] = []
-        trainer.afterForward = { model, step in
-            guard step == 5 else { return }
+        trainer.trainingStep.afterForward = { model, step in
+            guard step == 6 else { return }
             saved = try model.backend.download(model.parameterTensor)
             var values = saved
             values[entry.offset + 3] = .nan
