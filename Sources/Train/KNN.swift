@@ -56,6 +56,9 @@ public struct KNNClassifier: Sendable {
                         on backend: any Backend) throws -> [Int32] {
         let width = bankTensor.shape.last ?? 0
         let (queryCount, bankCount) = (queryTensor.shape.first ?? 0, labelTensor.count)
+        precondition(queryTensor.shape.count == 2 && queryTensor.shape[1] == width
+                     && bankTensor.shape.count == 2 && bankTensor.shape[0] == bankCount,
+                     "queries \(queryTensor.shape), bank \(bankTensor.shape) and \(bankCount) labels do not match")
         guard queryCount > 0 else { return [] }
         guard bankCount > 0 else { return [Int32](repeating: -1, count: queryCount) }
         let neighbours = min(k, bankCount)

@@ -10,9 +10,16 @@ public struct KNNEvaluation: Sendable {
     public var k: Int
     public var temperature: Double
     public var workers: Int
-    /// Told, after each evaluation, the seconds spent making the features (data, transform and
-    /// encoder) and the seconds of the classifier (similarities, top-k and vote on the device).
-    public var reportTimes: (@Sendable (_ featureSeconds: Double, _ classifierSeconds: Double) -> Void)?
+
+    /// One evaluation's top-1 and where its time went.
+    public struct Result: Sendable {
+        /// Top-1 accuracy in [0, 1].
+        public let top1: Double
+        /// Making the features of both splits: data, evaluation transform and encoder.
+        public let featureSeconds: Double
+        /// The classifier on the device: similarities, top-k and vote.
+        public let classifierSeconds: Double
+    }
 
     public init(k: Int = 200, temperature: Double = 0.07, workers: Int) {
         self.k = k
@@ -20,9 +27,8 @@ public struct KNNEvaluation: Sendable {
         self.workers = workers
     }
 
-    /// Top-1 accuracy in [0, 1] of the features `extractor` computes.
-    /// The classifier runs on the extractor's backend.
-    public func accuracy(extractor: FeatureExtractor, train: any ImageDataset, test: any ImageDataset) throws -> Double {
+    /// Top-1 of the features `extractor` computes; the classifier runs on the extractor's backend.
+    public func accuracy(extractor: FeatureExtractor, train: any ImageDataset, test: any ImageDataset) throws -> Result {
         try accuracy(train: train, test: test, width: extractor.config.embedDim, imageSize: extractor.config.imageSize,
                      batchSize: extractor.batchSize, on: extractor.backend) {
             try extractor.features(of: $0.x, count: $0.labels.count)
@@ -32,7 +38,7 @@ public struct KNNEvaluation: Sendable {
     /// The same classifier on the normalised pixels themselves: the baseline any learned feature
     /// should beat. The classifier runs on `backend`.
     public func rawPixelAccuracy(train: any ImageDataset, test: any ImageDataset, imageSize: Int,
-                                 on backend: any Backend) throws -> Double {
+                                 on backend: any Backend) throws -> Result {
         try accuracy(train: train, test: test, width: 3 * imageSize * imageSize, imageSize: imageSize,
                      batchSize: 512, on: backend) { $0.x }
     }
@@ -40,7 +46,7 @@ public struct KNNEvaluation: Sendable {
     /// `represent` maps each evaluation batch to its (count, width) vectors; the training split's
     /// form the bank, the held-out split's are classified against it.
     func accuracy(train: any ImageDataset, test: any ImageDataset, width: Int, imageSize: Int, batchSize: Int,
-                  on backend: any Backend, represent: (EvalBatch) throws -> [Float]) throws -> Double {
+                  on backend: any Backend, represent: (EvalBatch) throws -> [Float]) throws -> Result {
         func collect(_ dataset: any ImageDataset) throws -> ([Float], [Int32]) {
             var values: [Float] = [], labels: [Int32] = []
             values.reserveCapacity(dataset.count * width)
@@ -61,7 +67,7 @@ public struct KNNEvaluation: Sendable {
         let classifier = KNNClassifier(k: k, temperature: temperature, classes: train.classNames.count)
         let top1 = try classifier.accuracy(queries: queries, labels: labels, bank: bank, bankLabels: bankLabels,
                                            width: width, on: backend)
-        reportTimes?(classifierStart.timeIntervalSince(start), Date().timeIntervalSince(classifierStart))
-        return top1
+        return Result(top1: top1, featureSeconds: classifierStart.timeIntervalSince(start),
+                      classifierSeconds: Date().timeIntervalSince(classifierStart))
     }
 }

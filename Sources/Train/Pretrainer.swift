@@ -309,7 +309,7 @@ public final class Pretrainer {
                                              bufferTensor: model.bufferTensor, backend: model.backend,
                                              batchSize: min(256, configuration.batchSize))
         let top1 = try KNNEvaluation(k: configuration.knnK, temperature: configuration.knnT, workers: workers)
-            .accuracy(extractor: extractor, train: data.train, test: test)
+            .accuracy(extractor: extractor, train: data.train, test: test).top1
         let seconds = Date().timeIntervalSince(start)
         try metrics.writeEvaluation(epoch: epoch, knnTop1: top1, seconds: seconds)
         report(.evaluation(epoch: epoch, knnTop1: top1, seconds: seconds))

@@ -41,12 +41,10 @@ struct KNN: ParsableCommand {
             throw ValidationError("\(splits.name) has no labeled held-out split (a val/ folder of class folders); kNN needs one")
         }
         let workers = ProcessInfo.processInfo.activeProcessorCount
-        var evaluation = KNNEvaluation(k: k, temperature: t, workers: workers)
-        let times = TimesBox()
-        evaluation.reportTimes = { times.set($0, $1) }
+        let evaluation = KNNEvaluation(k: k, temperature: t, workers: workers)
         let backend = try deviceOptions.makeBackend()
         let start = Date()
-        let top1: Double
+        let result: KNNEvaluation.Result
         var what = "raw pixels"
         if let checkpoint {
             let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: checkpoint))
@@ -57,21 +55,17 @@ struct KNN: ParsableCommand {
             let extractor = try FeatureExtractor(
                 layout: layout, parameterTensor: parameters, bufferTensor: buffers, backend: backend, batchSize: batchSize,
                 encoderPrefix: encoder == "base" ? MoCoParameters.baseEncoderPrefix : MoCoParameters.momentumEncoderPrefix)
-            top1 = try evaluation.accuracy(extractor: extractor, train: splits.train, test: test)
+            result = try evaluation.accuracy(extractor: extractor, train: splits.train, test: test)
             what = "\(encoder) encoder of \(checkpoint)"
         } else {
-            top1 = try evaluation.rawPixelAccuracy(train: splits.train, test: test, imageSize: imageSize, on: backend)
+            result = try evaluation.rawPixelAccuracy(train: splits.train, test: test, imageSize: imageSize, on: backend)
         }
         print(String(format: "kNN top-1 %.2f%% (k=%d, T=%g) of %@ on %@: %d train, %d test images, %.1f s on %@",
-                     100 * top1, k, t, what, splits.name, splits.train.count, test.count, Date().timeIntervalSince(start),
+                     100 * result.top1, k, t, what, splits.name, splits.train.count, test.count, Date().timeIntervalSince(start),
                      backend.name))
-        print(String(format: "  features %.1f s, classifier (similarities, top-k, vote) %.1f s", times.features, times.classifier))
-        print(String(format: "{\"knn_top1\":%.6f,\"k\":%d,\"t\":%g}", top1, k, t))
+        print(String(format: "  features %.1f s, classifier (similarities, top-k, vote) %.1f s", result.featureSeconds,
+                     result.classifierSeconds))
+        print(String(format: "{\"knn_top1\":%.6f,\"k\":%d,\"t\":%g}", result.top1, k, t))
     }
 }
 
-/// Holds the evaluation's two timings for the report line.
-final class TimesBox: @unchecked Sendable {
-    private(set) var features = 0.0, classifier = 0.0
-    func set(_ features: Double, _ classifier: Double) { (self.features, self.classifier) = (features, classifier) }
-}
