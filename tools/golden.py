@@ -16,6 +16,7 @@ How to run (by hand, not in CI; needs `pip install torch safetensors numpy`)
     python3 tools/golden.py            # from the repository root
     python3 tools/golden.py --pooling avg     # golden_small_avgpool.safetensors
     python3 tools/golden.py --vit-bn          # golden_small_vitbn.safetensors
+    python3 tools/golden.py --lincls          # golden_lincls.safetensors (the linear probe)
 
     The option runs (the paper's ablations: global average pooling, Sec 5; ViT-BN, Sec 6.1)
     use a smaller model (C = 32, moco_mlp_dim 64, moco_dim 16) so each file stays under 1 MB,
@@ -411,6 +412,97 @@ def run_fixture(cfg: Config, path: str, include_init: bool, print_names: bool):
     return init, losses, out
 
 
+# ----------------------------------------------------------------------------------------
+# Linear probe (SPEC A.8, main_lincls.py): a frozen trunk in eval mode, a fresh Linear head,
+# SGD momentum 0.9 wd 0, cross-entropy, lr set once per epoch by the cosine rule.
+
+
+def lincls_lr(peak: float, epoch: int, epochs: int) -> float:
+    return peak * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+def run_lincls(path: str):
+    """Two epochs of three batches (5, 5, 3 images: the last one short, as drop_last=False gives)
+    through a frozen tiny trunk and a 10-class head, with and without MAE's parameter-free BN
+    before the head. Stored: the trunk (timm names, metadata with its configuration), the head's
+    init, every batch's images and labels, per-step losses, step-0 logits and features, the final
+    head and momentum buffers, the BN head's running statistics and the evaluation-mode logits of
+    a held-out batch."""
+    from safetensors.torch import save_file
+
+    cfg = Config()
+    torch.manual_seed(cfg.seed)
+    trunk = ViTMoCo(cfg)
+    trunk.eval()
+    for p in trunk.parameters():
+        p.requires_grad_(False)
+    state = {k: v.detach().clone().contiguous() for k, v in trunk.state_dict().items() if not k.startswith("head.")}
+    classes, width, epochs, peak = 10, cfg.embed_dim, 4, 0.1
+    gen = torch.Generator().manual_seed(7)
+    head_weight = torch.randn(classes, width, generator=gen) * 0.01
+    sizes = [5, 5, 3]
+    batches = []
+    for epoch in range(2):
+        for b, n in enumerate(sizes):
+            x = torch.randn(n, 3, cfg.img_size, cfg.img_size, generator=gen)
+            y = torch.randint(0, classes, (n,), generator=gen)
+            batches.append((epoch, b, x, y))
+    val_x = torch.randn(6, 3, cfg.img_size, cfg.img_size, generator=gen)
+    val_y = torch.randint(0, classes, (6,), generator=gen)
+
+    out: dict[str, torch.Tensor] = {f"trunk.{k}": v for k, v in state.items()}
+    out["head_init.weight"] = head_weight.clone()
+    for i, (epoch, b, x, y) in enumerate(batches):
+        out[f"batch{i}.x"] = x.clone()
+        out[f"batch{i}.y"] = y.to(torch.int64)
+    out["val.x"] = val_x.clone()
+    out["val.y"] = val_y.to(torch.int64)
+
+    for variant, bn in (("plain", False), ("bn", True)):
+        head = nn.Linear(width, classes)
+        with torch.no_grad():
+            head.weight.copy_(head_weight)
+            head.bias.zero_()
+        norm = nn.BatchNorm1d(width, affine=False, eps=1e-6) if bn else nn.Identity()
+        opt = torch.optim.SGD(head.parameters(), lr=peak, momentum=0.9, weight_decay=0.0)
+        for i, (epoch, b, x, y) in enumerate(batches):
+            for group in opt.param_groups:
+                group["lr"] = lincls_lr(peak, epoch, epochs)
+            with torch.no_grad():
+                features = trunk.features(x)
+            norm.train()
+            logits = head(norm(features))
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            out[f"{variant}.step{i}.loss"] = loss.detach().reshape(1).clone()
+            if i == 0:
+                out[f"{variant}.step0.logits"] = logits.detach().clone()
+                out[f"{variant}.step0.features"] = features.clone()
+        out[f"{variant}.final.head.weight"] = head.weight.detach().clone()
+        out[f"{variant}.final.head.bias"] = head.bias.detach().clone()
+        out[f"{variant}.final.momentum.weight"] = opt.state[head.weight]["momentum_buffer"].clone()
+        out[f"{variant}.final.momentum.bias"] = opt.state[head.bias]["momentum_buffer"].clone()
+        norm.eval()
+        with torch.no_grad():
+            out[f"{variant}.val.logits"] = head(norm(trunk.features(val_x))).clone()
+        if bn:
+            out["bn.final.running_mean"] = norm.running_mean.clone()
+            out["bn.final.running_var"] = norm.running_var.clone()
+    for k, v in out.items():
+        assert torch.isfinite(v.to(torch.float64)).all(), k
+    meta = {"img_size": str(cfg.img_size), "patch_size": str(cfg.patch_size), "embed_dim": str(cfg.embed_dim),
+            "depth": str(cfg.depth), "num_heads": str(cfg.num_heads), "mlp_ratio": str(cfg.mlp_ratio),
+            "classes": str(classes), "epochs": str(epochs), "peak_lr": repr(peak), "batch_sizes": "5,5,3",
+            "torch_version": torch.__version__, "generator": "tools/golden.py --lincls"}
+    save_file(out, path, metadata=meta)
+    canonicalize_header(path)
+    print(f"{path}: {os.path.getsize(path)} bytes, {len(out)} tensors")
+    for variant in ("plain", "bn"):
+        print(f"  {variant}: losses " + " ".join(f"{out[f'{variant}.step{i}.loss'].item():.6f}" for i in range(len(batches))))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -419,10 +511,15 @@ def main():
                     help="feature pooling; 'avg' writes golden_small_avgpool*.safetensors only")
     ap.add_argument("--vit-bn", action="store_true",
                     help="BatchNorm as norm2 (ViT-BN); writes golden_small_*vitbn.safetensors only")
+    ap.add_argument("--lincls", action="store_true", help="the linear probe; writes golden_lincls.safetensors only")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     os.makedirs(args.out_dir, exist_ok=True)
+
+    if args.lincls:
+        run_lincls(os.path.join(args.out_dir, "golden_lincls.safetensors"))
+        return
 
     if args.pooling != "cls" or args.vit_bn:
         cfg = Config(embed_dim=32, moco_mlp_dim=64, moco_dim=16, pooling=args.pooling, vit_bn=args.vit_bn)

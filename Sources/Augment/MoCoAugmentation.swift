@@ -65,7 +65,7 @@ public struct AugmentationPipeline: Sendable {
 /// The two views of MoCo v3 pre-training: pipeline 1 always blurs and never solarizes, pipeline
 /// 2 blurs with p 0.1 and solarizes with p 0.2 (SPEC A.7). Both crop with scale (cropMin, 1);
 /// `main_moco.py` defaults `--crop-min` to 0.08 (0.2 for the R50 commands).
-public struct MoCoAugmentation: Sendable {
+public struct MoCoAugmentation: SampleAugmentation {
     public var imageSize: Int
     public var cropMin: Double
     /// Index 0 makes view 1, index 1 view 2.
@@ -85,6 +85,13 @@ public struct MoCoAugmentation: Sendable {
 
     /// Number of floats one view holds: 3·S·S.
     public var outputCount: Int { 3 * imageSize * imageSize }
+
+    public var viewCount: Int { 2 }
+
+    public func augment(_ image: Image, seed: UInt64, epoch: Int, index: Int,
+                        into views: [UnsafeMutableBufferPointer<Float>]) {
+        augment(image, seed: seed, epoch: epoch, index: index, view1: views[0], view2: views[1])
+    }
 
     /// Makes view `view` (0 or 1) of `image` with the draws of `generator` and writes its
     /// normalised (3, S, S) values into `output`.
@@ -118,5 +125,46 @@ public struct MoCoAugmentation: Sendable {
             }
         }
         return (a, b)
+    }
+}
+
+/// What ``TrainingBatches`` asks of an augmentation: `viewCount` views of 3·S·S floats per
+/// sample, a pure function of (seed, epoch, index), so batches do not depend on threads or on
+/// where a resumed run starts.
+public protocol SampleAugmentation: Sendable {
+    /// Floats per view: 3·S·S.
+    var outputCount: Int { get }
+    /// Views per sample: 2 for MoCo v3, 1 for the classifiers.
+    var viewCount: Int { get }
+    /// Writes the views of sample `index` in `epoch` into `views` (`viewCount` buffers of `outputCount`).
+    func augment(_ image: Image, seed: UInt64, epoch: Int, index: Int, into views: [UnsafeMutableBufferPointer<Float>])
+}
+
+/// The classifiers' training transform (`main_lincls.py`, SPEC A.8; DeiT's without RandAugment,
+/// random erasing or colour jitter): `RandomResizedCrop(S, scale)` (0.08–1 by default), a
+/// horizontal flip with p 0.5, normalise. One view, drawn from the view-0 generator of
+/// (seed, epoch, index).
+public struct ClassifierAugmentation: SampleAugmentation {
+    public var crop: RandomResizedCrop
+    public var flipProbability = 0.5
+
+    public init(imageSize: Int, scale: ClosedRange<Double> = 0.08...1) {
+        crop = RandomResizedCrop(size: imageSize, scale: scale)
+    }
+
+    public var outputCount: Int { 3 * crop.size * crop.size }
+    public var viewCount: Int { 1 }
+
+    /// The view before normalisation, drawn from `generator` (crop box, then the flip's coin).
+    public func prepared(_ image: FloatImage, using generator: inout SplitMix64) -> FloatImage {
+        var view = crop(image, using: &generator)
+        if generator.bernoulli(flipProbability) { view.flipHorizontally() }
+        return view
+    }
+
+    public func augment(_ image: Image, seed: UInt64, epoch: Int, index: Int,
+                        into views: [UnsafeMutableBufferPointer<Float>]) {
+        var generator = AugmentationSeed.generator(seed: seed, epoch: epoch, index: index, view: 0)
+        prepared(FloatImage(image), using: &generator).normalized(into: views[0])
     }
 }

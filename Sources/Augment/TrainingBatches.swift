@@ -2,12 +2,15 @@ import Datasets
 import Foundation
 import Tensors
 
-/// One pre-training batch: both views of B samples, (B, 3, S, S) each.
+/// One training batch: every view of B samples, (B, 3, S, S) each (MoCo v3's two views, or the
+/// linear probe's and fine-tuning's one).
 public struct TrainingBatch: Sendable {
-    /// View 1 (pipeline 1), B·3·S·S floats.
-    public var x1: [Float]
-    /// View 2 (pipeline 2), B·3·S·S floats.
-    public var x2: [Float]
+    /// One array of B·3·S·S floats per view of the augmentation.
+    public var views: [[Float]]
+    /// View 1 (pipeline 1).
+    public var x1: [Float] { views[0] }
+    /// View 2 (pipeline 2); MoCo v3 batches only.
+    public var x2: [Float] { views[1] }
     /// The class of each sample, −1 when the dataset is unlabeled.
     public var labels: [Int32]
     /// The dataset index each slot was read from (a replacement's index when a read failed).
@@ -16,12 +19,13 @@ public struct TrainingBatch: Sendable {
     public var batchIndex: Int
 }
 
-/// The pre-training loader: one epoch of MoCo v3 batches in a seeded random order, made on a
-/// background thread up to `prefetch` batches ahead, each batch's samples spread over
-/// `workers` threads.
+/// The training loader: one epoch of batches in a seeded random order, made on a background
+/// thread up to `prefetch` batches ahead, each batch's samples spread over `workers` threads.
 ///
 /// Order: a Fisher–Yates permutation drawn from (seed, epoch); batch b holds permutation
-/// positions b·B ..< (b + 1)·B, and the last `count mod B` samples are dropped (`drop_last=True`).
+/// positions b·B ..< (b + 1)·B. With `dropLast` (pre-training, `drop_last=True`) the last
+/// `count mod B` samples are dropped; without it (the linear probe's loader) they form a last,
+/// shorter batch.
 /// Every augmentation draw comes from (seed, epoch, index, view), so the batches are
 /// bit-identical for any `workers`, and starting at `startBatch` k gives the same batches as
 /// iterating to k.
@@ -39,14 +43,14 @@ public final class TrainingBatches: @unchecked Sendable {
     private let producer: BatchProducer<TrainingBatch>
     private let skips = SkipLog()
 
-    public init(dataset: any ImageDataset, augmentation: MoCoAugmentation, batchSize: Int, seed: UInt64,
-                epoch: Int, startBatch: Int = 0, workers: Int, prefetch: Int = 2) {
+    public init(dataset: any ImageDataset, augmentation: any SampleAugmentation, batchSize: Int, seed: UInt64,
+                epoch: Int, startBatch: Int = 0, dropLast: Bool = true, workers: Int, prefetch: Int = 2) {
         precondition(batchSize > 0, "batchSize must be positive")
         precondition(workers > 0, "workers must be positive")
         let count = dataset.count
         var shuffle = AugmentationSeed.shuffleGenerator(seed: seed, epoch: epoch)
         let permutation = shuffle.permutation(count)
-        let batchesPerEpoch = count / batchSize
+        let batchesPerEpoch = dropLast ? count / batchSize : (count + batchSize - 1) / batchSize
         precondition(startBatch >= 0, "startBatch must not be negative")
         self.batchSize = batchSize
         self.batchesPerEpoch = batchesPerEpoch
@@ -55,7 +59,8 @@ public final class TrainingBatches: @unchecked Sendable {
         let skips = self.skips
         producer = BatchProducer(range: min(startBatch, batchesPerEpoch)..<batchesPerEpoch, prefetch: prefetch) { b in
             try Self.makeBatch(b, dataset: dataset, augmentation: augmentation, permutation: permutation,
-                               batchSize: batchSize, seed: seed, epoch: epoch, workers: workers, skips: skips)
+                               batchSize: min(batchSize, count - b * batchSize), firstPosition: b * batchSize,
+                               seed: seed, epoch: epoch, workers: workers, skips: skips)
         }
     }
 
@@ -76,37 +81,38 @@ public final class TrainingBatches: @unchecked Sendable {
 
     var isProducerStopped: Bool { producer.isStopped }
 
-    private static func makeBatch(_ b: Int, dataset: any ImageDataset, augmentation: MoCoAugmentation,
-                                  permutation: [Int], batchSize: Int, seed: UInt64, epoch: Int, workers: Int,
-                                  skips: SkipLog) throws -> TrainingBatch {
+    private static func makeBatch(_ b: Int, dataset: any ImageDataset, augmentation: any SampleAugmentation,
+                                  permutation: [Int], batchSize: Int, firstPosition: Int, seed: UInt64, epoch: Int,
+                                  workers: Int, skips: SkipLog) throws -> TrainingBatch {
         let viewCount = augmentation.outputCount
-        var x1 = [Float](repeating: 0, count: batchSize * viewCount)
-        var x2 = [Float](repeating: 0, count: batchSize * viewCount)
+        // All views in one buffer (view v at v·B·3·S·S), split into one array per view at the end.
+        let viewStride = batchSize * viewCount
+        var all = [Float](repeating: 0, count: augmentation.viewCount * viewStride)
         var labels = [Int32](repeating: -1, count: batchSize)
         var indices = [Int](repeating: -1, count: batchSize)
         var failures = [[(index: Int, message: String)]](repeating: [], count: batchSize)
         var fatal = [(any Error)?](repeating: nil, count: batchSize)
-        x1.withUnsafeMutableBufferPointer { x1 in
-            x2.withUnsafeMutableBufferPointer { x2 in
-                labels.withUnsafeMutableBufferPointer { labels in
-                    indices.withUnsafeMutableBufferPointer { indices in
-                        failures.withUnsafeMutableBufferPointer { failures in
-                            fatal.withUnsafeMutableBufferPointer { fatal in
-                                forEachSlot(batchSize, workers: workers) { slot in
-                                    let position = b * batchSize + slot
-                                    do {
-                                        let (image, index, errors) = try loadReplacing(position: position, dataset: dataset,
-                                                                                       permutation: permutation)
-                                        failures[slot] = errors
-                                        indices[slot] = index
-                                        labels[slot] = Int32(dataset.label(at: index) ?? -1)
-                                        let range = (slot * viewCount)..<((slot + 1) * viewCount)
-                                        augmentation.augment(image, seed: seed, epoch: epoch, index: permutation[position],
-                                                             view1: UnsafeMutableBufferPointer(rebasing: x1[range]),
-                                                             view2: UnsafeMutableBufferPointer(rebasing: x2[range]))
-                                    } catch {
-                                        fatal[slot] = error
-                                    }
+        all.withUnsafeMutableBufferPointer { all in
+            let outputs = (0..<augmentation.viewCount).map {
+                UnsafeMutableBufferPointer(rebasing: all[($0 * viewStride)..<(($0 + 1) * viewStride)])
+            }
+            labels.withUnsafeMutableBufferPointer { labels in
+                indices.withUnsafeMutableBufferPointer { indices in
+                    failures.withUnsafeMutableBufferPointer { failures in
+                        fatal.withUnsafeMutableBufferPointer { fatal in
+                            forEachSlot(batchSize, workers: workers) { slot in
+                                let position = firstPosition + slot
+                                do {
+                                    let (image, index, errors) = try loadReplacing(position: position, dataset: dataset,
+                                                                                   permutation: permutation)
+                                    failures[slot] = errors
+                                    indices[slot] = index
+                                    labels[slot] = Int32(dataset.label(at: index) ?? -1)
+                                    let range = (slot * viewCount)..<((slot + 1) * viewCount)
+                                    augmentation.augment(image, seed: seed, epoch: epoch, index: permutation[position],
+                                                         into: outputs.map { UnsafeMutableBufferPointer(rebasing: $0[range]) })
+                                } catch {
+                                    fatal[slot] = error
                                 }
                             }
                         }
@@ -116,7 +122,8 @@ public final class TrainingBatches: @unchecked Sendable {
         }
         if let error = fatal.lazy.compactMap({ $0 }).first { throw error }
         for errors in failures where !errors.isEmpty { skips.record(replaced: 1, errors: errors) }
-        return TrainingBatch(x1: x1, x2: x2, labels: labels, indices: indices, batchIndex: b)
+        let views = (0..<augmentation.viewCount).map { Array(all[($0 * viewStride)..<(($0 + 1) * viewStride)]) }
+        return TrainingBatch(views: views, labels: labels, indices: indices, batchIndex: b)
     }
 
     /// Reads the sample at `position` of the permutation, or the first one after it that loads.

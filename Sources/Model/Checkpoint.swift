@@ -26,60 +26,63 @@ public enum Checkpoint {
 
     /// The model configuration stored in `file`'s metadata; `temperature` is not part of it.
     public static func config(from file: SafetensorsFile, temperature: Double) throws -> MoCoConfig {
-        func value(_ key: String) throws -> Int {
-            guard let text = file.metadata[key] else {
-                throw ModelConfigError("\(file.source): metadata has no \"\(key)\"; a weights file needs the keys "
-                    + configurationKeys.joined(separator: ", ") + " (as tools/golden.py and `mocov3-cl step --output` write them)")
-            }
-            guard let number = Int(text) else {
-                throw ModelConfigError("\(file.source): metadata \"\(key)\" is \"\(text)\", not an integer")
-            }
-            return number
-        }
-        let stopGradient = try value("stop_grad_conv1")
-        guard stopGradient == 0 || stopGradient == 1 else {
-            throw ModelConfigError("\(file.source): metadata \"stop_grad_conv1\" must be 0 or 1, got \(stopGradient)")
-        }
-        let pooling: ViTConfig.Pooling
-        switch file.metadata["pooling"] {
-        case nil, "cls": pooling = .classToken
-        case "avg": pooling = .globalAverage
-        case let other?: throw ModelConfigError("\(file.source): metadata \"pooling\" must be \"cls\" or \"avg\", got \"\(other)\"")
-        }
-        let norm: ViTConfig.MLPNormalization
-        switch file.metadata["vit_bn"] {
-        case nil, "0": norm = .layerNorm
-        case "1": norm = .batchNorm
-        case let other?: throw ModelConfigError("\(file.source): metadata \"vit_bn\" must be 0 or 1, got \"\(other)\"")
-        }
-        let positionEmbedding: ViTConfig.PositionEmbedding
-        switch file.metadata["pos_embed"] {
-        case nil, "sincos": positionEmbedding = .sinCos
-        case "none": positionEmbedding = .none
-        case let other?: throw ModelConfigError("\(file.source): metadata \"pos_embed\" must be \"sincos\" or \"none\", got \"\(other)\"")
-        }
-        var vit = ViTConfig(imageSize: try value("img_size"), patchSize: try value("patch_size"),
-                            embedDim: try value("embed_dim"), depth: try value("depth"), heads: try value("num_heads"),
-                            mlpRatio: try value("mlp_ratio"), stopGradConv1: stopGradient == 1, pooling: pooling,
-                            mlpNormalization: norm)
-        vit.positionEmbedding = positionEmbedding
-        let config = MoCoConfig(vit: vit, mocoDim: try value("moco_dim"), mocoMLPDim: try value("moco_mlp_dim"),
-                                temperature: temperature)
+        let reader = MetadataReader(file: file, requiredKeys: configurationKeys)
+        _ = try reader.text("stop_grad_conv1")
+        let config = MoCoConfig(vit: try vitConfig(from: reader), mocoDim: try reader.integer("moco_dim"),
+                                mocoMLPDim: try reader.integer("moco_mlp_dim"), temperature: temperature)
         try config.validate()
         return config
     }
 
+    /// The ViT trunk described by `file`'s metadata (the keys of ``configurationKeys`` up to
+    /// `mlp_ratio`, plus `stop_grad_conv1` and ``optionKeys`` where present), or nil when the
+    /// metadata has no `embed_dim` (a file of another tool: then the shapes tell).
+    public static func vitConfig(from file: SafetensorsFile) throws -> ViTConfig? {
+        guard file.metadata["embed_dim"] != nil else { return nil }
+        let config = try vitConfig(from: MetadataReader(file: file, requiredKeys: Array(configurationKeys.prefix(6))))
+        try config.validate()
+        return config
+    }
+
+    static func vitConfig(from reader: MetadataReader) throws -> ViTConfig {
+        let source = reader.file.source
+        let pooling: ViTConfig.Pooling
+        switch reader.file.metadata["pooling"] {
+        case nil, "cls", "token": pooling = .classToken
+        case "avg": pooling = .globalAverage
+        case let other?: throw ModelConfigError("\(source): metadata \"pooling\" must be \"cls\" or \"avg\", got \"\(other)\"")
+        }
+        let norm: ViTConfig.MLPNormalization = try reader.flag("vit_bn") ?? false ? .batchNorm : .layerNorm
+        let positionEmbedding: ViTConfig.PositionEmbedding
+        switch reader.file.metadata["pos_embed"] {
+        case nil, "sincos", "learned": positionEmbedding = .sinCos
+        case "none": positionEmbedding = .none
+        case let other?: throw ModelConfigError("\(source): metadata \"pos_embed\" must be \"sincos\" or \"none\", got \"\(other)\"")
+        }
+        var vit = ViTConfig(imageSize: try reader.integer("img_size"), patchSize: try reader.integer("patch_size"),
+                            embedDim: try reader.integer("embed_dim"), depth: try reader.integer("depth"),
+                            heads: try reader.integer("num_heads"), mlpRatio: try reader.integer("mlp_ratio"),
+                            stopGradConv1: try reader.flag("stop_grad_conv1") ?? false, pooling: pooling,
+                            mlpNormalization: norm)
+        vit.positionEmbedding = positionEmbedding
+        return vit
+    }
+
     /// `config` as metadata under ``configurationKeys`` (and ``optionKeys`` where set).
     public static func metadata(for config: MoCoConfig) -> [String: String] {
-        let vit = config.vit
+        metadata(for: config.vit).merging(["moco_dim": String(config.mocoDim), "moco_mlp_dim": String(config.mocoMLPDim),
+                                           "stop_grad_conv1": config.vit.stopGradConv1 ? "1" : "0"]) { $1 }
+    }
+
+    /// A ViT trunk's metadata: ``configurationKeys`` up to `mlp_ratio`, and ``optionKeys`` where set.
+    public static func metadata(for vit: ViTConfig) -> [String: String] {
         var options: [String: String] = [:]
         if vit.pooling == .globalAverage { options["pooling"] = "avg" }
         if vit.mlpNormalization == .batchNorm { options["vit_bn"] = "1" }
         if vit.positionEmbedding == .none { options["pos_embed"] = "none" }
         return options.merging(["img_size": String(vit.imageSize), "patch_size": String(vit.patchSize),
                 "embed_dim": String(vit.embedDim), "depth": String(vit.depth), "num_heads": String(vit.heads),
-                "mlp_ratio": String(vit.mlpRatio), "moco_dim": String(config.mocoDim),
-                "moco_mlp_dim": String(config.mocoMLPDim), "stop_grad_conv1": vit.stopGradConv1 ? "1" : "0"]) { $1 }
+                "mlp_ratio": String(vit.mlpRatio)]) { $1 }
     }
 
     /// The prefix under which `file` stores `layout`'s tensors: "" when the first tensor is there
@@ -163,5 +166,59 @@ public enum Checkpoint {
         let x1 = (0..<count).map { _ in Float(generator.nextGaussian()) }
         let x2 = (0..<count).map { _ in Float(generator.nextGaussian()) }
         return (x1, x2)
+    }
+}
+
+/// Reads a file's metadata values by key, with errors that name the file, the key and the keys a
+/// weights file needs.
+struct MetadataReader {
+    let file: SafetensorsFile
+    /// Listed in the error for a missing key.
+    let requiredKeys: [String]
+
+    func text(_ key: String) throws -> String {
+        guard let text = file.metadata[key] else {
+            throw ModelConfigError("\(file.source): metadata has no \"\(key)\"; a weights file needs the keys "
+                + requiredKeys.joined(separator: ", ") + " (as tools/golden.py and `mocov3-cl step --output` write them)")
+        }
+        return text
+    }
+
+    func integer(_ key: String) throws -> Int {
+        let text = try text(key)
+        guard let number = MetadataValue.integer(text) else {
+            throw ModelConfigError("\(file.source): metadata \"\(key)\" is \"\(text)\", not an integer")
+        }
+        return number
+    }
+
+    /// nil when the key is absent.
+    func flag(_ key: String) throws -> Bool? {
+        guard let text = file.metadata[key] else { return nil }
+        guard let value = MetadataValue.flag(text) else {
+            throw ModelConfigError("\(file.source): metadata \"\(key)\" must be 0 or 1 (or true/false), got \"\(text)\"")
+        }
+        return value
+    }
+}
+
+/// Lenient reading of metadata values, which other tools write in their own spellings (Python's
+/// `str(True)`, `str(4.0)`): what a weights file's `__metadata__` says, whoever wrote it.
+public enum MetadataValue {
+    /// `"1"`, `"true"`, `"True"` (any case) are true; `"0"`, `"false"`, `"False"` false; else nil.
+    public static func flag(_ text: String) -> Bool? {
+        switch text.trimmingCharacters(in: .whitespaces).lowercased() {
+        case "1", "true": return true
+        case "0", "false": return false
+        default: return nil
+        }
+    }
+
+    /// `"4"` or `"4.0"` is 4; `"4.5"`, `"four"` or an out-of-range value is nil.
+    public static func integer(_ text: String) -> Int? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        if let value = Int(trimmed) { return value }
+        guard let value = Double(trimmed), value.isFinite, value == value.rounded(), abs(value) < 1e15 else { return nil }
+        return Int(value)
     }
 }

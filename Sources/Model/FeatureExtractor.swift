@@ -18,6 +18,10 @@ public final class FeatureExtractor {
     let activations: BackboneActivations
     let forward: BackboneForward
     let images: Tensor
+    /// (B, C): the gathered class-token rows of ``featureTensor(of:count:)``.
+    let rows: Tensor
+    /// (1, 1) holding 1, the gather's A.
+    let unit: Tensor
 
     /// - Parameters:
     ///   - parameterTensor: the flat parameters of `layout` on `backend`.
@@ -25,15 +29,32 @@ public final class FeatureExtractor {
     ///     (its norm2 running statistics), unused otherwise.
     ///   - encoderPrefix: ``MoCoParameters/baseEncoderPrefix`` (the default; the features the
     ///     paper evaluates) or ``MoCoParameters/momentumEncoderPrefix``.
-    public init(layout: MoCoParameters, parameterTensor: Tensor, bufferTensor: Tensor? = nil, backend: any Backend,
-                batchSize: Int, encoderPrefix: String = MoCoParameters.baseEncoderPrefix) throws {
+    public convenience init(layout: MoCoParameters, parameterTensor: Tensor, bufferTensor: Tensor? = nil,
+                            backend: any Backend, batchSize: Int,
+                            encoderPrefix: String = MoCoParameters.baseEncoderPrefix) throws {
+        try self.init(config: layout.config.vit, table: layout.table, buffers: layout.buffers, prefix: encoderPrefix,
+                      parameterTensor: parameterTensor, bufferTensor: bufferTensor, backend: backend, batchSize: batchSize)
+    }
+
+    /// The trunk of a ``ViTLayout`` (the linear probe's and fine-tuning's backbone).
+    public convenience init(layout: ViTLayout, parameterTensor: Tensor, bufferTensor: Tensor? = nil,
+                            backend: any Backend, batchSize: Int) throws {
+        try self.init(config: layout.config, table: layout.table, buffers: layout.buffers, prefix: "",
+                      parameterTensor: parameterTensor, bufferTensor: bufferTensor, backend: backend, batchSize: batchSize)
+    }
+
+    /// - Parameters:
+    ///   - table, buffers: where the trunk's tensors (named `prefix` + timm name) lie in
+    ///     `parameterTensor` and `bufferTensor`.
+    init(config: ViTConfig, table: ParameterTable, buffers: ParameterTable, prefix: String, parameterTensor: Tensor,
+         bufferTensor: Tensor?, backend: any Backend, batchSize: Int) throws {
         guard batchSize > 0 else { throw ModelConfigError("feature batch size must be positive, got \(batchSize)") }
-        config = layout.config.vit
+        self.config = config
         self.backend = backend
         self.batchSize = batchSize
         func view(_ table: ParameterTable, _ tensor: Tensor, _ name: String) throws -> Tensor {
-            guard let entry = table[encoderPrefix + name] else {
-                throw ModelConfigError("no tensor named \(encoderPrefix + name) in the layout")
+            guard let entry = table[prefix + name] else {
+                throw ModelConfigError("no tensor named \(prefix + name) in the layout")
             }
             return tensor.view(offset: entry.offset, shape: entry.shape)
         }
@@ -43,18 +64,35 @@ public final class FeatureExtractor {
                 throw ModelConfigError("a ViT-BN trunk's features need its BatchNorm running statistics; "
                     + "pass the model's bufferTensor")
             }
-            buffer = { try view(layout.buffers, bufferTensor, $0) }
+            buffer = { try view(buffers, bufferTensor, $0) }
         }
-        weights = try BackboneWeights(config: config, parameter: { try view(layout.table, parameterTensor, $0) },
+        weights = try BackboneWeights(config: config, parameter: { try view(table, parameterTensor, $0) },
                                       buffer: buffer)
         activations = try BackboneActivations(backend: backend, config: config, batchSize: batchSize)
         forward = try BackboneForward(backend: backend, config: config, batchSize: batchSize)
         images = try backend.makeTensor(shape: [batchSize, config.channels, config.imageSize, config.imageSize])
+        rows = try backend.makeTensor(shape: [batchSize, config.embedDim])
+        unit = try backend.makeTensor([Float(1)], shape: [1, 1])
     }
 
-    /// The features (count, C) of `count ≤ batchSize` images given as (count, 3, S, S) floats,
-    /// row-major. The rest of the batch is padded with zeros and its rows are dropped.
-    public func features(of pixels: [Float], count: Int) throws -> [Float] {
+    /// The features of `count ≤ batchSize` images (count, 3, S, S) as a device tensor (batchSize,
+    /// C), contiguous rows (the class-token rows gathered, or the pooled rows); rows ≥ `count`
+    /// belong to the zero padding. Valid until the next call.
+    public func featureTensor(of pixels: [Float], count: Int) throws -> Tensor {
+        try run(pixels, count: count)
+        if let pooled = activations.pooled { return pooled }
+        // Row 0 of every image (stride N·C) into (B, C): a batched 1×1 · 1×C GEMM per image,
+        // 1·x exactly (beta 0), so no copy op is needed.
+        let (N, C) = (config.tokens, config.embedDim)
+        var gather = GEMMShape(m: 1, n: C, k: 1, batch: batchSize)
+        gather.strideA = 0
+        gather.strideB = N * C
+        gather.strideC = C
+        try backend.gemm(gather, alpha: 1, a: unit, b: activations.normalized, beta: 0, c: rows)
+        return rows
+    }
+
+    func run(_ pixels: [Float], count: Int) throws {
         let imageSize = config.channels * config.imageSize * config.imageSize
         guard count > 0, count <= batchSize, pixels.count == count * imageSize else {
             throw ModelConfigError("feature batch of \(count) images with \(pixels.count) values; "
@@ -66,6 +104,12 @@ public final class FeatureExtractor {
             try backend.upload(pixels + [Float](repeating: 0, count: (batchSize - count) * imageSize), to: images)
         }
         try forward(backend, images: images, weights: weights, activations: activations, training: false)
+    }
+
+    /// The features (count, C) of `count ≤ batchSize` images given as (count, 3, S, S) floats,
+    /// row-major. The rest of the batch is padded with zeros and its rows are dropped.
+    public func features(of pixels: [Float], count: Int) throws -> [Float] {
+        try run(pixels, count: count)
         return try Self.featureRows(of: activations, backend: backend, count: count)
     }
 

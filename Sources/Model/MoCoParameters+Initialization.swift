@@ -130,7 +130,7 @@ public func sinCosPositionEmbedding(grid: Int, width: Int) -> [Float] {
 extension SplitMix64 {
     /// A standard normal draw by Box–Muller, in Double (one of the pair is discarded, which keeps
     /// the generator stateless beyond its seed).
-    mutating func nextGaussian() -> Double {
+    public mutating func nextGaussian() -> Double {
         let u1 = (Double(next() >> 11) + 1) * 0x1p-53 // (0, 1]: log stays finite
         let u2 = Double(next() >> 11) * 0x1p-53
         return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)

@@ -38,6 +38,22 @@ final class MetricsLog {
                     ("seconds", number(seconds))])
     }
 
+    /// `"type": "iteration"` of a classifier run: epoch, batch, step, loss, lr, img/s.
+    func writeClassifierIteration(_ m: ClassifierIteration) throws {
+        try append([("type", "\"iteration\""), ("epoch", String(m.epoch)), ("batch", String(m.batch)),
+                    ("step", String(m.step)), ("loss", number(m.loss)), ("lr", number(m.learningRate)),
+                    ("images_per_second", number(m.imagesPerSecond))])
+    }
+
+    /// `"type": "epoch"` of a classifier run: the epoch's mean training loss and lr, the held-out
+    /// loss, top-1 and top-5 (fractions), the best top-1 so far and its epoch.
+    func writeClassifierEpoch(_ e: ClassifierEpoch) throws {
+        try append([("type", "\"epoch\""), ("epoch", String(e.epoch)), ("train_loss", number(e.trainLoss)),
+                    ("lr", number(e.learningRate)), ("val_loss", number(e.validationLoss)), ("top1", number(e.top1)),
+                    ("top5", number(e.top5)), ("best_top1", number(e.bestTop1)), ("best_epoch", String(e.bestEpoch)),
+                    ("seconds", number(e.seconds))])
+    }
+
     private func append(_ fields: [(String, String)]) throws {
         let line = "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}\n"
         try handle.write(contentsOf: Data(line.utf8))

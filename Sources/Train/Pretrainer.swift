@@ -116,7 +116,7 @@ public final class Pretrainer {
         self.workers = max(1, workers)
         self.report = report
         try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
-        try Self.reportSkippedFiles(data, in: runFolder, report: report)
+        try Self.reportSkippedFiles(data, in: runFolder) { report(.message($0)) }
         metrics = try MetricsLog(url: runFolder.appendingPathComponent("metrics.jsonl"))
         let shape = [configuration.batchSize, 3, configuration.imageSize, configuration.imageSize]
         x1 = try backend.makeTensor(shape: shape)
@@ -131,8 +131,7 @@ public final class Pretrainer {
     /// Names every file the datasets left out (unreadable or corrupt): the first
     /// ``skippedFilesShown`` in the log with the decoder's reason, a count beyond, and all of
     /// them in `skipped_files.tsv` in the run folder (path, tab, reason; one per line).
-    static func reportSkippedFiles(_ data: DatasetSplits, in runFolder: URL,
-                                   report: (TrainingEvent) -> Void) throws {
+    static func reportSkippedFiles(_ data: DatasetSplits, in runFolder: URL, message: (String) -> Void) throws {
         let skipped = data.train.skippedFiles + (data.test?.skippedFiles ?? [])
         guard !skipped.isEmpty else { return }
         let url = runFolder.appendingPathComponent("skipped_files.tsv")
@@ -140,11 +139,9 @@ public final class Pretrainer {
         do { try Data(lines.joined().utf8).write(to: url, options: .atomic) } catch {
             throw PretrainError("cannot write \(url.path): \(error.localizedDescription)")
         }
-        report(.message("\(skipped.count) unreadable file(s) were left out of \(data.name); all are listed in \(url.path):"))
-        for file in skipped.prefix(skippedFilesShown) { report(.message("  skipped \(file.path): \(file.reason)")) }
-        if skipped.count > skippedFilesShown {
-            report(.message("  … and \(skipped.count - skippedFilesShown) more"))
-        }
+        message("\(skipped.count) unreadable file(s) were left out of \(data.name); all are listed in \(url.path):")
+        for file in skipped.prefix(skippedFilesShown) { message("  skipped \(file.path): \(file.reason)") }
+        if skipped.count > skippedFilesShown { message("  … and \(skipped.count - skippedFilesShown) more") }
     }
 
     /// Trains from the current position to the end of the schedule, or until `shouldStop`

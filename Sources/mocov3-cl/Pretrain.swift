@@ -155,7 +155,7 @@ struct Pretrain: ParsableCommand {
         let trainer = try Pretrainer(plan: plan, backend: backend, data: splits, runFolder: folder, resume: resumed,
                                      workers: workers ?? ProcessInfo.processInfo.activeProcessorCount,
                                      report: display.handle)
-        try writeConfig(plan.configuration, to: folder)
+        try writeJSON(plan.configuration, to: folder.appendingPathComponent("config.json"))
         if let resumed {
             display.log("resuming from \(resumed.source) at epoch \(resumed.position.epoch + 1), "
                 + "batch \(resumed.position.batch + 1), step \(resumed.position.step)")
@@ -179,15 +179,6 @@ struct Pretrain: ParsableCommand {
         let (contents, warnings) = try TrainingCheckpoint.newestReadable(in: folder)
         for warning in warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
         return contents
-    }
-
-    func writeConfig(_ configuration: PretrainConfiguration, to folder: URL) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let url = folder.appendingPathComponent("config.json")
-        do { try encoder.encode(configuration).write(to: url, options: .atomic) } catch {
-            throw ValidationError("cannot write \(url.path): \(error.localizedDescription)")
-        }
     }
 }
 

@@ -32,29 +32,52 @@ final class ProgressDisplay: @unchecked Sendable {
         }
     }
 
-    private func iteration(_ m: IterationMetrics) {
+    func handle(_ event: ClassifierEvent) {
+        switch event {
+        case .message(let text): log(text)
+        case .checkpoint(let path):
+            lastTime = nil
+            log("checkpoint: \(path)")
+        case .epoch(let e):
+            lastTime = nil
+            log(String(format: "epoch %d/%d: train loss %.4f (lr %.3e), held-out top-1 %.2f%%, top-5 %.2f%%, loss %.4f; "
+                + "best top-1 %.2f%% (epoch %d); %.1f s", e.epoch, epochs, e.trainLoss, e.learningRate, 100 * e.top1,
+                100 * e.top5, e.validationLoss, 100 * e.bestTop1, e.bestEpoch, e.seconds))
+        case .iteration(let m):
+            let remaining = (epochs - m.epoch - 1) * m.batchesPerEpoch + (m.batchesPerEpoch - m.batch - 1)
+            show(String(format: "epoch %d/%d  iter %d/%d  %.1f img/s  loss %.4f  lr %.3e", m.epoch + 1, epochs, m.batch + 1,
+                        m.batchesPerEpoch, m.imagesPerSecond, m.loss, m.learningRate),
+                 remaining: remaining, due: m.step % printFrequency == 0 || m.batch + 1 == m.batchesPerEpoch)
+        }
+    }
+
+    /// A progress line with its ETA: rewritten in place on a terminal, else printed when `due`.
+    private func show(_ text: String, remaining: Int, due: Bool) {
         let now = Date()
         if let lastTime {
             let seconds = now.timeIntervalSince(lastTime)
             secondsPerIteration = secondsPerIteration.map { 0.9 * $0 + 0.1 * seconds } ?? seconds
         }
         lastTime = now
-        let remaining = (epochs - m.epoch - 1) * m.batchesPerEpoch + (m.batchesPerEpoch - m.batch - 1)
-        let eta = secondsPerIteration.map { Self.duration(Double(remaining) * $0) } ?? "-"
-        var line = String(format: "epoch %d/%d  iter %d/%d  %.1f img/s  loss %.4f  lr %.3e  m %.5f",
-                          m.epoch + 1, epochs, m.batch + 1, m.batchesPerEpoch, m.imagesPerSecond, m.loss,
-                          m.learningRate, m.momentum)
-        if let knn = m.knnMonitor { line += String(format: "  kNN-monitor %.1f%%", 100 * knn) }
-        line += "  ETA \(eta)"
-        for spike in m.spikes { log("warning: iteration \(m.step): \(spike)") }
+        let line = text + "  ETA " + (secondsPerIteration.map { Self.duration(Double(remaining) * $0) } ?? "-")
         if isTerminal {
             print("\r\u{1B}[2K" + line, terminator: "")
             fflush(stdout)
             lineOpen = true
-        } else if m.step % printFrequency == 0 || m.batch + 1 == m.batchesPerEpoch {
+        } else if due {
             print(line)
             fflush(stdout)
         }
+    }
+
+    private func iteration(_ m: IterationMetrics) {
+        let remaining = (epochs - m.epoch - 1) * m.batchesPerEpoch + (m.batchesPerEpoch - m.batch - 1)
+        var line = String(format: "epoch %d/%d  iter %d/%d  %.1f img/s  loss %.4f  lr %.3e  m %.5f",
+                          m.epoch + 1, epochs, m.batch + 1, m.batchesPerEpoch, m.imagesPerSecond, m.loss,
+                          m.learningRate, m.momentum)
+        if let knn = m.knnMonitor { line += String(format: "  kNN-monitor %.1f%%", 100 * knn) }
+        for spike in m.spikes { log("warning: iteration \(m.step): \(spike)") }
+        show(line, remaining: remaining, due: m.step % printFrequency == 0 || m.batch + 1 == m.batchesPerEpoch)
     }
 
     func log(_ text: String) {

@@ -17,6 +17,19 @@ public func expectClose(_ actual: [Float], _ expected: [Float], relative: Double
     }
 }
 
+/// Runs `body` and records a failure unless it throws an error whose text contains every fragment.
+public func expectError(_ fragments: [String], sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) {
+    do {
+        try body()
+        Issue.record("expected an error mentioning \(fragments)", sourceLocation: sourceLocation)
+    } catch {
+        let text = "\(error)"
+        for fragment in fragments where !text.contains(fragment) {
+            Issue.record("error «\(text)» does not mention «\(fragment)»", sourceLocation: sourceLocation)
+        }
+    }
+}
+
 /// An output tensor poisoned with NaN and followed by a canary tail, so a kernel that skips an
 /// element (NaN survives) or writes past the end (canary changes) is caught.
 public struct PoisonedOutput {

@@ -1,0 +1,420 @@
+import Augment
+import Datasets
+import Foundation
+import Model
+import Tensors
+
+/// Events a classifier run (`lincls`, `finetune`) reports to whoever shows them.
+public enum ClassifierEvent: Sendable {
+    case message(String)
+    case iteration(ClassifierIteration)
+    case epoch(ClassifierEpoch)
+    case checkpoint(path: String)
+}
+
+/// One optimizer step of a classifier run.
+public struct ClassifierIteration: Sendable {
+    public var epoch: Int
+    public var batch: Int
+    public var batchesPerEpoch: Int
+    public var epochs: Int
+    public var step: Int
+    public var loss: Double
+    public var learningRate: Double
+    public var imagesPerSecond: Double
+}
+
+/// One epoch of a classifier run, evaluated on the held-out split.
+public struct ClassifierEpoch: Sendable {
+    /// 1-based: the number of epochs completed.
+    public var epoch: Int
+    public var trainLoss: Double
+    public var learningRate: Double
+    public var validationLoss: Double
+    public var top1: Double
+    public var top5: Double
+    public var bestTop1: Double
+    public var bestEpoch: Int
+    public var seconds: Double
+}
+
+/// How a classifier run ended.
+public struct ClassifierSummary: Sendable {
+    public var completed: Bool
+    public var position: TrainingPosition
+    public var lastTop1: Double?
+    public var lastTop5: Double?
+    public var bestTop1: Double
+    public var bestEpoch: Int
+    public var seconds: Double
+    public var lastCheckpoint: String?
+}
+
+/// `mocov3-cl lincls`: the linear probe of `main_lincls.py` (SPEC A.8). A frozen trunk in
+/// evaluation mode for the whole run (ViT-BN on its running statistics) feeds a fresh
+/// `Linear(C, classes)` (weight N(0, 0.01), bias 0), trained with SGD (momentum 0.9, wd 0) at
+/// `lr × B/256` with a cosine decay set once per epoch; every epoch the held-out split's top-1 and
+/// top-5 are measured and the best is kept. After the first epoch the trunk is checked to be
+/// bitwise unchanged, as the reference's `sanity_check` does.
+///
+/// Protocols: the reference's (each epoch runs the trunk on RandomResizedCrop + flip views of the
+/// training split) or `cachedFeatures` (the evaluation transform's features computed once; only
+/// the head trains; a documented deviation). Baselines: raw pixels (the head on the normalised
+/// pixels) and the same ViT at initialisation.
+///
+/// The run folder receives `metrics.jsonl`, `checkpoint.safetensors` after every epoch (and on
+/// request mid-epoch) and `model_best.safetensors` (``LinearProbeCheckpoint``). The data order
+/// and augmentation are pure functions of (seed, epoch, index), so a resumed run is bit-identical
+/// on the host.
+public final class LinearProbe {
+    public let configuration: LinearProbeConfiguration
+    public let backend: any Backend
+    public let head: ClassifierHead
+    public let optimizer: SGD
+    /// The trunk (nil for raw pixels): its layout, tensors and the values it must keep.
+    public let trunk: Trunk?
+    public let classes: Int
+    public let runFolder: URL
+    let data: DatasetSplits
+    let test: any ImageDataset
+    let extractor: FeatureExtractor?
+    /// (B, width): what the head reads when the features come from the host (raw pixels, the cache).
+    let hostFeatures: Tensor
+    let width: Int
+    let imageSize: Int
+    let workers: Int
+    let report: (ClassifierEvent) -> Void
+    let metrics: MetricsLog
+    public private(set) var position: TrainingPosition
+    public private(set) var best: (top1: Double, epoch: Int)
+    /// Set after the first epoch this process ran, when the trunk was found unchanged.
+    public private(set) var frozenTrunkChecked = false
+    var cache: (train: [Float], trainLabels: [Int32], test: [Float], testLabels: [Int32])?
+
+    /// A frozen ViT trunk on the device.
+    public struct Trunk {
+        public let layout: ViTLayout
+        public let parameterTensor: Tensor
+        public let bufferTensor: Tensor
+        /// The values loaded (from the file, or the initialisation): the trunk must keep them bitwise.
+        public let expected: (parameters: [Float], buffers: [Float])
+        /// Where they came from, for the log and errors.
+        public let source: String
+    }
+
+    /// - Parameters:
+    ///   - resume: a lincls checkpoint to continue from; its configuration replaces `configuration`.
+    public init(configuration: LinearProbeConfiguration, backend: any Backend, data: DatasetSplits, runFolder: URL,
+                resume: LinearProbeCheckpoint.Contents? = nil,
+                workers: Int = ProcessInfo.processInfo.activeProcessorCount,
+                report: @escaping (ClassifierEvent) -> Void) throws {
+        let configuration = resume?.configuration ?? configuration
+        try configuration.validate()
+        self.configuration = configuration
+        self.backend = backend
+        self.data = data
+        guard data.train.isLabeled else {
+            throw PretrainError("\(data.name) has no labels (no class folders); a linear probe needs labeled "
+                + "train/<class>/ images, or Fashion-MNIST or CIFAR")
+        }
+        guard let test = data.test, test.isLabeled else {
+            throw PretrainError("\(data.name) has no labeled held-out split (a val/ folder of class folders, or a test "
+                + "split); the probe's accuracy is measured there")
+        }
+        self.test = test
+        classes = data.train.classNames.count
+        guard test.classNames.count == classes else {
+            throw PretrainError("\(data.name): the training split has \(classes) classes and the held-out split "
+                + "\(test.classNames.count); they must be the same classes")
+        }
+        if let resume, resume.classes != classes {
+            throw PretrainError("\(resume.source) has a head of \(resume.classes) classes, but \(data.name) has "
+                + "\(classes); resume it on its own data, or start a new run with another --output")
+        }
+        if configuration.bnHead, data.train.count % configuration.batchSize == 1 {
+            throw PretrainError("\(data.train.count) training images leave a last batch of 1 at -b \(configuration.batchSize), "
+                + "and --bn-head cannot normalise one sample; choose another -b")
+        }
+
+        // The trunk: from the checkpoint being resumed, the pretrained file, or its initialisation.
+        let trunkValues: (layout: ViTLayout, parameters: [Float], buffers: [Float], source: String)?
+        if let resume {
+            trunkValues = resume.trunk.map { ($0.layout, $0.parameters, $0.buffers, resume.source) }
+        } else {
+            trunkValues = try Self.trunkValues(configuration)
+        }
+        if let trunkValues {
+            let parameters = try backend.makeTensor(trunkValues.parameters, shape: [trunkValues.parameters.count])
+            let buffers = try backend.makeTensor(trunkValues.buffers.isEmpty ? [0] : trunkValues.buffers,
+                                                 shape: [max(trunkValues.buffers.count, 1)])
+            let trunk = Trunk(layout: trunkValues.layout, parameterTensor: parameters, bufferTensor: buffers,
+                              expected: (trunkValues.parameters, trunkValues.buffers), source: trunkValues.source)
+            self.trunk = trunk
+            extractor = try FeatureExtractor(layout: trunk.layout, parameterTensor: parameters, bufferTensor: buffers,
+                                             backend: backend, batchSize: configuration.batchSize)
+            width = trunk.layout.config.embedDim
+            imageSize = trunk.layout.config.imageSize
+        } else {
+            trunk = nil
+            extractor = nil
+            imageSize = configuration.imageSize
+            width = 3 * imageSize * imageSize
+        }
+        head = try ClassifierHead(backend: backend, width: width, classes: classes, batchSize: configuration.batchSize,
+                                  batchNorm: configuration.bnHead)
+        optimizer = try SGD(backend: backend, segments: head.segments, weightDecay: configuration.weightDecay,
+                            momentum: configuration.momentum)
+        if let resume {
+            try head.load(weight: resume.head.weight, bias: resume.head.bias)
+            if let statistics = resume.headNormalization { try head.loadNormalization(statistics) }
+            try optimizer.restore(resume.optimizerState, on: backend)
+            position = resume.position
+            best = (resume.bestTop1, resume.bestEpoch)
+        } else {
+            try head.load(weight: ClassifierHead.initialWeight(classes: classes, width: width, seed: configuration.seed),
+                          bias: [Float](repeating: 0, count: classes))
+            position = TrainingPosition()
+            best = (0, 0)
+        }
+        hostFeatures = try backend.makeTensor(shape: [configuration.batchSize, width])
+        self.runFolder = runFolder
+        self.workers = max(1, workers)
+        self.report = report
+        try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
+        try Pretrainer.reportSkippedFiles(data, in: runFolder) { report(.message($0)) }
+        metrics = try MetricsLog(url: runFolder.appendingPathComponent("metrics.jsonl"))
+    }
+
+    /// The trunk a fresh run starts from, or nil for raw pixels.
+    static func trunkValues(_ configuration: LinearProbeConfiguration) throws
+        -> (layout: ViTLayout, parameters: [Float], buffers: [Float], source: String)? {
+        switch configuration.features {
+        case .rawPixels: return nil
+        case .pretrained:
+            let url = URL(fileURLWithPath: configuration.pretrained!)
+            let vit = try PretrainedViT(file: SafetensorsFile(contentsOf: url), heads: configuration.heads)
+            return (vit.layout, vit.parameters, vit.buffers, "\(url.path) (\(vit.origin.rawValue))")
+        case .randomInit:
+            let vitConfig: ViTConfig
+            var source = "the default pre-training run's ViT"
+            if let path = configuration.pretrained {
+                vitConfig = try PretrainedViT(file: SafetensorsFile(contentsOf: URL(fileURLWithPath: path)),
+                                              heads: configuration.heads).layout.config
+                source = "the architecture of \(path)"
+            } else {
+                vitConfig = try PretrainConfiguration.defaultRun.modelConfig().vit
+            }
+            let layout = try ViTLayout(vitConfig)
+            let values = try layout.initialValues(seed: configuration.seed)
+            return (layout, values.parameters, values.buffers, "\(source) at its initialisation (seed \(configuration.seed))")
+        }
+    }
+
+    var batchesPerEpoch: Int { (data.train.count + configuration.batchSize - 1) / configuration.batchSize }
+
+    /// Trains from the current position to the last epoch, or until `shouldStop` returns true
+    /// between iterations (then it writes a checkpoint of the position reached).
+    public func run(shouldStop: @escaping () -> Bool = { false }) throws -> ClassifierSummary {
+        let start = Date()
+        var summary = ClassifierSummary(completed: false, position: position, lastTop1: nil, lastTop5: nil,
+                                        bestTop1: best.top1, bestEpoch: best.epoch, seconds: 0, lastCheckpoint: nil)
+        if configuration.cachedFeatures, cache == nil { try buildCache() }
+        training: while position.epoch < configuration.epochs {
+            let epochStart = Date()
+            let epoch = position.epoch
+            let learningRate = configuration.learningRate(epoch: epoch)
+            var lossSum = 0.0, seen = 0
+            var last = Date()
+            for batch in try epochBatches(epoch: epoch, from: position.batch) {
+                let count = batch.labels.count
+                let loss = try head.lossAndGradients(features: try trainingFeatures(batch), labels: batch.labels)
+                guard loss.isFinite else {
+                    throw PretrainError("the probe's loss became \(loss) at epoch \(epoch + 1), batch \(batch.batchIndex + 1) "
+                        + "(lr \(learningRate)); the update was not applied. Try a lower --lr, or --bn-head")
+                }
+                try optimizer.step(parameters: head.parameterTensor, gradients: head.gradientTensor,
+                                   learningRate: learningRate, step: position.step + 1)
+                position.step += 1
+                position.batch = batch.batchIndex + 1
+                lossSum += Double(loss) * Double(count)
+                seen += count
+                let now = Date()
+                let iteration = ClassifierIteration(
+                    epoch: epoch, batch: batch.batchIndex, batchesPerEpoch: batchesPerEpoch, epochs: configuration.epochs,
+                    step: position.step, loss: Double(loss), learningRate: learningRate,
+                    imagesPerSecond: Double(count) / max(now.timeIntervalSince(last), 1e-9))
+                last = now
+                try metrics.writeClassifierIteration(iteration)
+                report(.iteration(iteration))
+                if shouldStop(), position.batch < batchesPerEpoch {
+                    summary.lastCheckpoint = try saveCheckpoint()
+                    break training
+                }
+            }
+            position = TrainingPosition(epoch: epoch + 1, batch: 0, step: position.step)
+            if !frozenTrunkChecked { try checkFrozenTrunk() }
+            let result = try evaluate()
+            if result.top1 > best.top1 || best.epoch == 0 { best = (result.top1, position.epoch) }
+            let record = ClassifierEpoch(epoch: position.epoch, trainLoss: seen > 0 ? lossSum / Double(seen) : .nan,
+                                         learningRate: learningRate, validationLoss: result.loss, top1: result.top1,
+                                         top5: result.top5, bestTop1: best.top1, bestEpoch: best.epoch,
+                                         seconds: Date().timeIntervalSince(epochStart))
+            try metrics.writeClassifierEpoch(record)
+            report(.epoch(record))
+            summary.lastTop1 = result.top1
+            summary.lastTop5 = result.top5
+            summary.lastCheckpoint = try saveCheckpoint(isBest: best.epoch == position.epoch)
+            if shouldStop(), position.epoch < configuration.epochs { break training }
+        }
+        summary.completed = position.epoch >= configuration.epochs
+        summary.position = position
+        summary.bestTop1 = best.top1
+        summary.bestEpoch = best.epoch
+        summary.seconds = Date().timeIntervalSince(start)
+        return summary
+    }
+
+    /// One training batch: its images (reference protocol) or its rows of the cache.
+    struct Batch {
+        let batchIndex: Int
+        let labels: [Int32]
+        /// (count, 3, S, S) augmented images, or (count, width) cached features.
+        let values: [Float]
+    }
+
+    /// The epoch's batches from `first` on, in the order of (seed, epoch).
+    func epochBatches(epoch: Int, from first: Int) throws -> AnySequence<Batch> {
+        if let cache {
+            var shuffle = AugmentationSeed.shuffleGenerator(seed: configuration.seed, epoch: epoch)
+            let order = shuffle.permutation(cache.trainLabels.count)
+            let (B, width) = (configuration.batchSize, self.width)
+            return AnySequence((first..<batchesPerEpoch).lazy.map { b in
+                let rows = order[(b * B)..<min((b + 1) * B, order.count)]
+                var values = [Float]()
+                values.reserveCapacity(rows.count * width)
+                for row in rows { values += cache.train[(row * width)..<((row + 1) * width)] }
+                return Batch(batchIndex: b, labels: rows.map { cache.trainLabels[$0] }, values: values)
+            })
+        }
+        let loader = TrainingBatches(dataset: data.train,
+                                     augmentation: ClassifierAugmentation(imageSize: imageSize,
+                                                                          scale: configuration.cropMin...1),
+                                     batchSize: configuration.batchSize, seed: configuration.seed, epoch: epoch,
+                                     startBatch: first, dropLast: false, workers: workers)
+        return AnySequence(AnyIterator {
+            do {
+                guard let batch = try loader.next() else { return nil }
+                return Batch(batchIndex: batch.batchIndex, labels: batch.labels, values: batch.x1)
+            } catch {
+                // Only a dataset none of whose samples can be read stops the loader; say so once.
+                self.report(.message("error: \(error)"))
+                loader.cancel()
+                return nil
+            }
+        })
+    }
+
+    /// The features the head reads for a training batch, on the device.
+    func trainingFeatures(_ batch: Batch) throws -> Tensor {
+        let count = batch.labels.count
+        if cache == nil, let extractor { return try extractor.featureTensor(of: batch.values, count: count) }
+        try backend.upload(batch.values, to: hostFeatures.view(offset: 0, shape: [count, width]))
+        return hostFeatures
+    }
+
+    /// Features of the evaluation transform for every sample of `dataset` (raw pixels: the
+    /// normalised pixels), with its labels; unreadable samples are left out.
+    func evaluationFeatures(_ dataset: any ImageDataset) throws -> (values: [Float], labels: [Int32]) {
+        let batches = EvalBatches(dataset: dataset, transform: EvalTransform(imageSize: imageSize),
+                                  batchSize: extractor?.batchSize ?? configuration.evalBatchSize, workers: workers)
+        var values: [Float] = [], labels: [Int32] = []
+        values.reserveCapacity(dataset.count * width)
+        while let batch = try batches.next() {
+            guard !batch.labels.isEmpty else { continue }
+            values += try extractor.map { try $0.features(of: batch.x, count: batch.labels.count) } ?? batch.x
+            labels += batch.labels
+        }
+        if batches.skippedSamples > 0 {
+            report(.message("\(batches.skippedSamples) unreadable samples were left out of the features: "
+                + batches.errorDescriptions.prefix(3).joined(separator: "; ")))
+        }
+        return (values, labels)
+    }
+
+    /// `--cached-features`: both splits through the evaluation transform and the trunk, once.
+    func buildCache() throws {
+        let start = Date()
+        let train = try evaluationFeatures(data.train)
+        let test = try evaluationFeatures(self.test)
+        cache = (train.values, train.labels, test.values, test.labels)
+        report(.message(String(format: "cached the features of %d train and %d test images (%d wide) in %.1f s",
+                               train.labels.count, test.labels.count, width, Date().timeIntervalSince(start))))
+    }
+
+    /// Top-1, top-5 and the mean cross-entropy on the held-out split, the head in evaluation mode.
+    public func evaluate() throws -> (top1: Double, top5: Double, loss: Double) {
+        var hits = (top1: 0, topK: 0), lossSum = 0.0, total = 0
+        func score(_ values: [Float], _ labels: [Int32]) throws {
+            let B = configuration.batchSize
+            for first in stride(from: 0, to: labels.count, by: B) {
+                let count = min(B, labels.count - first)
+                let rows = Array(labels[first..<(first + count)])
+                try backend.upload(Array(values[(first * width)..<((first + count) * width)]),
+                                   to: hostFeatures.view(offset: 0, shape: [count, width]))
+                let (logits, loss) = try head.evaluate(features: hostFeatures, labels: rows)
+                let batchHits = TopK.hits(logits: logits, labels: rows, classes: classes)
+                hits.top1 += batchHits.top1
+                hits.topK += batchHits.topK
+                lossSum += loss
+                total += count
+            }
+        }
+        if let cache {
+            try score(cache.test, cache.testLabels)
+        } else {
+            let features = try evaluationFeatures(test)
+            try score(features.values, features.labels)
+        }
+        guard total > 0 else { throw PretrainError("no sample of the held-out split of \(data.name) could be read") }
+        return (Double(hits.top1) / Double(total), Double(hits.topK) / Double(total), lossSum / Double(total))
+    }
+
+    /// The reference's `sanity_check`: every trunk tensor and buffer still holds the loaded
+    /// values, bit for bit. A difference means the frozen trunk was written to: the run stops.
+    public func checkFrozenTrunk() throws {
+        defer { frozenTrunkChecked = true }
+        guard let trunk else { return }
+        let parameters = try backend.download(trunk.parameterTensor)
+        for entry in trunk.layout.table.entries {
+            let range = entry.offset..<(entry.offset + entry.count)
+            if !zip(parameters[range], trunk.expected.parameters[range]).allSatisfy({ $0.bitPattern == $1.bitPattern }) {
+                throw PretrainError("the frozen trunk changed: \(entry.name) no longer equals its value from "
+                    + "\(trunk.source). The linear probe must not train the backbone; this is a bug, please report it")
+            }
+        }
+        if !trunk.expected.buffers.isEmpty {
+            let buffers = try backend.download(trunk.bufferTensor)
+            for entry in trunk.layout.buffers.entries {
+                let range = entry.offset..<(entry.offset + entry.count)
+                if !zip(buffers[range], trunk.expected.buffers[range]).allSatisfy({ $0.bitPattern == $1.bitPattern }) {
+                    throw PretrainError("the frozen trunk changed: the BatchNorm buffer \(entry.name) no longer equals "
+                        + "its value from \(trunk.source) (the trunk must stay in evaluation mode); this is a bug")
+                }
+            }
+        }
+        report(.message("sanity check passed: the trunk is bitwise unchanged after the first epoch"))
+    }
+
+    /// Writes `checkpoint.safetensors` (and `model_best.safetensors` when `isBest`); returns its path.
+    @discardableResult
+    public func saveCheckpoint(isBest: Bool = false) throws -> String {
+        let url = runFolder.appendingPathComponent(LinearProbeCheckpoint.lastName)
+        try LinearProbeCheckpoint.write(to: url, probe: self)
+        report(.checkpoint(path: url.path))
+        if isBest {
+            let bestURL = runFolder.appendingPathComponent(LinearProbeCheckpoint.bestName)
+            try LinearProbeCheckpoint.write(to: bestURL, probe: self)
+        }
+        return url.path
+    }
+}

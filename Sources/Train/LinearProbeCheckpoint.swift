@@ -1,0 +1,128 @@
+import Foundation
+import Model
+import Tensors
+
+/// A linear-probe checkpoint (`checkpoint.safetensors` after every epoch, `model_best.safetensors`
+/// at the best top-1; the reference's `checkpoint.pth.tar` / `model_best.pth.tar`, SPEC A.10):
+/// the full ViT under timm's names with its trained `head.weight` (K, C) and `head.bias` (K), so
+/// timm loads it as a classifier; `head_norm.*` for `--bn-head`; the SGD state as
+/// `optimizer.momentum_buffer.head.*`; and in the metadata the trunk's configuration keys, the
+/// run's configuration (`lincls_config`), the position and the best top-1 (`best_acc1`, in %).
+/// A raw-pixel probe's checkpoint holds the head alone.
+public enum LinearProbeCheckpoint {
+    public static let format = "mocov3-cl lincls checkpoint 1"
+    public static let lastName = "checkpoint.safetensors"
+    public static let bestName = "model_best.safetensors"
+
+    /// Written atomically (temp file, fsync, rename).
+    static func write(to url: URL, probe: LinearProbe) throws {
+        var metadata = probe.trunk.map { Checkpoint.metadata(for: $0.layout.config) } ?? [:]
+        metadata["format"] = format
+        metadata["lincls_config"] = String(decoding: try JSONEncoder().encode(probe.configuration), as: UTF8.self)
+        metadata["num_classes"] = String(probe.classes)
+        metadata["features"] = probe.configuration.features.rawValue
+        metadata["epoch"] = String(probe.position.epoch)
+        metadata["batch"] = String(probe.position.batch)
+        metadata["step"] = String(probe.position.step)
+        metadata["best_acc1"] = String(format: "%.4f", 100 * probe.best.top1)
+        metadata["best_top1"] = String(probe.best.top1)
+        metadata["best_epoch"] = String(probe.best.epoch)
+        var writer = SafetensorsWriter(metadata: metadata)
+        let backend = probe.backend
+        if let trunk = probe.trunk {
+            let parameters = try backend.download(trunk.parameterTensor)
+            for entry in trunk.layout.table.entries {
+                try writer.add(entry.name, shape: entry.shape, floats: Array(parameters[entry.offset..<(entry.offset + entry.count)]))
+            }
+            if !trunk.layout.buffers.entries.isEmpty {
+                let buffers = try backend.download(trunk.bufferTensor)
+                for entry in trunk.layout.buffers.entries {
+                    let values = Array(buffers[entry.offset..<(entry.offset + entry.count)])
+                    if entry.name.hasSuffix("num_batches_tracked") {
+                        try writer.add(entry.name, shape: entry.shape, int64s: values.map { Int64($0) })
+                    } else {
+                        try writer.add(entry.name, shape: entry.shape, floats: values)
+                    }
+                }
+            }
+        }
+        let head = try probe.head.values()
+        try writer.add("head.weight", shape: [probe.classes, probe.head.width], floats: head.weight)
+        try writer.add("head.bias", shape: [probe.classes], floats: head.bias)
+        if let statistics = try probe.head.normalizationValues() {
+            let names = ClassifierHead.Normalization.names
+            try writer.add(names[0], shape: [probe.head.width], floats: statistics[0])
+            try writer.add(names[1], shape: [probe.head.width], floats: statistics[1])
+            try writer.add(names[2], shape: [], int64s: statistics[2].map { Int64($0) })
+        }
+        let momentum = try backend.download(probe.optimizer.momentumBuffer)
+        for entry in probe.head.table.entries {
+            try writer.add("optimizer.momentum_buffer.\(entry.name)", shape: entry.shape,
+                           floats: Array(momentum[entry.offset..<(entry.offset + entry.count)]))
+        }
+        try writer.write(to: url)
+    }
+
+    /// A checkpoint read back and checked.
+    public struct Contents {
+        public let configuration: LinearProbeConfiguration
+        public let position: TrainingPosition
+        public let classes: Int
+        public let trunk: PretrainedViT?
+        public let head: PretrainedViT.Head
+        public let headNormalization: [[Float]]?
+        /// `momentum_buffer` over the head's flat layout.
+        public let optimizerState: [String: [Float]]
+        public let bestTop1: Double
+        public let bestEpoch: Int
+        public let source: String
+    }
+
+    public static func read(_ url: URL) throws -> Contents {
+        let file: SafetensorsFile
+        do { file = try SafetensorsFile(contentsOf: url) } catch {
+            throw PretrainError("cannot read checkpoint \(url.path): \(error). If the run was interrupted while "
+                + "writing, \(bestName) in the same folder may be intact; or start again")
+        }
+        guard file.metadata["format"] == format, let json = file.metadata["lincls_config"] else {
+            throw PretrainError("\(url.path) is not a mocov3-cl lincls checkpoint (no \"format\": \"\(format)\" in its "
+                + "metadata); --resume continues a lincls run, and --pretrained takes weights to probe")
+        }
+        let configuration: LinearProbeConfiguration
+        do { configuration = try JSONDecoder().decode(LinearProbeConfiguration.self, from: Data(json.utf8)) } catch {
+            throw PretrainError("\(url.path): its lincls_config metadata does not decode: \(error)")
+        }
+        func integer(_ key: String) throws -> Int {
+            guard let value = file.metadata[key].flatMap(MetadataValue.integer), value >= 0 else {
+                throw PretrainError("checkpoint \(url.path) has no non-negative integer \"\(key)\" in its metadata")
+            }
+            return value
+        }
+        let position = TrainingPosition(epoch: try integer("epoch"), batch: try integer("batch"), step: try integer("step"))
+        let trunk = configuration.features == .rawPixels ? nil : try PretrainedViT(file: file)
+        let weight = try file.entry(named: "head.weight")
+        guard weight.shape.count == 2 else {
+            throw PretrainError("\(url.path): head.weight has shape \(weight.shape), not (classes, width)")
+        }
+        let classes = weight.shape[0]
+        let head = PretrainedViT.Head(weight: try file.floats("head.weight", shape: weight.shape),
+                                      bias: try file.floats("head.bias", shape: [classes]))
+        var normalization: [[Float]]?
+        if configuration.bnHead {
+            let names = ClassifierHead.Normalization.names
+            normalization = [try file.floats(names[0], shape: [weight.shape[1]]), try file.floats(names[1], shape: [weight.shape[1]]),
+                             try file.int64s(names[2], shape: []).map(Float.init)]
+        }
+        // The momentum buffer over the head's segments (weight, then bias at its aligned offset).
+        let table = ClassifierHead.layout(classes: classes, width: weight.shape[1])
+        var momentum = [Float](repeating: 0, count: ClassifierHead.segments(of: table).extent)
+        for entry in table.entries {
+            momentum.replaceSubrange(entry.offset..<(entry.offset + entry.count),
+                                     with: try file.floats("optimizer.momentum_buffer.\(entry.name)", shape: entry.shape))
+        }
+        return Contents(configuration: configuration, position: position, classes: classes, trunk: trunk, head: head,
+                        headNormalization: normalization, optimizerState: ["momentum_buffer": momentum],
+                        bestTop1: Double(file.metadata["best_top1"] ?? "0") ?? 0,
+                        bestEpoch: try integer("best_epoch"), source: url.path)
+    }
+}
