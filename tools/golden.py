@@ -17,6 +17,7 @@ How to run (by hand, not in CI; needs `pip install torch safetensors numpy`)
     python3 tools/golden.py --pooling avg     # golden_small_avgpool.safetensors
     python3 tools/golden.py --vit-bn          # golden_small_vitbn.safetensors
     python3 tools/golden.py --lincls          # golden_lincls.safetensors (the linear probe)
+    python3 tools/golden.py --finetune        # golden_finetune.safetensors (DeiT-style fine-tuning)
 
     The option runs (the paper's ablations: global average pooling, Sec 5; ViT-BN, Sec 6.1)
     use a smaller model (C = 32, moco_mlp_dim 64, moco_dim 16) so each file stays under 1 MB,
@@ -503,6 +504,107 @@ def run_lincls(path: str):
         print(f"  {variant}: losses " + " ".join(f"{out[f'{variant}.step{i}.loss'].item():.6f}" for i in range(len(batches))))
 
 
+# ----------------------------------------------------------------------------------------
+# Fine-tuning (paper 6.3-6.4, DeiT's recipe): the whole trunk and a new head, AdamW with timm's
+# no-decay group (biases, norms, cls_token; pos_embed frozen), mixup/cutmix soft targets with
+# label smoothing, stochastic depth per sample. Written from the papers' definitions.
+
+
+def trunk_forward_drop_path(trunk: ViTMoCo, x, factors):
+    """The trunk with per-sample drop-path factors on each branch: x = x + f[b] * branch(x)."""
+    x = trunk.patch_embed(x)
+    cls = trunk.cls_token.expand(x.shape[0], -1, -1)
+    x = torch.cat([cls, x], dim=1) + trunk.pos_embed
+    for i, blk in enumerate(trunk.blocks):
+        fa, fm = factors[i]
+        x = x + fa[:, None, None] * blk.attn(blk.norm1(x))
+        x = x + fm[:, None, None] * blk.mlp(blk.norm2(x))
+    return trunk.norm(x)[:, 0]
+
+
+def soft_targets(y, classes, lam, smoothing):
+    off = smoothing / classes
+    on = 1.0 - smoothing + off
+    y1 = torch.full((y.shape[0], classes), off).scatter_(1, y[:, None], on)
+    y2 = torch.full((y.shape[0], classes), off).scatter_(1, y.flip(0)[:, None], on)
+    return lam * y1 + (1.0 - lam) * y2
+
+
+def run_finetune(path: str):
+    """Two AdamW steps of the trunk and a 10-class head on 4 images: step 0 mixup with lambda 0.7,
+    step 1 cutmix of rows 3..10, columns 2..9 (lambda 1 - 64/256); block 1 drops paths with the
+    stored per-sample factors (rate 0.1: kept samples scaled by 1/0.9), block 0 keeps all."""
+    from safetensors.torch import save_file
+
+    cfg = Config()
+    torch.manual_seed(cfg.seed)
+    trunk = ViTMoCo(cfg)
+    trunk.train()
+    trunk.pos_embed.requires_grad_(False)
+    for p in trunk.head.parameters():
+        p.requires_grad_(False)
+    state = {k: v.detach().clone().contiguous() for k, v in trunk.state_dict().items() if not k.startswith("head.")}
+    classes, smoothing, wd = 10, 0.1, 0.05
+    gen = torch.Generator().manual_seed(21)
+    head = nn.Linear(cfg.embed_dim, classes)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(classes, cfg.embed_dim, generator=gen) * 0.02)
+        head.bias.zero_()
+    out: dict[str, torch.Tensor] = {f"trunk.{k}": v for k, v in state.items()}
+    out["head_init.weight"] = head.weight.detach().clone()
+    x = torch.randn(4, 3, cfg.img_size, cfg.img_size, generator=gen)
+    y = torch.tensor([3, 7, 3, 0])
+    out["x"] = x.clone()
+    out["y"] = y.clone()
+    keep = 1.0 / 0.9
+    factors = [(torch.ones(4), torch.ones(4)),
+               (torch.tensor([keep, 0.0, keep, keep]), torch.tensor([0.0, keep, keep, keep]))]
+    out["drop.attn"] = factors[1][0].clone()
+    out["drop.mlp"] = factors[1][1].clone()
+
+    named = [(n, p) for n, p in trunk.named_parameters() if p.requires_grad] + \
+            [("head." + n, p) for n, p in head.named_parameters()]
+    decay = [p for n, p in named if p.ndim > 1 and n not in ("cls_token", "pos_embed")]
+    no_decay = [p for n, p in named if not (p.ndim > 1 and n not in ("cls_token", "pos_embed"))]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    steps = [("mixup", 0.7, None, 1e-3), ("cutmix", 1.0 - 64.0 / 256.0, (3, 11, 2, 10), 8e-4)]
+    for t, (kind, lam, box, lr) in enumerate(steps):
+        if kind == "mixup":
+            xm = lam * x + (1.0 - lam) * x.flip(0)
+        else:
+            top, bottom, left, right = box
+            xm = x.clone()
+            xm[:, :, top:bottom, left:right] = x.flip(0)[:, :, top:bottom, left:right]
+        targets = soft_targets(y, classes, lam, smoothing)
+        out[f"step{t}.x"] = xm.clone()
+        out[f"step{t}.targets"] = targets.clone()
+        for group in opt.param_groups:
+            group["lr"] = lr
+        logits = head(trunk_forward_drop_path(trunk, xm, factors))
+        loss = torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        if t == 0:
+            out["step0.logits"] = logits.detach().clone()
+            for n, p in named:
+                out["step0.grad." + n] = p.grad.detach().clone()
+        opt.step()
+        out[f"step{t}.loss"] = loss.detach().reshape(1).clone()
+    for n, p in named:
+        out["final." + n] = p.detach().clone()
+    meta = {"img_size": str(cfg.img_size), "patch_size": str(cfg.patch_size), "embed_dim": str(cfg.embed_dim),
+            "depth": str(cfg.depth), "num_heads": str(cfg.num_heads), "mlp_ratio": str(cfg.mlp_ratio),
+            "classes": str(classes), "smoothing": repr(smoothing), "weight_decay": repr(wd), "lrs": "1e-3,8e-4",
+            "torch_version": torch.__version__, "generator": "tools/golden.py --finetune"}
+    for k, v in out.items():
+        assert torch.isfinite(v.to(torch.float64)).all(), k
+    save_file(out, path, metadata=meta)
+    canonicalize_header(path)
+    print(f"{path}: {os.path.getsize(path)} bytes, {len(out)} tensors; losses "
+          + " ".join(f"{out[f'step{t}.loss'].item():.6f}" for t in range(len(steps))))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -512,6 +614,7 @@ def main():
     ap.add_argument("--vit-bn", action="store_true",
                     help="BatchNorm as norm2 (ViT-BN); writes golden_small_*vitbn.safetensors only")
     ap.add_argument("--lincls", action="store_true", help="the linear probe; writes golden_lincls.safetensors only")
+    ap.add_argument("--finetune", action="store_true", help="fine-tuning; writes golden_finetune.safetensors only")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -519,6 +622,9 @@ def main():
 
     if args.lincls:
         run_lincls(os.path.join(args.out_dir, "golden_lincls.safetensors"))
+        return
+    if args.finetune:
+        run_finetune(os.path.join(args.out_dir, "golden_finetune.safetensors"))
         return
 
     if args.pooling != "cls" or args.vit_bn:

@@ -60,6 +60,15 @@ extension CLBackend {
                    global: [columns, rows], [.operand(x), .operand(bias), .int(Int32(rows)), .int(Int32(columns))])
     }
 
+    public func scaleRows(output: Tensor, input: Tensor, factors: Tensor) throws {
+        let (rows, columns) = try checkScaleRows(output: output, input: input, factors: factors)
+        _ = try int32Count(input.count, "scaleRows")
+        guard rows > 0, columns > 0 else { return }
+        try launch(kernel("scale_rows", family: "elementwise", options: kernelVariant.buildOption), label: "scale_rows",
+                   global: [columns, rows],
+                   [.operand(output), .operand(input), .operand(factors), .int(Int32(rows)), .int(Int32(columns))])
+    }
+
     /// Rows summed per work-item in the first pass of sumRows (SUM_ROWS_CHUNK in the kernel).
     static let sumRowsChunk = 256
 

@@ -24,4 +24,17 @@ extension CLBackend {
                        local: [Self.softmaxGroup, 1], arguments)
         }
     }
+
+    public func softTargetCrossEntropy(losses: Tensor, logitsGradient: Tensor, logits: Tensor, targets: Tensor,
+                                       scale: Float) throws {
+        let (rows, columns) = try checkSoftTargetCrossEntropy(losses: losses, logitsGradient: logitsGradient,
+                                                              logits: logits, targets: targets)
+        _ = try int32Count(logits.count, "softTargetCrossEntropy")
+        guard rows > 0 else { return }
+        let entry = try kernel("soft_target_cross_entropy", family: "softmax",
+                               options: kernelVariant.buildOption + " -DGROUP=\(Self.softmaxGroup)")
+        try launch(entry, label: "soft_target_cross_entropy", global: [rows],
+                   [.operand(losses), .operand(logitsGradient), .operand(logits), .operand(targets),
+                    .int(Int32(rows)), .int(Int32(columns)), .float(scale)])
+    }
 }

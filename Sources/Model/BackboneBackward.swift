@@ -64,7 +64,7 @@ struct BackboneBackward {
     /// the patch projection.
     func callAsFunction(_ backend: any Backend, images: Tensor, weights w: BackboneWeights,
                         gradients dw: BackboneWeights, activations a: BackboneActivations,
-                        scratch g: BackboneGradients) throws {
+                        scratch g: BackboneGradients, dropPath: DropPath? = nil) throws {
         let (B, N, C) = (batchSize, config.tokens, config.embedDim)
         let (R, hidden) = (B * N, config.mlpHiddenDim)
         let blockInputs = [a.embedded] + a.blocks.dropLast().map(\.output)
@@ -84,9 +84,16 @@ struct BackboneBackward {
                                       reciprocalStd: a.normReciprocalStd, weight: w.normWeight)
         for index in stride(from: w.blocks.count - 1, through: 0, by: -1) {
             let (block, blockGradient, s) = (w.blocks[index], dw.blocks[index], a.blocks[index])
-            // x = x + fc2(GELU(fc1(LN2(x)))): g.residual is ∂loss/∂(block output).
+            // x = x + fc2(GELU(fc1(LN2(x)))): g.residual is ∂loss/∂(block output); the branch's
+            // gradient is it times the drop-path factors, when there are any.
+            var branchGradient = g.residual
+            if let factors = dropPath?.mlp[index] {
+                try backend.scaleRows(output: g.branch.reshaped([B, N * C]), input: g.residual.reshaped([B, N * C]),
+                                      factors: factors)
+                branchGradient = g.branch
+            }
             try Self.linearBackward(backend, inputGradient: g.gelu, weightGradient: blockGradient.fc2Weight,
-                                    biasGradient: blockGradient.fc2Bias, outputGradient: g.residual, input: s.gelu,
+                                    biasGradient: blockGradient.fc2Bias, outputGradient: branchGradient, input: s.gelu,
                                     weight: block.fc2Weight, rows: R, inputs: hidden, outputs: C)
             try backend.geluBackward(inputGradient: g.fc1, outputGradient: g.gelu, input: s.fc1)
             try Self.linearBackward(backend, inputGradient: g.normalized, weightGradient: blockGradient.fc1Weight,
@@ -109,8 +116,14 @@ struct BackboneBackward {
             }
             try backend.add(output: g.residual, g.residual, g.branch)
             // x = x + proj(attn(LN1(x))): g.residual is now ∂loss/∂(afterAttention).
+            branchGradient = g.residual
+            if let factors = dropPath?.attention[index] {
+                try backend.scaleRows(output: g.branch.reshaped([B, N * C]), input: g.residual.reshaped([B, N * C]),
+                                      factors: factors)
+                branchGradient = g.branch
+            }
             try Self.linearBackward(backend, inputGradient: g.normalized, weightGradient: blockGradient.projWeight,
-                                    biasGradient: blockGradient.projBias, outputGradient: g.residual,
+                                    biasGradient: blockGradient.projBias, outputGradient: branchGradient,
                                     input: s.attention, weight: block.projWeight, rows: R, inputs: C, outputs: C)
             try backend.attentionBackward(qkvGradient: g.qkv, outputGradient: g.normalized, qkv: s.qkv,
                                           output: s.attention, logSumExp: s.logSumExp, heads: config.heads)

@@ -119,6 +119,19 @@ public struct BackboneActivations {
     }
 }
 
+/// Stochastic depth (Huang et al. 2016, timm's `DropPath`): per block and branch, a (B) tensor of
+/// per-sample factors `mask/(1 − p)` multiplying the branch before its residual add, in the
+/// forward and (the same factors) the backward. nil for a block whose rate is 0.
+public struct DropPath {
+    public let attention: [Tensor?]
+    public let mlp: [Tensor?]
+
+    public init(attention: [Tensor?], mlp: [Tensor?]) {
+        self.attention = attention
+        self.mlp = mlp
+    }
+}
+
 /// The ViT trunk's forward (timm `VisionTransformer.forward_features` as SPEC A.2 describes it).
 struct BackboneForward {
     let config: ViTConfig
@@ -161,8 +174,11 @@ struct BackboneForward {
     ///
     /// - Parameter training: ViT-BN only: normalize with this batch's statistics (over all B·N
     ///   tokens of the view) and update the running ones, or (false) with the running ones.
+    ///   - dropPath: stochastic depth (fine-tuning only): per block, the per-sample factors
+    ///     (keep/(1 − p), 0 when dropped) of the attention and the MLP branch; nil entries keep
+    ///     the branch whole.
     func callAsFunction(_ backend: any Backend, images: Tensor, weights w: BackboneWeights,
-                        activations a: BackboneActivations, training: Bool = true) throws {
+                        activations a: BackboneActivations, training: Bool = true, dropPath: DropPath? = nil) throws {
         let (B, N, C) = (batchSize, config.tokens, config.embedDim)
         let (R, hidden) = (B * N, config.mlpHiddenDim)
 
@@ -177,7 +193,7 @@ struct BackboneForward {
         }
 
         var x = a.embedded
-        for (block, s) in zip(w.blocks, a.blocks) {
+        for (index, (block, s)) in zip(w.blocks, a.blocks).enumerated() {
             // x = x + proj(attn(LN1(x)))
             try backend.layerNormForward(output: s.norm1, mean: s.norm1Mean, reciprocalStd: s.norm1ReciprocalStd,
                                          input: x, weight: block.norm1Weight, bias: block.norm1Bias,
@@ -187,6 +203,9 @@ struct BackboneForward {
             try backend.attentionForward(output: s.attention, logSumExp: s.logSumExp, qkv: s.qkv, heads: config.heads)
             try Self.linear(backend, output: branch, input: s.attention, weight: block.projWeight,
                             bias: block.projBias, rows: R, inputs: C, outputs: C)
+            if let factors = dropPath?.attention[index] {
+                try backend.scaleRows(output: branch.reshaped([B, N * C]), input: branch.reshaped([B, N * C]), factors: factors)
+            }
             try backend.add(output: s.afterAttention, x, branch)
             // x = x + fc2(GELU(fc1(norm2(x))))
             switch config.mlpNormalization {
@@ -212,6 +231,9 @@ struct BackboneForward {
             try backend.gelu(output: s.gelu, input: s.fc1)
             try Self.linear(backend, output: branch, input: s.gelu, weight: block.fc2Weight, bias: block.fc2Bias,
                             rows: R, inputs: hidden, outputs: C)
+            if let factors = dropPath?.mlp[index] {
+                try backend.scaleRows(output: branch.reshaped([B, N * C]), input: branch.reshaped([B, N * C]), factors: factors)
+            }
             try backend.add(output: s.output, s.afterAttention, branch)
             x = s.output
         }

@@ -166,7 +166,8 @@ public struct PretrainedViT {
         guard let heads else {
             throw ModelConfigError("\(file.source) has no metadata giving its number of attention heads, and the shapes "
                 + "cannot tell it (MoCo v3's ViT-S has 12 heads and timm's vit_small 6, with identical tensors): "
-                + "pass --heads H (\(C)-wide: a divisor of \(C), e.g. \(C / 64 > 0 ? C / 64 : 1) for 64-wide heads)")
+                + "pass --heads H, a divisor of the width \(C) (" + (1...C).filter { C % $0 == 0 && $0 <= 32 }.map(String.init)
+                .joined(separator: ", ") + "; 64-wide heads are the common choice)")
         }
         config.heads = heads
         try config.validate()

@@ -53,6 +53,9 @@ public protocol Backend: AnyObject {
     func add(output: Tensor, _ a: Tensor, _ b: Tensor) throws
     /// `x = factor · x`.
     func scale(_ x: Tensor, by factor: Float) throws
+    /// `output[r, c] = factors[r] · input[r, c]` for input (R, C), factors (R); `output` may be
+    /// `input`. Drop path (stochastic depth): a per-sample keep mask scaled by 1/keep, forward and backward.
+    func scaleRows(output: Tensor, input: Tensor, factors: Tensor) throws
     /// `x[r, c] += bias[c]` for x (R, C), bias (C).
     func addBias(_ x: Tensor, bias: Tensor) throws
     /// `output[c] += Σ_r input[r, c]` for input (R, C), output (C): bias gradients.
@@ -119,6 +122,11 @@ public protocol Backend: AnyObject {
     /// `scale = 2τ/R` (SPEC A.4); labels are `arange(R) + offset` in the distributed case.
     func softmaxCrossEntropy(losses: Tensor, logitsGradient: Tensor, logits: Tensor, labels: Tensor,
                              scale: Float) throws
+    /// Soft-target cross-entropy on logits (R, M) with float `targets` (R, M) (mixup, cutmix,
+    /// label smoothing; timm's `SoftTargetCrossEntropy`): `losses[r] = scale·Σ_j t[r,j]·(lse_r − z[r,j])`
+    /// and `logitsGradient[r, j] = scale·(T_r·softmax(z[r])_j − t[r,j])` with `T_r = Σ_j t[r,j]`.
+    func softTargetCrossEntropy(losses: Tensor, logitsGradient: Tensor, logits: Tensor, targets: Tensor,
+                                scale: Float) throws
     /// `output[r] = input[r] / max(‖input[r]‖, 1e-12)` for input (R, C) (`F.normalize`); saves
     /// `norms[r] = ‖input[r]‖`.
     func l2NormalizeForward(output: Tensor, norms: Tensor, input: Tensor) throws

@@ -145,6 +145,18 @@ extension HostBackend {
         }
     }
 
+    public func scaleRows(output: Tensor, input: Tensor, factors: Tensor) throws {
+        let (rows, columns) = try checkScaleRows(output: output, input: input, factors: factors)
+        let x = pointer(input), y = pointer(output), f = pointer(factors)
+        let minimumRows = max(1, HostParallel.elementwiseGrain / max(1, columns))
+        HostParallel.forEachChunk(count: rows, minimumChunk: minimumRows) { range in
+            for r in range {
+                let factor = f[r]
+                for i in (r * columns)..<((r + 1) * columns) { y[i] = factor * x[i] }
+            }
+        }
+    }
+
     public func addBias(_ x: Tensor, bias: Tensor) throws {
         try checkOperands("addBias", x, bias)
         let (rows, columns) = try checkRowVector("addBias", matrix: x, vector: bias)

@@ -109,6 +109,15 @@ extension Backend {
         throw unsupported("softmaxCrossEntropy")
     }
 
+    public func softTargetCrossEntropy(losses: Tensor, logitsGradient: Tensor, logits: Tensor, targets: Tensor,
+                                       scale: Float) throws {
+        throw unsupported("softTargetCrossEntropy")
+    }
+
+    public func scaleRows(output: Tensor, input: Tensor, factors: Tensor) throws {
+        throw unsupported("scaleRows")
+    }
+
     public func l2NormalizeForward(output: Tensor, norms: Tensor, input: Tensor) throws {
         throw unsupported("l2NormalizeForward")
     }

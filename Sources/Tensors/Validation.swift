@@ -34,6 +34,30 @@ extension Backend {
         return (rows, columns)
     }
 
+    /// (R, M) of soft-target cross-entropy's logits, checking the other operands' sizes.
+    public func checkSoftTargetCrossEntropy(losses: Tensor, logitsGradient: Tensor, logits: Tensor,
+                                            targets: Tensor) throws -> (rows: Int, columns: Int) {
+        try checkOperands("softTargetCrossEntropy", losses, logitsGradient, logits, targets)
+        let (rows, columns) = rowsAndColumns(logits)
+        guard losses.count == rows, targets.count == logits.count, logitsGradient.count == logits.count else {
+            throw BackendError.invalidArgument(operation: "softTargetCrossEntropy", reason:
+                "logits \(logits.shape) need \(rows) losses and equal-sized targets and gradient; got "
+                + "\(losses.count), \(targets.count), \(logitsGradient.count)")
+        }
+        return (rows, columns)
+    }
+
+    /// (R, C) of scaleRows' input, checking that the output has its size and `factors` R elements.
+    public func checkScaleRows(output: Tensor, input: Tensor, factors: Tensor) throws -> (rows: Int, columns: Int) {
+        try checkOperands("scaleRows", output, input, factors)
+        let (rows, columns) = rowsAndColumns(input)
+        guard output.count == input.count, factors.count == rows else {
+            throw BackendError.invalidArgument(operation: "scaleRows", reason:
+                "input \(input.shape) needs an output of \(input.count) and \(rows) factors; got \(output.count) and \(factors.count)")
+        }
+        return (rows, columns)
+    }
+
     /// (R, C) of an L2-normalized tensor, checking that every other operand has its size and
     /// `norms` has R elements.
     public func checkL2Normalize(_ operation: String, rowsOf tensor: Tensor, norms: Tensor,

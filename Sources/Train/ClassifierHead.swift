@@ -28,6 +28,7 @@ public final class ClassifierHead {
     let logitsGradient: Tensor    // (B, K)
     let losses: Tensor            // (B)
     let labels: Tensor            // (B) int32
+    let targets: Tensor           // (B, K) soft targets (fine-tuning)
 
     /// The parameter-free BatchNorm before the head: its running statistics and saved batch
     /// statistics. Training steps normalise with the batch's (and update the running ones,
@@ -66,6 +67,7 @@ public final class ClassifierHead {
         logitsGradient = try backend.makeTensor(shape: [batchSize, classes])
         losses = try backend.makeTensor(shape: [batchSize])
         labels = try backend.makeTensor(shape: [batchSize], dtype: .int32)
+        targets = try backend.makeTensor(shape: [batchSize, classes])
         if batchNorm {
             normalization = Normalization(
                 runningMean: try backend.makeTensor([Float](repeating: 0, count: width), shape: [width]),
@@ -160,6 +162,20 @@ public final class ClassifierHead {
         }
     }
 
+    /// The mean soft-target cross-entropy (mixup/cutmix/label smoothing) of the first
+    /// `targets.count / K` rows, the head's gradients (overwritten) and, with `featureGradient`,
+    /// ∂loss/∂features.
+    public func lossAndGradients(features: Tensor, targets targetValues: [Float], featureGradient: Tensor? = nil) throws -> Float {
+        let count = targetValues.count / classes
+        let output = try forward(features: features, count: count, training: true)
+        let targetView = targets.view(offset: 0, shape: [count, classes])
+        try backend.upload(targetValues, to: targetView)
+        return try backwardFromLogits(output, features: features, count: count, featureGradient: featureGradient) {
+            try backend.softTargetCrossEntropy(losses: $0, logitsGradient: $1, logits: output, targets: targetView,
+                                               scale: 1 / Float(count))
+        }
+    }
+
     /// Runs `loss(losses, logitsGradient)` (per-row losses already scaled to sum to the mean),
     /// then the backward of the head.
     func backwardFromLogits(_ output: Tensor, features: Tensor, count: Int, featureGradient: Tensor?,
@@ -201,6 +217,27 @@ public final class ClassifierHead {
         try backend.softmaxCrossEntropy(losses: rowLosses, logitsGradient: logitsGradient.view(offset: 0, shape: [count, classes]),
                                         logits: output, labels: labelView, scale: 1)
         return (try backend.download(output), try backend.download(rowLosses).reduce(0.0) { $0 + Double($1) })
+    }
+
+    /// Top-1, top-5 and the mean cross-entropy of `features` (rows of C, host) against `labels`,
+    /// in evaluation mode, `batchSize` rows at a time through `staging` (B, C) on the device.
+    func score(features: [Float], labels: [Int32], staging: Tensor, dataName: String) throws
+        -> (top1: Double, top5: Double, loss: Double) {
+        var hits = (top1: 0, topK: 0), lossSum = 0.0
+        for first in stride(from: 0, to: labels.count, by: batchSize) {
+            let count = min(batchSize, labels.count - first)
+            let rows = Array(labels[first..<(first + count)])
+            try backend.upload(Array(features[(first * width)..<((first + count) * width)]),
+                               to: staging.view(offset: 0, shape: [count, width]))
+            let (logits, loss) = try evaluate(features: staging, labels: rows)
+            let batchHits = TopK.hits(logits: logits, labels: rows, classes: classes)
+            hits.top1 += batchHits.top1
+            hits.topK += batchHits.topK
+            lossSum += loss
+        }
+        guard !labels.isEmpty else { throw PretrainError("no sample of the held-out split of \(dataName) could be read") }
+        let total = Double(labels.count)
+        return (Double(hits.top1) / total, Double(hits.topK) / total, lossSum / total)
     }
 
     func checkRows(_ count: Int) throws {

@@ -50,6 +50,52 @@ public struct ClassifierSummary: Sendable {
     public var lastCheckpoint: String?
 }
 
+/// The trunk a classifier run starts from: a weights file's (any kind ``PretrainedViT`` reads), or
+/// the initialisation of its architecture (or of the default pre-training run's ViT).
+public struct StartingTrunk {
+    public let layout: ViTLayout
+    public let parameters: [Float]
+    public let buffers: [Float]
+    /// Where it came from, for the log and errors.
+    public let source: String
+
+    public init(layout: ViTLayout, parameters: [Float], buffers: [Float], source: String) {
+        self.layout = layout
+        self.parameters = parameters
+        self.buffers = buffers
+        self.source = source
+    }
+
+    /// Reads `pretrained` (`.pretrained`), or initialises from `seed` the architecture of
+    /// `pretrained` or, without one, the default pre-training run's ViT (`.randomInit`).
+    public init(features: LinearProbeConfiguration.Features, pretrained: String?, heads: Int?, seed: UInt64) throws {
+        switch features {
+        case .rawPixels:
+            throw PretrainError("--raw-pixels has no trunk")
+        case .pretrained:
+            guard let pretrained else { throw PretrainError("pass --pretrained FILE, or --random-init") }
+            let url = URL(fileURLWithPath: pretrained)
+            let vit = try PretrainedViT(file: SafetensorsFile(contentsOf: url), heads: heads)
+            self.init(layout: vit.layout, parameters: vit.parameters, buffers: vit.buffers,
+                      source: "\(url.path) (\(vit.origin.rawValue))")
+        case .randomInit:
+            let vitConfig: ViTConfig
+            var source = "the default pre-training run's ViT"
+            if let pretrained {
+                vitConfig = try PretrainedViT(file: SafetensorsFile(contentsOf: URL(fileURLWithPath: pretrained)),
+                                              heads: heads).layout.config
+                source = "the architecture of \(pretrained)"
+            } else {
+                vitConfig = try PretrainConfiguration.defaultRun.modelConfig().vit
+            }
+            let layout = try ViTLayout(vitConfig)
+            let values = try layout.initialValues(seed: seed)
+            self.init(layout: layout, parameters: values.parameters, buffers: values.buffers,
+                      source: "\(source) at its initialisation (seed \(seed))")
+        }
+    }
+}
+
 /// `mocov3-cl lincls`: the linear probe of `main_lincls.py` (SPEC A.8). A frozen trunk in
 /// evaluation mode for the whole run (ViT-BN on its running statistics) feeds a fresh
 /// `Linear(C, classes)` (weight N(0, 0.01), bias 0), trained with SGD (momentum 0.9, wd 0) at
@@ -104,8 +150,10 @@ public final class LinearProbe {
 
     /// - Parameters:
     ///   - resume: a lincls checkpoint to continue from; its configuration replaces `configuration`.
+    ///   - startingTrunk: the trunk of a fresh run when the caller has already read it
+    ///     (``StartingTrunk/init(_:)``, so a bad file fails before the device and data are opened).
     public init(configuration: LinearProbeConfiguration, backend: any Backend, data: DatasetSplits, runFolder: URL,
-                resume: LinearProbeCheckpoint.Contents? = nil,
+                resume: LinearProbeCheckpoint.Contents? = nil, startingTrunk: StartingTrunk? = nil,
                 workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                 report: @escaping (ClassifierEvent) -> Void) throws {
         let configuration = resume?.configuration ?? configuration
@@ -137,11 +185,15 @@ public final class LinearProbe {
         }
 
         // The trunk: from the checkpoint being resumed, the pretrained file, or its initialisation.
-        let trunkValues: (layout: ViTLayout, parameters: [Float], buffers: [Float], source: String)?
+        let trunkValues: StartingTrunk?
         if let resume {
-            trunkValues = resume.trunk.map { ($0.layout, $0.parameters, $0.buffers, resume.source) }
+            trunkValues = resume.trunk.map { StartingTrunk(layout: $0.layout, parameters: $0.parameters, buffers: $0.buffers,
+                                                           source: resume.source) }
+        } else if configuration.features == .rawPixels {
+            trunkValues = nil
         } else {
-            trunkValues = try Self.trunkValues(configuration)
+            trunkValues = try startingTrunk ?? StartingTrunk(features: configuration.features, pretrained: configuration.pretrained,
+                                                             heads: configuration.heads, seed: configuration.seed)
         }
         if let trunkValues {
             let parameters = try backend.makeTensor(trunkValues.parameters, shape: [trunkValues.parameters.count])
@@ -183,31 +235,6 @@ public final class LinearProbe {
         try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
         try Pretrainer.reportSkippedFiles(data, in: runFolder) { report(.message($0)) }
         metrics = try MetricsLog(url: runFolder.appendingPathComponent("metrics.jsonl"))
-    }
-
-    /// The trunk a fresh run starts from, or nil for raw pixels.
-    static func trunkValues(_ configuration: LinearProbeConfiguration) throws
-        -> (layout: ViTLayout, parameters: [Float], buffers: [Float], source: String)? {
-        switch configuration.features {
-        case .rawPixels: return nil
-        case .pretrained:
-            let url = URL(fileURLWithPath: configuration.pretrained!)
-            let vit = try PretrainedViT(file: SafetensorsFile(contentsOf: url), heads: configuration.heads)
-            return (vit.layout, vit.parameters, vit.buffers, "\(url.path) (\(vit.origin.rawValue))")
-        case .randomInit:
-            let vitConfig: ViTConfig
-            var source = "the default pre-training run's ViT"
-            if let path = configuration.pretrained {
-                vitConfig = try PretrainedViT(file: SafetensorsFile(contentsOf: URL(fileURLWithPath: path)),
-                                              heads: configuration.heads).layout.config
-                source = "the architecture of \(path)"
-            } else {
-                vitConfig = try PretrainConfiguration.defaultRun.modelConfig().vit
-            }
-            let layout = try ViTLayout(vitConfig)
-            let values = try layout.initialValues(seed: configuration.seed)
-            return (layout, values.parameters, values.buffers, "\(source) at its initialisation (seed \(configuration.seed))")
-        }
     }
 
     var batchesPerEpoch: Int { (data.train.count + configuration.batchSize - 1) / configuration.batchSize }
@@ -322,13 +349,20 @@ public final class LinearProbe {
         return hostFeatures
     }
 
-    /// Features of the evaluation transform for every sample of `dataset` (raw pixels: the
-    /// normalised pixels), with its labels; unreadable samples are left out.
     func evaluationFeatures(_ dataset: any ImageDataset) throws -> (values: [Float], labels: [Int32]) {
+        try Self.evaluationFeatures(dataset, extractor: extractor, imageSize: imageSize,
+                                    batchSize: extractor?.batchSize ?? configuration.evalBatchSize, workers: workers,
+                                    report: report)
+    }
+
+    /// Features of the evaluation transform for every sample of `dataset` (without an extractor,
+    /// the normalised pixels), with its labels; unreadable samples are left out and reported.
+    static func evaluationFeatures(_ dataset: any ImageDataset, extractor: FeatureExtractor?, imageSize: Int,
+                                   batchSize: Int, workers: Int, report: (ClassifierEvent) -> Void) throws
+        -> (values: [Float], labels: [Int32]) {
         let batches = EvalBatches(dataset: dataset, transform: EvalTransform(imageSize: imageSize),
-                                  batchSize: extractor?.batchSize ?? configuration.evalBatchSize, workers: workers)
+                                  batchSize: batchSize, workers: workers)
         var values: [Float] = [], labels: [Int32] = []
-        values.reserveCapacity(dataset.count * width)
         while let batch = try batches.next() {
             guard !batch.labels.isEmpty else { continue }
             values += try extractor.map { try $0.features(of: batch.x, count: batch.labels.count) } ?? batch.x
@@ -353,30 +387,8 @@ public final class LinearProbe {
 
     /// Top-1, top-5 and the mean cross-entropy on the held-out split, the head in evaluation mode.
     public func evaluate() throws -> (top1: Double, top5: Double, loss: Double) {
-        var hits = (top1: 0, topK: 0), lossSum = 0.0, total = 0
-        func score(_ values: [Float], _ labels: [Int32]) throws {
-            let B = configuration.batchSize
-            for first in stride(from: 0, to: labels.count, by: B) {
-                let count = min(B, labels.count - first)
-                let rows = Array(labels[first..<(first + count)])
-                try backend.upload(Array(values[(first * width)..<((first + count) * width)]),
-                                   to: hostFeatures.view(offset: 0, shape: [count, width]))
-                let (logits, loss) = try head.evaluate(features: hostFeatures, labels: rows)
-                let batchHits = TopK.hits(logits: logits, labels: rows, classes: classes)
-                hits.top1 += batchHits.top1
-                hits.topK += batchHits.topK
-                lossSum += loss
-                total += count
-            }
-        }
-        if let cache {
-            try score(cache.test, cache.testLabels)
-        } else {
-            let features = try evaluationFeatures(test)
-            try score(features.values, features.labels)
-        }
-        guard total > 0 else { throw PretrainError("no sample of the held-out split of \(data.name) could be read") }
-        return (Double(hits.top1) / Double(total), Double(hits.topK) / Double(total), lossSum / Double(total))
+        let features = try cache.map { ($0.test, $0.testLabels) } ?? evaluationFeatures(test)
+        return try head.score(features: features.0, labels: features.1, staging: hostFeatures, dataName: data.name)
     }
 
     /// The reference's `sanity_check`: every trunk tensor and buffer still holds the loaded

@@ -30,25 +30,9 @@ public enum LinearProbeCheckpoint {
         var writer = SafetensorsWriter(metadata: metadata)
         let backend = probe.backend
         if let trunk = probe.trunk {
-            let parameters = try backend.download(trunk.parameterTensor)
-            for entry in trunk.layout.table.entries {
-                try writer.add(entry.name, shape: entry.shape, floats: Array(parameters[entry.offset..<(entry.offset + entry.count)]))
-            }
-            if !trunk.layout.buffers.entries.isEmpty {
-                let buffers = try backend.download(trunk.bufferTensor)
-                for entry in trunk.layout.buffers.entries {
-                    let values = Array(buffers[entry.offset..<(entry.offset + entry.count)])
-                    if entry.name.hasSuffix("num_batches_tracked") {
-                        try writer.add(entry.name, shape: entry.shape, int64s: values.map { Int64($0) })
-                    } else {
-                        try writer.add(entry.name, shape: entry.shape, floats: values)
-                    }
-                }
-            }
+            try addTrunk(trunk.layout, parameters: trunk.parameterTensor, buffers: trunk.bufferTensor, on: backend, to: &writer)
         }
-        let head = try probe.head.values()
-        try writer.add("head.weight", shape: [probe.classes, probe.head.width], floats: head.weight)
-        try writer.add("head.bias", shape: [probe.classes], floats: head.bias)
+        try addHead(probe.head, to: &writer)
         if let statistics = try probe.head.normalizationValues() {
             let names = ClassifierHead.Normalization.names
             try writer.add(names[0], shape: [probe.head.width], floats: statistics[0])
@@ -61,6 +45,42 @@ public enum LinearProbeCheckpoint {
                            floats: Array(momentum[entry.offset..<(entry.offset + entry.count)]))
         }
         try writer.write(to: url)
+    }
+
+    /// Every trunk tensor under its timm name, and ViT-BN's buffers (`num_batches_tracked` as I64).
+    static func addTrunk(_ layout: ViTLayout, parameters: Tensor, buffers: Tensor, on backend: any Backend,
+                         to writer: inout SafetensorsWriter) throws {
+        let values = try backend.download(parameters)
+        for entry in layout.table.entries {
+            try writer.add(entry.name, shape: entry.shape, floats: Array(values[entry.offset..<(entry.offset + entry.count)]))
+        }
+        guard !layout.buffers.entries.isEmpty else { return }
+        let bufferValues = try backend.download(buffers)
+        for entry in layout.buffers.entries {
+            let slice = Array(bufferValues[entry.offset..<(entry.offset + entry.count)])
+            if entry.name.hasSuffix("num_batches_tracked") {
+                try writer.add(entry.name, shape: entry.shape, int64s: slice.map { Int64($0) })
+            } else {
+                try writer.add(entry.name, shape: entry.shape, floats: slice)
+            }
+        }
+    }
+
+    /// `head.weight` (K, C) and `head.bias` (K).
+    static func addHead(_ head: ClassifierHead, to writer: inout SafetensorsWriter) throws {
+        let values = try head.values()
+        try writer.add("head.weight", shape: [head.classes, head.width], floats: values.weight)
+        try writer.add("head.bias", shape: [head.classes], floats: values.bias)
+    }
+
+    /// The head as the file stores it.
+    static func readHead(_ file: SafetensorsFile, source: String) throws -> PretrainedViT.Head {
+        let weight = try file.entry(named: "head.weight")
+        guard weight.shape.count == 2 else {
+            throw PretrainError("\(source): head.weight has shape \(weight.shape), not (classes, width)")
+        }
+        return PretrainedViT.Head(weight: try file.floats("head.weight", shape: weight.shape),
+                                  bias: try file.floats("head.bias", shape: [weight.shape[0]]))
     }
 
     /// A checkpoint read back and checked.
@@ -100,21 +120,16 @@ public enum LinearProbeCheckpoint {
         }
         let position = TrainingPosition(epoch: try integer("epoch"), batch: try integer("batch"), step: try integer("step"))
         let trunk = configuration.features == .rawPixels ? nil : try PretrainedViT(file: file)
-        let weight = try file.entry(named: "head.weight")
-        guard weight.shape.count == 2 else {
-            throw PretrainError("\(url.path): head.weight has shape \(weight.shape), not (classes, width)")
-        }
-        let classes = weight.shape[0]
-        let head = PretrainedViT.Head(weight: try file.floats("head.weight", shape: weight.shape),
-                                      bias: try file.floats("head.bias", shape: [classes]))
+        let head = try readHead(file, source: url.path)
+        let (classes, width) = (head.classes, head.weight.count / max(head.classes, 1))
         var normalization: [[Float]]?
         if configuration.bnHead {
             let names = ClassifierHead.Normalization.names
-            normalization = [try file.floats(names[0], shape: [weight.shape[1]]), try file.floats(names[1], shape: [weight.shape[1]]),
+            normalization = [try file.floats(names[0], shape: [width]), try file.floats(names[1], shape: [width]),
                              try file.int64s(names[2], shape: []).map(Float.init)]
         }
         // The momentum buffer over the head's segments (weight, then bias at its aligned offset).
-        let table = ClassifierHead.layout(classes: classes, width: weight.shape[1])
+        let table = ClassifierHead.layout(classes: classes, width: width)
         var momentum = [Float](repeating: 0, count: ClassifierHead.segments(of: table).extent)
         for entry in table.entries {
             momentum.replaceSubrange(entry.offset..<(entry.offset + entry.count),

@@ -126,13 +126,17 @@ struct LinCls: ParsableCommand {
         } else if FileManager.default.fileExists(atPath: folder.appendingPathComponent(LinearProbeCheckpoint.lastName).path) {
             throw ValidationError("\(folder.path) already holds a lincls run; continue it with --resume auto, or choose another --output")
         }
+        // The weights first: a bad file is an error before the device and the data are opened.
+        let trunk = resumed == nil && configuration.features != .rawPixels
+            ? try StartingTrunk(features: configuration.features, pretrained: configuration.pretrained,
+                                heads: configuration.heads, seed: configuration.seed) : nil
         let backend = try deviceOptions.makeBackend()
         let splits = try DatasetSource.open(configuration.data == "fashion-mnist" ? nil : configuration.data)
         let display = ProgressDisplay(printFrequency: printFreq, epochs: configuration.epochs)
         display.log("mocov3-cl lincls on \(backend.name): \(splits.name), \(splits.train.summary)")
         if let test = splits.test { display.log("held-out split: \(test.summary)") }
         let probe = try LinearProbe(configuration: configuration, backend: backend, data: splits, runFolder: folder,
-                                    resume: resumed, workers: workers ?? ProcessInfo.processInfo.activeProcessorCount,
+                                    resume: resumed, startingTrunk: trunk, workers: workers ?? ProcessInfo.processInfo.activeProcessorCount,
                                     report: display.handle)
         let config = probe.configuration
         display.log("features: " + (probe.trunk.map { "\($0.layout.config.embedDim)-wide class token of \($0.source)" }

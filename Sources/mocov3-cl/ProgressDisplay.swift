@@ -35,13 +35,13 @@ final class ProgressDisplay: @unchecked Sendable {
     func handle(_ event: ClassifierEvent) {
         switch event {
         case .message(let text): log(text)
-        case .checkpoint(let path):
+        case .checkpoint:
+            // Written after every epoch (the epoch line says so) and on Ctrl-C (the stop line names it).
             lastTime = nil
-            log("checkpoint: \(path)")
         case .epoch(let e):
             lastTime = nil
             log(String(format: "epoch %d/%d: train loss %.4f (lr %.3e), held-out top-1 %.2f%%, top-5 %.2f%%, loss %.4f; "
-                + "best top-1 %.2f%% (epoch %d); %.1f s", e.epoch, epochs, e.trainLoss, e.learningRate, 100 * e.top1,
+                + "best top-1 %.2f%% (epoch %d); %.1f s; checkpoint written", e.epoch, epochs, e.trainLoss, e.learningRate, 100 * e.top1,
                 100 * e.top5, e.validationLoss, 100 * e.bestTop1, e.bestEpoch, e.seconds))
         case .iteration(let m):
             let remaining = (epochs - m.epoch - 1) * m.batchesPerEpoch + (m.batchesPerEpoch - m.batch - 1)

@@ -34,6 +34,27 @@ struct ElementwiseTests {
         }
     }
 
+    /// Drop path's per-sample scaling: keep masks scaled by 1/keep (and zeros), out of place and in place.
+    @Test(arguments: shapes)
+    func scaleRowsMatchesHost(shape: [Int]) throws {
+        let columns = shape.last!, rows = shape.reduce(1, *) / columns
+        let x = values(shape, seed: 11)
+        let factors = (0..<rows).map { $0 % 3 == 1 ? Float(0) : Float(1 / 0.9) }
+        try compareWithHost(device, inputs: [.float(x, shape: [rows, columns]), .float(factors, shape: [rows])],
+                            outputs: [OpOutput(shape: [rows, columns])], relative: 0, absolute: 0, "scaleRows \(shape)") { b, i, o in
+            try b.scaleRows(output: o[0], input: i[0], factors: i[1])
+        }
+        try compareWithHost(device, inputs: [.float(factors, shape: [rows])],
+                            outputs: [OpOutput(shape: [rows, columns], initial: x)], relative: 0, absolute: 0,
+                            "scaleRows in place \(shape)") { b, i, o in
+            try b.scaleRows(output: o[0], input: o[0], factors: i[0])
+        }
+        #expect(throws: BackendError.self) {
+            try device.scaleRows(output: device.makeTensor(shape: [rows, columns]), input: device.makeTensor(shape: [rows, columns]),
+                                 factors: device.makeTensor(shape: [rows + 1]))
+        }
+    }
+
     @Test(arguments: shapes)
     func reluAddScaleAndBias(shape: [Int]) throws {
         let x = values(shape, seed: 3), y = values(shape, seed: 4), dy = values(shape, seed: 5)

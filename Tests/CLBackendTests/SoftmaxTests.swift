@@ -30,6 +30,28 @@ struct SoftmaxTests {
         }
     }
 
+    /// Mixup/cutmix targets with label smoothing (rows summing to 1), plus rows that do not sum
+    /// to 1 (the op's gradient keeps the total), random logits over both ranges.
+    @Test(arguments: [(-5...5) as ClosedRange<Float>, -60...60])
+    func softTargetCrossEntropyMatchesHost(range: ClosedRange<Float>) throws {
+        for shape in Self.shapes {
+            var generator = SplitMix64(seed: UInt64(shape[0] * 7 + shape[1]))
+            let logits = randomValues(shape[0] * shape[1], in: range, using: &generator)
+            var targets = randomValues(shape[0] * shape[1], in: 0...1, using: &generator)
+            for r in 0..<shape[0] where r % 3 != 2 {
+                let row = (r * shape[1])..<((r + 1) * shape[1])
+                let total = targets[row].reduce(0, +)
+                for i in row { targets[i] /= total }
+            }
+            try compareWithHost(device, inputs: [.float(logits, shape: shape), .float(targets, shape: shape)],
+                                outputs: [OpOutput(shape: [shape[0]]), OpOutput(shape: shape)],
+                                "softTargetCrossEntropy \(shape) \(range)") { b, i, o in
+                try b.softTargetCrossEntropy(losses: o[0], logitsGradient: o[1], logits: i[0], targets: i[1],
+                                             scale: 1 / Float(shape[0]))
+            }
+        }
+    }
+
     @Test func badLabelsAndShapesAreRejected() throws {
         let logits = try device.makeTensor(shape: [2, 3]), gradient = try device.makeTensor(shape: [2, 3])
         let losses = try device.makeTensor(shape: [2])
@@ -45,5 +67,10 @@ struct SoftmaxTests {
                                          labels: host.makeTensor([0, 3] as [Int32], shape: [2]), scale: 1)
         }
         #expect("\(error!)".contains("label 3 of row 1"))
+        let targetError = #expect(throws: BackendError.self) {
+            try device.softTargetCrossEntropy(losses: losses, logitsGradient: gradient, logits: logits,
+                                              targets: device.makeTensor(shape: [2, 2]), scale: 1)
+        }
+        #expect("\(targetError!)".contains("equal-sized targets"))
     }
 }

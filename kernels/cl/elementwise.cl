@@ -5,6 +5,7 @@
 //   gelu_backward:  dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2/2) / sqrt(2 pi)
 //   relu / relu_backward (mask from the output), add (residual), scale
 //   add_bias:       x[r, c] += bias[c]                         global (C, R)
+//   scale_rows:     y[r, c] = factor[r] * x[r, c]  (drop path)  global (C, R)
 //   sum_rows_partial / sum_rows_finish: out[c] += sum_r x[r, c] (bias gradients), in two passes
 //
 // Buffers are (base, offset in elements); counts fit in int. Host reference:
@@ -96,6 +97,17 @@ __kernel void add(__global float *z, const long z_offset, __global const float *
 __kernel void scale(__global float *x, const long x_offset, const int n, const float factor) {
     const int i = get_global_id(0);
     if (i < n) x[x_offset + i] *= factor;
+}
+
+// Drop path (stochastic depth): y[r, i] = factor[r] * x[r, i] for x (R, C); y may be x.
+// Global (C, R).
+__kernel void scale_rows(__global float *y, const long y_offset, __global const float *x, const long x_offset,
+                         __global const float *factor, const long factor_offset, const int rows, const int columns) {
+    const int c = get_global_id(0), r = get_global_id(1);
+    if (c < columns && r < rows) {
+        const long i = (long)r * columns + c;
+        y[y_offset + i] = factor[factor_offset + r] * x[x_offset + i];
+    }
 }
 
 __kernel void add_bias(__global float *x, const long x_offset, __global const float *bias, const long bias_offset,

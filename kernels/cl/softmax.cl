@@ -58,3 +58,30 @@ __kernel void softmax_cross_entropy(__global float *loss, const long loss_offset
     if (lane == 0) loss[loss_offset + r] = (label >= 0 && label < columns) ? scale * (lse - row[label]) : NAN;
 }
 #endif
+
+// Soft-target cross-entropy (mixup / cutmix / label smoothing, timm's SoftTargetCrossEntropy):
+//   loss[r] = scale * sum_j t[r, j] * (lse_r - z[r, j])
+//   dz[r, j] = scale * (T_r * softmax(z)[r, j] - t[r, j]),  T_r = sum_j t[r, j]  (1 for a distribution)
+// targets (R, M) float. One work-item per row (the class count is small).  Global (R).
+__kernel void soft_target_cross_entropy(__global float *loss, const long loss_offset, __global float *dz,
+                                        const long dz_offset, __global const float *z, const long z_offset,
+                                        __global const float *t, const long t_offset, const int rows,
+                                        const int columns, const float scale) {
+    const int r = get_global_id(0);
+    if (r >= rows) return;
+    __global const float *row = z + z_offset + (long)r * columns;
+    __global const float *target = t + t_offset + (long)r * columns;
+    __global float *grad = dz + dz_offset + (long)r * columns;
+    float maximum = -INFINITY;
+    for (int j = 0; j < columns; ++j) maximum = fmax(maximum, row[j]);
+    float sum = 0.0f;
+    for (int j = 0; j < columns; ++j) sum += exp(row[j] - maximum);
+    const float lse = maximum + log(sum);
+    float total = 0.0f, value = 0.0f;
+    for (int j = 0; j < columns; ++j) {
+        total += target[j];
+        value += target[j] * (lse - row[j]);
+    }
+    for (int j = 0; j < columns; ++j) grad[j] = scale * (total * exp(row[j] - lse) - target[j]);
+    loss[loss_offset + r] = scale * value;
+}
