@@ -252,7 +252,8 @@ public final class LinearProbe {
             let learningRate = configuration.learningRate(epoch: epoch)
             var lossSum = 0.0, seen = 0
             var last = Date()
-            for batch in try epochBatches(epoch: epoch, from: position.batch) {
+            let nextBatch = try epochBatches(epoch: epoch, from: position.batch)
+            while let batch = try nextBatch() {
                 let count = batch.labels.count
                 let loss = try head.lossAndGradients(features: try trainingFeatures(batch), labels: batch.labels)
                 guard loss.isFinite else {
@@ -309,36 +310,36 @@ public final class LinearProbe {
         let values: [Float]
     }
 
-    /// The epoch's batches from `first` on, in the order of (seed, epoch).
-    func epochBatches(epoch: Int, from first: Int) throws -> AnySequence<Batch> {
+    /// The epoch's batches from `first` on, in the order of (seed, epoch): a function returning
+    /// the next one, nil after the last; it throws only when no training sample can be read.
+    func epochBatches(epoch: Int, from first: Int) throws -> () throws -> Batch? {
         if let cache {
             var shuffle = AugmentationSeed.shuffleGenerator(seed: configuration.seed, epoch: epoch)
             let order = shuffle.permutation(cache.trainLabels.count)
-            let (B, width) = (configuration.batchSize, self.width)
-            return AnySequence((first..<batchesPerEpoch).lazy.map { b in
+            let (B, width, count) = (configuration.batchSize, self.width, batchesPerEpoch)
+            var b = first
+            return {
+                guard b < count else { return nil }
+                defer { b += 1 }
                 let rows = order[(b * B)..<min((b + 1) * B, order.count)]
                 var values = [Float]()
                 values.reserveCapacity(rows.count * width)
                 for row in rows { values += cache.train[(row * width)..<((row + 1) * width)] }
                 return Batch(batchIndex: b, labels: rows.map { cache.trainLabels[$0] }, values: values)
-            })
+            }
         }
         let loader = TrainingBatches(dataset: data.train,
                                      augmentation: ClassifierAugmentation(imageSize: imageSize,
                                                                           scale: configuration.cropMin...1),
                                      batchSize: configuration.batchSize, seed: configuration.seed, epoch: epoch,
                                      startBatch: first, dropLast: false, workers: workers)
-        return AnySequence(AnyIterator {
-            do {
-                guard let batch = try loader.next() else { return nil }
-                return Batch(batchIndex: batch.batchIndex, labels: batch.labels, values: batch.x1)
-            } catch {
-                // Only a dataset none of whose samples can be read stops the loader; say so once.
-                self.report(.message("error: \(error)"))
+        return {
+            guard let batch = try loader.next() else {
                 loader.cancel()
                 return nil
             }
-        })
+            return Batch(batchIndex: batch.batchIndex, labels: batch.labels, values: batch.x1)
+        }
     }
 
     /// The features the head reads for a training batch, on the device.
