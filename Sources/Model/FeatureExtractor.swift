@@ -80,11 +80,17 @@ public final class FeatureExtractor {
     /// belong to the zero padding. Valid until the next call.
     public func featureTensor(of pixels: [Float], count: Int) throws -> Tensor {
         try run(pixels, count: count)
+        return try Self.contiguousFeature(of: activations, rows: rows, unit: unit, backend: backend)
+    }
+
+    /// The feature (B, C) with contiguous rows: `pooled` as it is, or the class-token rows of
+    /// `normalized` (stride N·C) gathered into `rows` by a batched 1×1 · 1×C GEMM per image
+    /// (1·x exactly, beta 0, so no copy op is needed); `unit` is a (1, 1) tensor holding 1.
+    static func contiguousFeature(of activations: BackboneActivations, rows: Tensor, unit: Tensor,
+                                  backend: any Backend) throws -> Tensor {
         if let pooled = activations.pooled { return pooled }
-        // Row 0 of every image (stride N·C) into (B, C): a batched 1×1 · 1×C GEMM per image,
-        // 1·x exactly (beta 0), so no copy op is needed.
-        let (N, C) = (config.tokens, config.embedDim)
-        var gather = GEMMShape(m: 1, n: C, k: 1, batch: batchSize)
+        let (B, N, C) = (activations.normalized.shape[0], activations.normalized.shape[1], activations.normalized.shape[2])
+        var gather = GEMMShape(m: 1, n: C, k: 1, batch: B)
         gather.strideA = 0
         gather.strideB = N * C
         gather.strideC = C

@@ -64,14 +64,7 @@ public final class ViTTrunk {
         try backend.upload(pixels, to: images)
         try forwardPass(backend, images: images, weights: weights, activations: activations, training: true,
                         dropPath: dropPath)
-        if let pooled = activations.pooled { return pooled }
-        let (N, C) = (layout.config.tokens, layout.config.embedDim)
-        var gather = GEMMShape(m: 1, n: C, k: 1, batch: batchSize)
-        gather.strideA = 0
-        gather.strideB = N * C
-        gather.strideC = C
-        try backend.gemm(gather, alpha: 1, a: unit, b: activations.normalized, beta: 0, c: rows)
-        return rows
+        return try FeatureExtractor.contiguousFeature(of: activations, rows: rows, unit: unit, backend: backend)
     }
 
     /// The backward of the last ``forward(pixels:dropPath:)`` from ∂loss/∂feature (B, C):

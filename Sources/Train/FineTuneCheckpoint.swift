@@ -54,25 +54,8 @@ public enum FineTuneCheckpoint {
     }
 
     public static func read(_ url: URL) throws -> Contents {
-        let file: SafetensorsFile
-        do { file = try SafetensorsFile(contentsOf: url) } catch {
-            throw PretrainError("cannot read checkpoint \(url.path): \(error). If the run was interrupted while writing, "
-                + "\(bestName) in the same folder may be intact; or start again")
-        }
-        guard file.metadata["format"] == format, let json = file.metadata["finetune_config"] else {
-            throw PretrainError("\(url.path) is not a mocov3-cl finetune checkpoint (no \"format\": \"\(format)\" in its "
-                + "metadata); --resume continues a finetune run, and --pretrained takes weights to start from")
-        }
-        let configuration: FineTuneConfiguration
-        do { configuration = try JSONDecoder().decode(FineTuneConfiguration.self, from: Data(json.utf8)) } catch {
-            throw PretrainError("\(url.path): its finetune_config metadata does not decode: \(error)")
-        }
-        func integer(_ key: String) throws -> Int {
-            guard let value = file.metadata[key].flatMap(MetadataValue.integer), value >= 0 else {
-                throw PretrainError("checkpoint \(url.path) has no non-negative integer \"\(key)\" in its metadata")
-            }
-            return value
-        }
+        let (file, configuration, integer): (SafetensorsFile, FineTuneConfiguration, (String) throws -> Int)
+            = try LinearProbeCheckpoint.open(url, format: format, configKey: "finetune_config", command: "finetune")
         let trunk = try PretrainedViT(file: file)
         let head = try LinearProbeCheckpoint.readHead(file, source: url.path)
         // The optimizers' partition, as FineTuner builds it.

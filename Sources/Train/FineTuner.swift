@@ -15,7 +15,7 @@ import Tensors
 /// Randomness is a pure function of (seed, epoch, batch): the data order and views as in
 /// pre-training, and per batch the mixup/cutmix draw and the drop-path masks, so `--resume` is
 /// bit-identical on the host.
-public final class FineTuner {
+public final class FineTuner: ClassifierTraining {
     public let configuration: FineTuneConfiguration
     public let backend: any Backend
     public let trunk: ViTTrunk
@@ -168,67 +168,43 @@ public final class FineTuner {
     }
 
     public func run(shouldStop: @escaping () -> Bool = { false }) throws -> ClassifierSummary {
-        let start = Date()
-        var summary = ClassifierSummary(completed: false, position: position, lastTop1: nil, lastTop5: nil,
-                                        bestTop1: best.top1, bestEpoch: best.epoch, seconds: 0, lastCheckpoint: nil)
-        let imageSize = trunk.layout.config.imageSize
-        training: while position.epoch < configuration.epochs {
-            let epochStart = Date()
-            let epoch = position.epoch
-            let loader = TrainingBatches(dataset: data.train,
-                                         augmentation: ClassifierAugmentation(imageSize: imageSize, scale: configuration.cropMin...1),
-                                         batchSize: configuration.batchSize, seed: configuration.seed, epoch: epoch,
-                                         startBatch: position.batch, dropLast: true, workers: workers)
-            defer { loader.cancel() }
-            var lossSum = 0.0, seen = 0, learningRate = 0.0
-            var last = Date()
-            while let batch = try loader.next() {
-                learningRate = configuration.learningRate(at: Double(epoch) + Double(batch.batchIndex) / Double(batchesPerEpoch))
-                var generator = SplitMix64(seed: AugmentationSeed.hash(configuration.seed, UInt64(epoch), UInt64(batch.batchIndex),
-                                                                       0x4d49_5855)) // "MIXU"
-                var images = batch.x1
-                let targets = mixup.apply(mixup.draw(imageSize: imageSize, using: &generator), images: &images,
-                                          labels: batch.labels, imageSize: imageSize)
-                let loss = try trainStep(images: images, targets: targets,
-                                         dropPath: try dropPath(epoch: epoch, batch: batch.batchIndex),
-                                         learningRate: learningRate, step: position.step + 1)
-                position.step += 1
-                position.batch = batch.batchIndex + 1
-                lossSum += Double(loss)
-                seen += 1
-                let now = Date()
-                let iteration = ClassifierIteration(
-                    epoch: epoch, batch: batch.batchIndex, batchesPerEpoch: batchesPerEpoch, epochs: configuration.epochs,
-                    step: position.step, loss: Double(loss), learningRate: learningRate,
-                    imagesPerSecond: Double(configuration.batchSize) / max(now.timeIntervalSince(last), 1e-9))
-                last = now
-                try metrics.writeClassifierIteration(iteration)
-                report(.iteration(iteration))
-                if shouldStop(), position.batch < batchesPerEpoch {
-                    summary.lastCheckpoint = try saveCheckpoint()
-                    break training
-                }
+        try runEpochs(shouldStop: shouldStop)
+    }
+
+    var epochs: Int { configuration.epochs }
+    func prepareRun() throws {}
+    func endOfEpoch() throws {}
+
+    func learningRate(epoch: Int, batch: Int) -> Double {
+        configuration.learningRate(at: Double(epoch) + Double(batch) / Double(batchesPerEpoch))
+    }
+
+    func batches(epoch: Int, from first: Int) throws -> () throws -> ClassifierBatch? {
+        let loader = TrainingBatches(dataset: data.train,
+                                     augmentation: ClassifierAugmentation(imageSize: trunk.layout.config.imageSize,
+                                                                          scale: configuration.cropMin...1),
+                                     batchSize: configuration.batchSize, seed: configuration.seed, epoch: epoch,
+                                     startBatch: first, dropLast: true, workers: workers)
+        return {
+            guard let batch = try loader.next() else {
+                loader.cancel()
+                return nil
             }
-            position = TrainingPosition(epoch: epoch + 1, batch: 0, step: position.step)
-            let result = try evaluate()
-            if result.top1 > best.top1 || best.epoch == 0 { best = (result.top1, position.epoch) }
-            let record = ClassifierEpoch(epoch: position.epoch, trainLoss: seen > 0 ? lossSum / Double(seen) : .nan,
-                                         learningRate: learningRate, validationLoss: result.loss, top1: result.top1,
-                                         top5: result.top5, bestTop1: best.top1, bestEpoch: best.epoch,
-                                         seconds: Date().timeIntervalSince(epochStart))
-            try metrics.writeClassifierEpoch(record)
-            report(.epoch(record))
-            summary.lastTop1 = result.top1
-            summary.lastTop5 = result.top5
-            summary.lastCheckpoint = try saveCheckpoint(isBest: best.epoch == position.epoch)
-            if shouldStop(), position.epoch < configuration.epochs { break training }
+            return ClassifierBatch(batchIndex: batch.batchIndex, labels: batch.labels, values: batch.x1)
         }
-        summary.completed = position.epoch >= configuration.epochs
-        summary.position = position
-        summary.bestTop1 = best.top1
-        summary.bestEpoch = best.epoch
-        summary.seconds = Date().timeIntervalSince(start)
-        return summary
+    }
+
+    /// The batch mixed by its mixup/cutmix draw, then ``trainStep(images:targets:dropPath:learningRate:step:)``
+    /// with its drop-path masks.
+    func train(_ batch: ClassifierBatch, epoch: Int, learningRate: Double, step: Int) throws -> Float {
+        let imageSize = trunk.layout.config.imageSize
+        var generator = SplitMix64(seed: AugmentationSeed.hash(configuration.seed, UInt64(epoch), UInt64(batch.batchIndex),
+                                                               0x4d49_5855)) // "MIXU"
+        var images = batch.values
+        let targets = mixup.apply(mixup.draw(imageSize: imageSize, using: &generator), images: &images,
+                                  labels: batch.labels, imageSize: imageSize)
+        return try trainStep(images: images, targets: targets, dropPath: try dropPath(epoch: epoch, batch: batch.batchIndex),
+                             learningRate: learningRate, step: step)
     }
 
     /// Held-out top-1, top-5 and cross-entropy, the trunk in evaluation mode (ViT-BN on its running statistics).

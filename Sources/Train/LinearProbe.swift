@@ -112,7 +112,7 @@ public struct StartingTrunk {
 /// request mid-epoch) and `model_best.safetensors` (``LinearProbeCheckpoint``). The data order
 /// and augmentation are pure functions of (seed, epoch, index), so a resumed run is bit-identical
 /// on the host.
-public final class LinearProbe {
+public final class LinearProbe: ClassifierTraining {
     public let configuration: LinearProbeConfiguration
     public let backend: any Backend
     public let head: ClassifierHead
@@ -131,8 +131,8 @@ public final class LinearProbe {
     let workers: Int
     let report: (ClassifierEvent) -> Void
     let metrics: MetricsLog
-    public private(set) var position: TrainingPosition
-    public private(set) var best: (top1: Double, epoch: Int)
+    public internal(set) var position: TrainingPosition
+    public internal(set) var best: (top1: Double, epoch: Int)
     /// Set after the first epoch this process ran, when the trunk was found unchanged.
     public private(set) var frozenTrunkChecked = false
     var cache: (train: [Float], trainLabels: [Int32], test: [Float], testLabels: [Int32])?
@@ -242,77 +242,35 @@ public final class LinearProbe {
     /// Trains from the current position to the last epoch, or until `shouldStop` returns true
     /// between iterations (then it writes a checkpoint of the position reached).
     public func run(shouldStop: @escaping () -> Bool = { false }) throws -> ClassifierSummary {
-        let start = Date()
-        var summary = ClassifierSummary(completed: false, position: position, lastTop1: nil, lastTop5: nil,
-                                        bestTop1: best.top1, bestEpoch: best.epoch, seconds: 0, lastCheckpoint: nil)
-        if configuration.cachedFeatures, cache == nil { try buildCache() }
-        training: while position.epoch < configuration.epochs {
-            let epochStart = Date()
-            let epoch = position.epoch
-            let learningRate = configuration.learningRate(epoch: epoch)
-            var lossSum = 0.0, seen = 0
-            var last = Date()
-            let nextBatch = try epochBatches(epoch: epoch, from: position.batch)
-            while let batch = try nextBatch() {
-                let count = batch.labels.count
-                let loss = try head.lossAndGradients(features: try trainingFeatures(batch), labels: batch.labels)
-                guard loss.isFinite else {
-                    throw PretrainError("the probe's loss became \(loss) at epoch \(epoch + 1), batch \(batch.batchIndex + 1) "
-                        + "(lr \(learningRate)); the update was not applied. Try a lower --lr, or --bn-head")
-                }
-                try optimizer.step(parameters: head.parameterTensor, gradients: head.gradientTensor,
-                                   learningRate: learningRate, step: position.step + 1)
-                position.step += 1
-                position.batch = batch.batchIndex + 1
-                lossSum += Double(loss) * Double(count)
-                seen += count
-                let now = Date()
-                let iteration = ClassifierIteration(
-                    epoch: epoch, batch: batch.batchIndex, batchesPerEpoch: batchesPerEpoch, epochs: configuration.epochs,
-                    step: position.step, loss: Double(loss), learningRate: learningRate,
-                    imagesPerSecond: Double(count) / max(now.timeIntervalSince(last), 1e-9))
-                last = now
-                try metrics.writeClassifierIteration(iteration)
-                report(.iteration(iteration))
-                if shouldStop(), position.batch < batchesPerEpoch {
-                    summary.lastCheckpoint = try saveCheckpoint()
-                    break training
-                }
-            }
-            position = TrainingPosition(epoch: epoch + 1, batch: 0, step: position.step)
-            if !frozenTrunkChecked { try checkFrozenTrunk() }
-            let result = try evaluate()
-            if result.top1 > best.top1 || best.epoch == 0 { best = (result.top1, position.epoch) }
-            let record = ClassifierEpoch(epoch: position.epoch, trainLoss: seen > 0 ? lossSum / Double(seen) : .nan,
-                                         learningRate: learningRate, validationLoss: result.loss, top1: result.top1,
-                                         top5: result.top5, bestTop1: best.top1, bestEpoch: best.epoch,
-                                         seconds: Date().timeIntervalSince(epochStart))
-            try metrics.writeClassifierEpoch(record)
-            report(.epoch(record))
-            summary.lastTop1 = result.top1
-            summary.lastTop5 = result.top5
-            summary.lastCheckpoint = try saveCheckpoint(isBest: best.epoch == position.epoch)
-            if shouldStop(), position.epoch < configuration.epochs { break training }
-        }
-        summary.completed = position.epoch >= configuration.epochs
-        summary.position = position
-        summary.bestTop1 = best.top1
-        summary.bestEpoch = best.epoch
-        summary.seconds = Date().timeIntervalSince(start)
-        return summary
+        try runEpochs(shouldStop: shouldStop)
     }
 
-    /// One training batch: its images (reference protocol) or its rows of the cache.
-    struct Batch {
-        let batchIndex: Int
-        let labels: [Int32]
-        /// (count, 3, S, S) augmented images, or (count, width) cached features.
-        let values: [Float]
+    var epochs: Int { configuration.epochs }
+
+    func prepareRun() throws {
+        if configuration.cachedFeatures, cache == nil { try buildCache() }
+    }
+
+    func learningRate(epoch: Int, batch: Int) -> Double { configuration.learningRate(epoch: epoch) }
+
+    func train(_ batch: ClassifierBatch, epoch: Int, learningRate: Double, step: Int) throws -> Float {
+        let loss = try head.lossAndGradients(features: try trainingFeatures(batch), labels: batch.labels)
+        guard loss.isFinite else {
+            throw PretrainError("the probe's loss became \(loss) at epoch \(epoch + 1), batch \(batch.batchIndex + 1) "
+                + "(lr \(learningRate)); the update was not applied. Try a lower --lr, or --bn-head")
+        }
+        try optimizer.step(parameters: head.parameterTensor, gradients: head.gradientTensor, learningRate: learningRate,
+                           step: step)
+        return loss
+    }
+
+    func endOfEpoch() throws {
+        if !frozenTrunkChecked { try checkFrozenTrunk() }
     }
 
     /// The epoch's batches from `first` on, in the order of (seed, epoch): a function returning
     /// the next one, nil after the last; it throws only when no training sample can be read.
-    func epochBatches(epoch: Int, from first: Int) throws -> () throws -> Batch? {
+    func batches(epoch: Int, from first: Int) throws -> () throws -> ClassifierBatch? {
         if let cache {
             var shuffle = AugmentationSeed.shuffleGenerator(seed: configuration.seed, epoch: epoch)
             let order = shuffle.permutation(cache.trainLabels.count)
@@ -325,7 +283,7 @@ public final class LinearProbe {
                 var values = [Float]()
                 values.reserveCapacity(rows.count * width)
                 for row in rows { values += cache.train[(row * width)..<((row + 1) * width)] }
-                return Batch(batchIndex: b, labels: rows.map { cache.trainLabels[$0] }, values: values)
+                return ClassifierBatch(batchIndex: b, labels: rows.map { cache.trainLabels[$0] }, values: values)
             }
         }
         let loader = TrainingBatches(dataset: data.train,
@@ -338,12 +296,12 @@ public final class LinearProbe {
                 loader.cancel()
                 return nil
             }
-            return Batch(batchIndex: batch.batchIndex, labels: batch.labels, values: batch.x1)
+            return ClassifierBatch(batchIndex: batch.batchIndex, labels: batch.labels, values: batch.x1)
         }
     }
 
     /// The features the head reads for a training batch, on the device.
-    func trainingFeatures(_ batch: Batch) throws -> Tensor {
+    func trainingFeatures(_ batch: ClassifierBatch) throws -> Tensor {
         let count = batch.labels.count
         if cache == nil, let extractor { return try extractor.featureTensor(of: batch.values, count: count) }
         try backend.upload(batch.values, to: hostFeatures.view(offset: 0, shape: [count, width]))

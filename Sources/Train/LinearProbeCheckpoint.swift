@@ -83,6 +83,32 @@ public enum LinearProbeCheckpoint {
                                   bias: try file.floats("head.bias", shape: [weight.shape[0]]))
     }
 
+    /// Opens a classifier checkpoint: the file, its configuration decoded from `configKey`, and
+    /// a reader of non-negative integers in its metadata; errors name the file and what is wrong.
+    static func open<Configuration: Decodable>(_ url: URL, format: String, configKey: String, command: String)
+        throws -> (file: SafetensorsFile, configuration: Configuration, integer: (String) throws -> Int) {
+        let file: SafetensorsFile
+        do { file = try SafetensorsFile(contentsOf: url) } catch {
+            throw PretrainError("cannot read checkpoint \(url.path): \(error). If the run was interrupted while "
+                + "writing, \(bestName) in the same folder may be intact; or start again")
+        }
+        guard file.metadata["format"] == format, let json = file.metadata[configKey] else {
+            throw PretrainError("\(url.path) is not a mocov3-cl \(command) checkpoint (no \"format\": \"\(format)\" in its "
+                + "metadata); --resume continues a \(command) run, and --pretrained takes weights to start from")
+        }
+        let configuration: Configuration
+        do { configuration = try JSONDecoder().decode(Configuration.self, from: Data(json.utf8)) } catch {
+            throw PretrainError("\(url.path): its \(configKey) metadata does not decode: \(error)")
+        }
+        let integer: (String) throws -> Int = { key in
+            guard let value = file.metadata[key].flatMap(MetadataValue.integer), value >= 0 else {
+                throw PretrainError("checkpoint \(url.path) has no non-negative integer \"\(key)\" in its metadata")
+            }
+            return value
+        }
+        return (file, configuration, integer)
+    }
+
     /// A checkpoint read back and checked.
     public struct Contents {
         public let configuration: LinearProbeConfiguration
@@ -99,25 +125,8 @@ public enum LinearProbeCheckpoint {
     }
 
     public static func read(_ url: URL) throws -> Contents {
-        let file: SafetensorsFile
-        do { file = try SafetensorsFile(contentsOf: url) } catch {
-            throw PretrainError("cannot read checkpoint \(url.path): \(error). If the run was interrupted while "
-                + "writing, \(bestName) in the same folder may be intact; or start again")
-        }
-        guard file.metadata["format"] == format, let json = file.metadata["lincls_config"] else {
-            throw PretrainError("\(url.path) is not a mocov3-cl lincls checkpoint (no \"format\": \"\(format)\" in its "
-                + "metadata); --resume continues a lincls run, and --pretrained takes weights to probe")
-        }
-        let configuration: LinearProbeConfiguration
-        do { configuration = try JSONDecoder().decode(LinearProbeConfiguration.self, from: Data(json.utf8)) } catch {
-            throw PretrainError("\(url.path): its lincls_config metadata does not decode: \(error)")
-        }
-        func integer(_ key: String) throws -> Int {
-            guard let value = file.metadata[key].flatMap(MetadataValue.integer), value >= 0 else {
-                throw PretrainError("checkpoint \(url.path) has no non-negative integer \"\(key)\" in its metadata")
-            }
-            return value
-        }
+        let (file, configuration, integer): (SafetensorsFile, LinearProbeConfiguration, (String) throws -> Int)
+            = try open(url, format: format, configKey: "lincls_config", command: "lincls")
         let position = TrainingPosition(epoch: try integer("epoch"), batch: try integer("batch"), step: try integer("step"))
         let trunk = configuration.features == .rawPixels ? nil : try PretrainedViT(file: file)
         let head = try readHead(file, source: url.path)

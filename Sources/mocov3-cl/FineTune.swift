@@ -137,15 +137,6 @@ struct FineTune: ParsableCommand {
         let interrupt = InterruptFlag()
         let summary = try tuner.run(shouldStop: { interrupt.isSet })
         display.finish()
-        if summary.completed {
-            display.log(String(format: "done in %.0f s: top-1 %.2f%%, top-5 %.2f%% after the last epoch; best top-1 %.2f%% at epoch %d",
-                               summary.seconds, 100 * (summary.lastTop1 ?? .nan), 100 * (summary.lastTop5 ?? .nan),
-                               100 * summary.bestTop1, summary.bestEpoch))
-            print(String(format: "{\"finetune_top1\":%.6f,\"finetune_top5\":%.6f,\"best_top1\":%.6f,\"best_epoch\":%d,\"seconds\":%.1f}",
-                         summary.lastTop1 ?? .nan, summary.lastTop5 ?? .nan, summary.bestTop1, summary.bestEpoch, summary.seconds))
-        } else {
-            display.log("stopped at epoch \(summary.position.epoch + 1), batch \(summary.position.batch); "
-                + "checkpoint \(summary.lastCheckpoint ?? "-"); continue with --resume auto --output \(output)")
-        }
+        reportClassifierSummary(summary, command: "finetune", output: output, display: display)
     }
 }

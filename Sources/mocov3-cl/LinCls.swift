@@ -152,16 +152,23 @@ struct LinCls: ParsableCommand {
         let interrupt = InterruptFlag()
         let summary = try probe.run(shouldStop: { interrupt.isSet })
         display.finish()
-        if summary.completed {
-            display.log(String(format: "done in %.0f s: top-1 %.2f%%, top-5 %.2f%% after the last epoch; best top-1 %.2f%% at epoch %d",
-                               summary.seconds, 100 * (summary.lastTop1 ?? .nan), 100 * (summary.lastTop5 ?? .nan),
-                               100 * summary.bestTop1, summary.bestEpoch))
-            print(String(format: "{\"lincls_top1\":%.6f,\"lincls_top5\":%.6f,\"best_top1\":%.6f,\"best_epoch\":%d,\"seconds\":%.1f}",
-                         summary.lastTop1 ?? .nan, summary.lastTop5 ?? .nan, summary.bestTop1, summary.bestEpoch, summary.seconds))
-        } else {
-            display.log("stopped at epoch \(summary.position.epoch + 1), batch \(summary.position.batch); "
-                + "checkpoint \(summary.lastCheckpoint ?? "-"); continue with --resume auto --output \(output)")
-        }
+        reportClassifierSummary(summary, command: "lincls", output: output, display: display)
+    }
+}
+
+/// The last lines of a `lincls` or `finetune` run: the accuracies and one JSON line, or where it
+/// stopped and how to continue.
+func reportClassifierSummary(_ summary: ClassifierSummary, command: String, output: String, display: ProgressDisplay) {
+    if summary.completed {
+        display.log(String(format: "done in %.0f s: top-1 %.2f%%, top-5 %.2f%% after the last epoch; best top-1 %.2f%% at epoch %d",
+                           summary.seconds, 100 * (summary.lastTop1 ?? .nan), 100 * (summary.lastTop5 ?? .nan),
+                           100 * summary.bestTop1, summary.bestEpoch))
+        print(String(format: "{\"%@_top1\":%.6f,\"%@_top5\":%.6f,\"best_top1\":%.6f,\"best_epoch\":%d,\"seconds\":%.1f}",
+                     command, summary.lastTop1 ?? .nan, command, summary.lastTop5 ?? .nan, summary.bestTop1, summary.bestEpoch,
+                     summary.seconds))
+    } else {
+        display.log("stopped at epoch \(summary.position.epoch + 1), batch \(summary.position.batch); "
+            + "checkpoint \(summary.lastCheckpoint ?? "-"); continue with --resume auto --output \(output)")
     }
 }
 

@@ -1,0 +1,93 @@
+import Foundation
+import Model
+
+/// One training batch of a classifier run: augmented images (B, 3, S, S), or rows of cached
+/// features (B, width), with their labels.
+struct ClassifierBatch {
+    let batchIndex: Int
+    let labels: [Int32]
+    let values: [Float]
+}
+
+/// What `lincls` and `finetune` share: the epoch loop with its per-iteration metrics, the
+/// held-out evaluation, the best top-1, a checkpoint after every epoch and a mid-epoch one on
+/// request. A conforming run supplies its batches, its step and its evaluation.
+protocol ClassifierTraining: AnyObject {
+    var epochs: Int { get }
+    var batchesPerEpoch: Int { get }
+    var position: TrainingPosition { get set }
+    var best: (top1: Double, epoch: Int) { get set }
+    var metrics: MetricsLog { get }
+    var report: (ClassifierEvent) -> Void { get }
+    /// Work before the first epoch (the probe's feature cache).
+    func prepareRun() throws
+    /// The epoch's batches from `first` on: a function returning the next, nil after the last.
+    func batches(epoch: Int, from first: Int) throws -> () throws -> ClassifierBatch?
+    func learningRate(epoch: Int, batch: Int) -> Double
+    /// One optimizer step on `batch`; returns its mean loss. Throws, before any update, on a
+    /// non-finite loss.
+    func train(_ batch: ClassifierBatch, epoch: Int, learningRate: Double, step: Int) throws -> Float
+    /// Checks after an epoch (the probe's frozen trunk).
+    func endOfEpoch() throws
+    func evaluate() throws -> (top1: Double, top5: Double, loss: Double)
+    @discardableResult func saveCheckpoint(isBest: Bool) throws -> String
+}
+
+extension ClassifierTraining {
+    /// Trains from the current position to the last epoch, or until `shouldStop` returns true
+    /// between iterations (then it writes a checkpoint of the position reached).
+    func runEpochs(shouldStop: () -> Bool) throws -> ClassifierSummary {
+        let start = Date()
+        var summary = ClassifierSummary(completed: false, position: position, lastTop1: nil, lastTop5: nil,
+                                        bestTop1: best.top1, bestEpoch: best.epoch, seconds: 0, lastCheckpoint: nil)
+        try prepareRun()
+        training: while position.epoch < epochs {
+            let epochStart = Date()
+            let epoch = position.epoch
+            var lossSum = 0.0, seen = 0, learningRate = 0.0
+            var last = Date()
+            let next = try batches(epoch: epoch, from: position.batch)
+            while let batch = try next() {
+                learningRate = self.learningRate(epoch: epoch, batch: batch.batchIndex)
+                let count = batch.labels.count
+                let loss = try train(batch, epoch: epoch, learningRate: learningRate, step: position.step + 1)
+                position.step += 1
+                position.batch = batch.batchIndex + 1
+                lossSum += Double(loss) * Double(count)
+                seen += count
+                let now = Date()
+                let iteration = ClassifierIteration(
+                    epoch: epoch, batch: batch.batchIndex, batchesPerEpoch: batchesPerEpoch, epochs: epochs,
+                    step: position.step, loss: Double(loss), learningRate: learningRate,
+                    imagesPerSecond: Double(count) / max(now.timeIntervalSince(last), 1e-9))
+                last = now
+                try metrics.writeClassifierIteration(iteration)
+                report(.iteration(iteration))
+                if shouldStop(), position.batch < batchesPerEpoch {
+                    summary.lastCheckpoint = try saveCheckpoint(isBest: false)
+                    break training
+                }
+            }
+            position = TrainingPosition(epoch: epoch + 1, batch: 0, step: position.step)
+            try endOfEpoch()
+            let result = try evaluate()
+            if result.top1 > best.top1 || best.epoch == 0 { best = (result.top1, position.epoch) }
+            let record = ClassifierEpoch(epoch: position.epoch, trainLoss: seen > 0 ? lossSum / Double(seen) : .nan,
+                                         learningRate: learningRate, validationLoss: result.loss, top1: result.top1,
+                                         top5: result.top5, bestTop1: best.top1, bestEpoch: best.epoch,
+                                         seconds: Date().timeIntervalSince(epochStart))
+            try metrics.writeClassifierEpoch(record)
+            report(.epoch(record))
+            summary.lastTop1 = result.top1
+            summary.lastTop5 = result.top5
+            summary.lastCheckpoint = try saveCheckpoint(isBest: best.epoch == position.epoch)
+            if shouldStop(), position.epoch < epochs { break training }
+        }
+        summary.completed = position.epoch >= epochs
+        summary.position = position
+        summary.bestTop1 = best.top1
+        summary.bestEpoch = best.epoch
+        summary.seconds = Date().timeIntervalSince(start)
+        return summary
+    }
+}
