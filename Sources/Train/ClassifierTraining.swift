@@ -1,3 +1,4 @@
+import Datasets
 import Foundation
 import Model
 
@@ -31,6 +32,37 @@ protocol ClassifierTraining: AnyObject {
     func endOfEpoch() throws
     func evaluate() throws -> (top1: Double, top5: Double, loss: Double)
     @discardableResult func saveCheckpoint(isBest: Bool) throws -> String
+}
+
+/// The labeled held-out split of `data` and its class count, checked as the classifiers need
+/// them (and against a resumed head's class count); `purpose` names the command in the errors.
+func labeledSplits(_ data: DatasetSplits, purpose: String, resumed: (classes: Int, source: String)?) throws
+    -> (test: any ImageDataset, classes: Int) {
+    guard data.train.isLabeled else {
+        throw PretrainError("\(data.name) has no labels (no class folders); \(purpose) needs labeled train/<class>/ "
+            + "images, or Fashion-MNIST or CIFAR")
+    }
+    guard let test = data.test, test.isLabeled else {
+        throw PretrainError("\(data.name) has no labeled held-out split (a val/ folder of class folders, or a test split); "
+            + "the accuracy is measured there")
+    }
+    let classes = data.train.classNames.count
+    guard test.classNames.count == classes else {
+        throw PretrainError("\(data.name): the training split has \(classes) classes and the held-out split "
+            + "\(test.classNames.count); they must be the same classes")
+    }
+    if let resumed, resumed.classes != classes {
+        throw PretrainError("\(resumed.source) has a head of \(resumed.classes) classes, but \(data.name) has "
+            + "\(classes); resume it on its own data, or start a new run with another --output")
+    }
+    return (test, classes)
+}
+
+/// A classifier checkpoint's position and best top-1 as metadata.
+func positionMetadata(_ position: TrainingPosition, best: (top1: Double, epoch: Int), classes: Int) -> [String: String] {
+    ["epoch": String(position.epoch), "batch": String(position.batch), "step": String(position.step),
+     "best_acc1": String(format: "%.4f", 100 * best.top1), "best_top1": String(best.top1), "best_epoch": String(best.epoch),
+     "num_classes": String(classes)]
 }
 
 extension ClassifierTraining {

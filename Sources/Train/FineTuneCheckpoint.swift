@@ -17,13 +17,7 @@ public enum FineTuneCheckpoint {
         var metadata = Checkpoint.metadata(for: tuner.trunk.layout.config)
         metadata["format"] = format
         metadata["finetune_config"] = String(decoding: try JSONEncoder().encode(tuner.configuration), as: UTF8.self)
-        metadata["num_classes"] = String(tuner.classes)
-        metadata["epoch"] = String(tuner.position.epoch)
-        metadata["batch"] = String(tuner.position.batch)
-        metadata["step"] = String(tuner.position.step)
-        metadata["best_acc1"] = String(format: "%.4f", 100 * tuner.best.top1)
-        metadata["best_top1"] = String(tuner.best.top1)
-        metadata["best_epoch"] = String(tuner.best.epoch)
+        metadata.merge(positionMetadata(tuner.position, best: tuner.best, classes: tuner.classes)) { $1 }
         var writer = SafetensorsWriter(metadata: metadata)
         let backend = tuner.backend
         try LinearProbeCheckpoint.addTrunk(tuner.trunk.layout, parameters: tuner.trunk.parameterTensor,

@@ -50,22 +50,7 @@ public final class FineTuner: ClassifierTraining {
         self.configuration = configuration
         self.backend = backend
         self.data = data
-        guard data.train.isLabeled else {
-            throw PretrainError("\(data.name) has no labels (no class folders); fine-tuning needs labeled train/<class>/ "
-                + "images, or Fashion-MNIST or CIFAR")
-        }
-        guard let test = data.test, test.isLabeled else {
-            throw PretrainError("\(data.name) has no labeled held-out split (a val/ folder of class folders, or a test split)")
-        }
-        self.test = test
-        classes = data.train.classNames.count
-        guard test.classNames.count == classes else {
-            throw PretrainError("\(data.name): the training split has \(classes) classes and the held-out split \(test.classNames.count)")
-        }
-        if let resume, resume.classes != classes {
-            throw PretrainError("\(resume.source) has a head of \(resume.classes) classes, but \(data.name) has \(classes); "
-                + "resume it on its own data, or start a new run with another --output")
-        }
+        (test, classes) = try labeledSplits(data, purpose: "fine-tuning", resumed: resume.map { ($0.classes, $0.source) })
         guard data.train.count >= configuration.batchSize else {
             throw PretrainError("\(data.name) has \(data.train.count) training images, fewer than one batch of "
                 + "\(configuration.batchSize); lower -b/--batch-size")

@@ -161,24 +161,7 @@ public final class LinearProbe: ClassifierTraining {
         self.configuration = configuration
         self.backend = backend
         self.data = data
-        guard data.train.isLabeled else {
-            throw PretrainError("\(data.name) has no labels (no class folders); a linear probe needs labeled "
-                + "train/<class>/ images, or Fashion-MNIST or CIFAR")
-        }
-        guard let test = data.test, test.isLabeled else {
-            throw PretrainError("\(data.name) has no labeled held-out split (a val/ folder of class folders, or a test "
-                + "split); the probe's accuracy is measured there")
-        }
-        self.test = test
-        classes = data.train.classNames.count
-        guard test.classNames.count == classes else {
-            throw PretrainError("\(data.name): the training split has \(classes) classes and the held-out split "
-                + "\(test.classNames.count); they must be the same classes")
-        }
-        if let resume, resume.classes != classes {
-            throw PretrainError("\(resume.source) has a head of \(resume.classes) classes, but \(data.name) has "
-                + "\(classes); resume it on its own data, or start a new run with another --output")
-        }
+        (test, classes) = try labeledSplits(data, purpose: "a linear probe", resumed: resume.map { ($0.classes, $0.source) })
         if configuration.bnHead, data.train.count % configuration.batchSize == 1 {
             throw PretrainError("\(data.train.count) training images leave a last batch of 1 at -b \(configuration.batchSize), "
                 + "and --bn-head cannot normalise one sample; choose another -b")

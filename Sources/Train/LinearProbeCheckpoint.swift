@@ -19,14 +19,8 @@ public enum LinearProbeCheckpoint {
         var metadata = probe.trunk.map { Checkpoint.metadata(for: $0.layout.config) } ?? [:]
         metadata["format"] = format
         metadata["lincls_config"] = String(decoding: try JSONEncoder().encode(probe.configuration), as: UTF8.self)
-        metadata["num_classes"] = String(probe.classes)
         metadata["features"] = probe.configuration.features.rawValue
-        metadata["epoch"] = String(probe.position.epoch)
-        metadata["batch"] = String(probe.position.batch)
-        metadata["step"] = String(probe.position.step)
-        metadata["best_acc1"] = String(format: "%.4f", 100 * probe.best.top1)
-        metadata["best_top1"] = String(probe.best.top1)
-        metadata["best_epoch"] = String(probe.best.epoch)
+        metadata.merge(positionMetadata(probe.position, best: probe.best, classes: probe.classes)) { $1 }
         var writer = SafetensorsWriter(metadata: metadata)
         let backend = probe.backend
         if let trunk = probe.trunk {
