@@ -135,3 +135,41 @@ enum FineTuneFixture {
         }
     }
 }
+
+/// Both classifier runs on PoCL: the loops, the head, drop path, the soft-target loss and the
+/// optimizers on the OpenCL device, matching the host run's losses.
+@Suite(.enabled(if: TestDevices.hasOpenCL, TestDevices.skipReason)) struct ClassifierRunsOnOpenCLTests {
+    func compare(_ host: ClassifierEventLog, _ opencl: ClassifierEventLog) {
+        #expect(host.iterations.count == opencl.iterations.count && !host.iterations.isEmpty)
+        for (a, b) in zip(opencl.iterations, host.iterations) {
+            #expect(abs(a.loss - b.loss) <= 1e-3 * abs(b.loss) + 1e-5, "loss \(a.loss) vs \(b.loss) at step \(b.step)")
+        }
+    }
+
+    @Test func fineTuningOnOpenCLMatchesTheHost() throws {
+        let folder = try TinyRun.folder("ft-opencl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var configuration = FineTuneFixture.configuration(trunk: try ProbeFixture.trunkFile(in: folder))
+        configuration.epochs = 1
+        let (hostLog, clLog) = (ClassifierEventLog(), ClassifierEventLog())
+        _ = try FineTuneFixture.tuner(configuration, folder: folder.appendingPathComponent("host"), log: hostLog).run()
+        _ = try FineTuner(configuration: configuration, backend: TestDevices.backend(), data: TinyRun.data(),
+                          runFolder: folder.appendingPathComponent("cl"), workers: 2, report: clLog.append).run()
+        compare(hostLog, clLog)
+    }
+
+    @Test func theProbeWithBNHeadOnOpenCLMatchesTheHost() throws {
+        let folder = try TinyRun.folder("probe-opencl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var configuration = ProbeFixture.configuration(trunk: try ProbeFixture.trunkFile(in: folder))
+        configuration.epochs = 2
+        configuration.bnHead = true
+        configuration.batchSize = 5
+        let (hostLog, clLog) = (ClassifierEventLog(), ClassifierEventLog())
+        _ = try ProbeFixture.probe(configuration, folder: folder.appendingPathComponent("host"), log: hostLog).run()
+        _ = try LinearProbe(configuration: configuration, backend: TestDevices.backend(), data: TinyRun.data(),
+                            runFolder: folder.appendingPathComponent("cl"), workers: 2, report: clLog.append).run()
+        compare(hostLog, clLog)
+        #expect(hostLog.epochs.map(\.top1) == clLog.epochs.map(\.top1))
+    }
+}
