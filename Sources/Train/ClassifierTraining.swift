@@ -72,7 +72,7 @@ extension ClassifierTraining {
         let start = Date()
         var summary = ClassifierSummary(completed: false, position: position, lastTop1: nil, lastTop5: nil,
                                         bestTop1: best.top1, bestEpoch: best.epoch, seconds: 0, lastCheckpoint: nil)
-        try prepareRun()
+        if position.epoch < epochs { try prepareRun() }
         training: while position.epoch < epochs {
             let epochStart = Date()
             let epoch = position.epoch

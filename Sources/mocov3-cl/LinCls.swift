@@ -159,7 +159,10 @@ struct LinCls: ParsableCommand {
 /// The last lines of a `lincls` or `finetune` run: the accuracies and one JSON line, or where it
 /// stopped and how to continue.
 func reportClassifierSummary(_ summary: ClassifierSummary, command: String, output: String, display: ProgressDisplay) {
-    if summary.completed {
+    if summary.completed, summary.lastTop1 == nil {
+        display.log(String(format: "%@ already holds a finished run (%d epochs); its best top-1 was %.2f%% at epoch %d. "
+            + "Start a new run with another --output", output, summary.position.epoch, 100 * summary.bestTop1, summary.bestEpoch))
+    } else if summary.completed {
         display.log(String(format: "done in %.0f s: top-1 %.2f%%, top-5 %.2f%% after the last epoch; best top-1 %.2f%% at epoch %d",
                            summary.seconds, 100 * (summary.lastTop1 ?? .nan), 100 * (summary.lastTop5 ?? .nan),
                            100 * summary.bestTop1, summary.bestEpoch))
