@@ -18,6 +18,7 @@ How to run (by hand, not in CI; needs `pip install torch safetensors numpy`)
     python3 tools/golden.py --vit-bn          # golden_small_vitbn.safetensors
     python3 tools/golden.py --lincls          # golden_lincls.safetensors (the linear probe)
     python3 tools/golden.py --finetune        # golden_finetune.safetensors (DeiT-style fine-tuning)
+    python3 tools/golden.py --finetune --vit-bn   # golden_finetune_vitbn.safetensors
 
     The option runs (the paper's ablations: global average pooling, Sec 5; ViT-BN, Sec 6.1)
     use a smaller model (C = 32, moco_mlp_dim 64, moco_dim 16) so each file stays under 1 MB,
@@ -530,13 +531,15 @@ def soft_targets(y, classes, lam, smoothing):
     return lam * y1 + (1.0 - lam) * y2
 
 
-def run_finetune(path: str):
+def run_finetune(path: str, vit_bn: bool = False):
     """Two AdamW steps of the trunk and a 10-class head on 4 images: step 0 mixup with lambda 0.7,
     step 1 cutmix of rows 3..10, columns 2..9 (lambda 1 - 64/256); block 1 drops paths with the
-    stored per-sample factors (rate 0.1: kept samples scaled by 1/0.9), block 0 keeps all."""
+    stored per-sample factors (rate 0.1: kept samples scaled by 1/0.9), block 0 keeps all. With
+    `vit_bn`, norm2 is ViT-BN in training mode (batch statistics, running ones updated), and the
+    final running statistics are stored too."""
     from safetensors.torch import save_file
 
-    cfg = Config()
+    cfg = Config(vit_bn=vit_bn)
     torch.manual_seed(cfg.seed)
     trunk = ViTMoCo(cfg)
     trunk.train()
@@ -593,9 +596,14 @@ def run_finetune(path: str):
         out[f"step{t}.loss"] = loss.detach().reshape(1).clone()
     for n, p in named:
         out["final." + n] = p.detach().clone()
+    if vit_bn:
+        for k, v in trunk.state_dict().items():
+            if ".norm2.running_" in k:
+                out["final." + k] = v.detach().clone()
     meta = {"img_size": str(cfg.img_size), "patch_size": str(cfg.patch_size), "embed_dim": str(cfg.embed_dim),
             "depth": str(cfg.depth), "num_heads": str(cfg.num_heads), "mlp_ratio": str(cfg.mlp_ratio),
             "classes": str(classes), "smoothing": repr(smoothing), "weight_decay": repr(wd), "lrs": "1e-3,8e-4",
+            **({"vit_bn": "1"} if vit_bn else {}),
             "torch_version": torch.__version__, "generator": "tools/golden.py --finetune"}
     for k, v in out.items():
         assert torch.isfinite(v.to(torch.float64)).all(), k
@@ -624,7 +632,8 @@ def main():
         run_lincls(os.path.join(args.out_dir, "golden_lincls.safetensors"))
         return
     if args.finetune:
-        run_finetune(os.path.join(args.out_dir, "golden_finetune.safetensors"))
+        name = "golden_finetune_vitbn.safetensors" if args.vit_bn else "golden_finetune.safetensors"
+        run_finetune(os.path.join(args.out_dir, name), vit_bn=args.vit_bn)
         return
 
     if args.pooling != "cls" or args.vit_bn:

@@ -124,6 +124,10 @@ public struct PretrainedViT {
                     + "\(config.heads); drop --heads")
             }
             if file.metadata["stop_grad_conv1"] == nil { config.stopGradConv1 = false }
+            // Metadata that does not say `vit_bn` (another tool's keys): the running statistics tell.
+            if file.metadata["vit_bn"] == nil, file.names.contains(prefix + "blocks.0.norm2.running_mean") {
+                config.mlpNormalization = .batchNorm
+            }
             return config
         }
         func shape(_ name: String) throws -> [Int] { try file.entry(named: prefix + name).shape }

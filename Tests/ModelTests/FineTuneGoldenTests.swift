@@ -30,8 +30,8 @@ struct BlankDataset: ImageDataset {
 /// block 1 with fixed per-sample factors, the soft-target cross-entropy, the backward through the
 /// head into the trunk, and AdamW with timm's no-decay group, two steps.
 @Suite struct FineTuneGoldenTests {
-    func run(on backend: any Backend) throws {
-        let golden = try fixtureFile("golden_finetune")
+    func run(on backend: any Backend, fixture: String = "golden_finetune") throws {
+        let golden = try fixtureFile(fixture)
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("mocov3-ft-golden-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -39,7 +39,12 @@ struct BlankDataset: ImageDataset {
         var writer = SafetensorsWriter(metadata: ["img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio"]
             .reduce(into: [:]) { $0[$1] = golden.metadata[$1]! })
         for entry in golden.entries where entry.name.hasPrefix("trunk.") {
-            try writer.add(String(entry.name.dropFirst(6)), shape: entry.shape, floats: try golden.floats(entry.name))
+            let name = String(entry.name.dropFirst(6))
+            if entry.dtype == .int64 {
+                try writer.add(name, shape: entry.shape, int64s: try golden.int64s(entry.name))
+            } else {
+                try writer.add(name, shape: entry.shape, floats: try golden.floats(entry.name))
+            }
         }
         let trunkURL = folder.appendingPathComponent("trunk.safetensors")
         try writer.write(to: trunkURL)
@@ -100,13 +105,26 @@ struct BlankDataset: ImageDataset {
             expectClose(loose.map { actual[$0] }, loose.map { expected[$0] }, relative: 0, absolute: 2 * 1.8e-3 + 1e-6,
                         "final \(entry.name) (zero-gradient elements)")
         }
+        // ViT-BN: norm2 ran on the batch's statistics and moved its running ones, as torch's train mode.
+        if golden.metadata["vit_bn"] == "1" {
+            #expect(tuner.trunk.layout.config.mlpNormalization == .batchNorm)
+            let buffers = try backend.download(tuner.trunk.bufferTensor)
+            for entry in tuner.trunk.layout.buffers.entries where !entry.name.hasSuffix("num_batches_tracked") {
+                expectClose(Array(buffers[entry.offset..<(entry.offset + entry.count)]), try golden.floats("final.\(entry.name)"),
+                            relative: 1e-4, absolute: 1e-5, "final \(entry.name)")
+            }
+        }
         let head = try tuner.head.values()
         expectClose(head.weight, try golden.floats("final.head.weight"), relative: 1e-4, absolute: 1e-4, "final head.weight")
         expectClose(head.bias, try golden.floats("final.head.bias"), relative: 1e-4, absolute: 1e-4, "final head.bias")
     }
 
     @Test func hostMatchesTheGoldenFineTuningSteps() throws { try run(on: HostBackend()) }
+    @Test func hostMatchesTheGoldenViTBNFineTuningSteps() throws { try run(on: HostBackend(), fixture: "golden_finetune_vitbn") }
 
     @Test(.enabled(if: TestDevices.hasOpenCL, TestDevices.skipReason))
-    func openCLMatchesTheGoldenFineTuningSteps() throws { try run(on: TestDevices.backend()) }
+    func openCLMatchesTheGoldenFineTuningSteps() throws {
+        try run(on: TestDevices.backend())
+        try run(on: TestDevices.backend(), fixture: "golden_finetune_vitbn")
+    }
 }
