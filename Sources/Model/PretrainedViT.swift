@@ -48,14 +48,20 @@ public struct PretrainedViT {
     ///
     /// - Parameter heads: the attention heads, required when the metadata does not say; if
     ///   both do, they must agree.
-    public init(file: SafetensorsFile, heads: Int? = nil) throws {
+    ///   - prefix: read the trunk under this prefix (`module.momentum_encoder.` for the momentum
+    ///     encoder) instead of the first of ``prefixes`` that has one.
+    public init(file: SafetensorsFile, heads: Int? = nil, prefix requested: String? = nil) throws {
         source = file.source
         let names = Set(file.names)
-        guard let prefix = Self.prefixes.first(where: { names.contains($0 + "cls_token") }) else {
+        if let requested, !names.contains(requested + "cls_token") {
+            throw ModelConfigError("\(file.source) has no ViT trunk under \"\(requested)\" (no \(requested)cls_token); "
+                + (requested.contains("momentum") ? "only pretrain checkpoints hold a momentum encoder" : "check the prefix"))
+        }
+        guard let prefix = requested ?? Self.prefixes.first(where: { names.contains($0 + "cls_token") }) else {
             throw Self.noTrunkError(file)
         }
         self.prefix = prefix
-        if prefix.hasSuffix("base_encoder.") {
+        if prefix.hasSuffix("base_encoder.") || prefix.hasSuffix("momentum_encoder.") {
             origin = .pretrain
         } else if let format = file.metadata["format"], format.hasPrefix("mocov3-cl lincls") || format.hasPrefix("mocov3-cl finetune") {
             origin = .classifier

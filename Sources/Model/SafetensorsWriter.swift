@@ -35,6 +35,8 @@ public struct SafetensorsWriter: Sendable {
     /// String pairs stored as the header's `"__metadata__"` (written with sorted keys).
     public var metadata: [String: String]
     private var tensors: [Pending] = []
+    /// Tensors added so far.
+    public var tensorCount: Int { tensors.count }
     private var names = Set<String>()
 
     public init(metadata: [String: String] = [:]) { self.metadata = metadata }
