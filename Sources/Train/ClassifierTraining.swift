@@ -20,6 +20,9 @@ protocol ClassifierTraining: AnyObject {
     var best: (top1: Double, epoch: Int) { get set }
     var metrics: MetricsLog { get }
     var report: (ClassifierEvent) -> Void { get }
+    var runFolder: URL { get }
+    /// `lincls` or `finetune`, for the report's title.
+    var command: String { get }
     /// Work before the first epoch (the probe's feature cache).
     func prepareRun() throws
     /// The epoch's batches from `first` on: a function returning the next, nil after the last.
@@ -113,6 +116,12 @@ extension ClassifierTraining {
             summary.lastTop1 = result.top1
             summary.lastTop5 = result.top5
             summary.lastCheckpoint = try saveCheckpoint(isBest: best.epoch == position.epoch)
+            do {
+                try RunReport.write([RunReport.load(runFolder)], title: "mocov3-cl \(command): \(runFolder.lastPathComponent)",
+                                    to: runFolder.appendingPathComponent("report.html"))
+            } catch {
+                report(.message("warning: report.html not written: \(error)"))
+            }
             if shouldStop(), position.epoch < epochs { break training }
         }
         summary.completed = position.epoch >= epochs

@@ -229,6 +229,7 @@ public final class LinearProbe: ClassifierTraining {
     }
 
     var epochs: Int { configuration.epochs }
+    var command: String { "lincls" }
 
     func prepareRun() throws {
         if configuration.cachedFeatures, cache == nil { try buildCache() }

@@ -188,6 +188,7 @@ public final class Pretrainer {
             // The epoch is saved before its evaluation, so a failing or interrupted evaluation loses nothing.
             summary.lastCheckpoint = try saveCheckpoint()
             if due, let top1 = try evaluate(epoch: position.epoch) { summary.knnTop1[position.epoch] = top1 }
+            writeReport()
             if shouldStop(), position.epoch < configuration.epochs { break training }
         }
         summary.completed = position.epoch >= configuration.epochs
@@ -274,6 +275,16 @@ public final class Pretrainer {
             return entry.name
         }
         return nil
+    }
+
+    /// Rewrites `report.html` from the run folder's metrics (a failure is a warning: the run goes on).
+    func writeReport() {
+        do {
+            try RunReport.write([RunReport.load(runFolder)], title: "mocov3-cl pretrain: \(runFolder.lastPathComponent)",
+                                to: runFolder.appendingPathComponent("report.html"))
+        } catch {
+            report(.message("warning: report.html not written: \(error)"))
+        }
     }
 
     /// Writes a checkpoint of the current position; returns its path.

@@ -97,3 +97,24 @@ struct Embed: ParsableCommand {
                            url.path, Date().timeIntervalSince(start)))
     }
 }
+
+/// `mocov3-cl report`: one page of charts from one or more run folders.
+struct Report: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Draw one or more run folders' metrics as a self-contained HTML page (several runs overlaid).",
+        discussion: "Every pretrain, lincls and finetune run also rewrites its own report.html after each epoch.")
+
+    @Argument(help: "Run folders (each holding metrics.jsonl).") var runs: [String]
+    @Option(help: "The HTML file to write [report.html here; RUN/report.html for one run].") var output: String?
+    @Option(help: "The page title.") var title: String?
+
+    func run() throws {
+        guard !runs.isEmpty else { throw ValidationError("name at least one run folder") }
+        let loaded = try runs.map { try RunReport.load(URL(fileURLWithPath: $0)) }
+        for run in loaded { for warning in run.warnings { FileHandle.standardError.write(Data("warning: \(run.name): \(warning)\n".utf8)) } }
+        let url = URL(fileURLWithPath: output ?? (runs.count == 1 ? URL(fileURLWithPath: runs[0]).appendingPathComponent("report.html").path
+                                                                   : "report.html"))
+        try RunReport.write(loaded, title: title ?? "mocov3-cl: " + loaded.map(\.name).joined(separator: ", "), to: url)
+        print("wrote \(url.path) (\(loaded.map { $0.iterations.count }.reduce(0, +)) iterations from \(loaded.count) run(s))")
+    }
+}
