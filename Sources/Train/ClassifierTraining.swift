@@ -23,6 +23,8 @@ protocol ClassifierTraining: AnyObject {
     var runFolder: URL { get }
     /// `lincls` or `finetune`, for the report's title.
     var command: String { get }
+    /// The backend's name, for the report.
+    var deviceName: String { get }
     /// Work before the first epoch (the probe's feature cache).
     func prepareRun() throws
     /// The epoch's batches from `first` on: a function returning the next, nil after the last.
@@ -117,8 +119,8 @@ extension ClassifierTraining {
             summary.lastTop5 = result.top5
             summary.lastCheckpoint = try saveCheckpoint(isBest: best.epoch == position.epoch)
             do {
-                try RunReport.write([RunReport.load(runFolder)], title: "mocov3-cl \(command): \(runFolder.lastPathComponent)",
-                                    to: runFolder.appendingPathComponent("report.html"))
+                try RunReport.update(folder: runFolder, command: command, device: deviceName,
+                                     seconds: Date().timeIntervalSince(start))
             } catch {
                 report(.message("warning: report.html not written: \(error)"))
             }

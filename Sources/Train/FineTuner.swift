@@ -157,6 +157,7 @@ public final class FineTuner: ClassifierTraining {
     }
 
     var epochs: Int { configuration.epochs }
+    var deviceName: String { backend.name }
     var command: String { "finetune" }
     func prepareRun() throws {}
     func endOfEpoch() throws {}

@@ -229,6 +229,7 @@ public final class LinearProbe: ClassifierTraining {
     }
 
     var epochs: Int { configuration.epochs }
+    var deviceName: String { backend.name }
     var command: String { "lincls" }
 
     func prepareRun() throws {

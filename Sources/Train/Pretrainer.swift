@@ -188,7 +188,7 @@ public final class Pretrainer {
             // The epoch is saved before its evaluation, so a failing or interrupted evaluation loses nothing.
             summary.lastCheckpoint = try saveCheckpoint()
             if due, let top1 = try evaluate(epoch: position.epoch) { summary.knnTop1[position.epoch] = top1 }
-            writeReport()
+            writeReport(seconds: Date().timeIntervalSince(start))
             if shouldStop(), position.epoch < configuration.epochs { break training }
         }
         summary.completed = position.epoch >= configuration.epochs
@@ -278,10 +278,9 @@ public final class Pretrainer {
     }
 
     /// Rewrites `report.html` from the run folder's metrics (a failure is a warning: the run goes on).
-    func writeReport() {
+    func writeReport(seconds: Double) {
         do {
-            try RunReport.write([RunReport.load(runFolder)], title: "mocov3-cl pretrain: \(runFolder.lastPathComponent)",
-                                to: runFolder.appendingPathComponent("report.html"))
+            try RunReport.update(folder: runFolder, command: "pretrain", device: model.backend.name, seconds: seconds)
         } catch {
             report(.message("warning: report.html not written: \(error)"))
         }

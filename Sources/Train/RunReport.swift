@@ -15,6 +15,8 @@ public enum RunReport {
         public var evaluations: [[String: Any]] = []
         public var epochs: [[String: Any]] = []
         public var configuration: [String: Any] = [:]
+        /// `run.json`: what the run says of itself (device, command, wall time so far).
+        public var info: [String: String] = [:]
         /// Problems met while reading (a truncated last line), for the page and the caller.
         public var warnings: [String] = []
     }
@@ -39,11 +41,29 @@ public enum RunReport {
             default: run.warnings.append("metrics.jsonl line \(number + 1) has no known type; it is left out")
             }
         }
+        if let data = FileManager.default.contents(atPath: folder.appendingPathComponent("run.json").path),
+           let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            run.info = object.mapValues { describe($0) }
+        }
         if let config = FileManager.default.contents(atPath: folder.appendingPathComponent("config.json").path),
            let object = try? JSONSerialization.jsonObject(with: config) as? [String: Any] {
             run.configuration = object
         }
         return run
+    }
+
+    /// The run's own report: `run.json` (device, command, wall time) and `report.html` in `folder`.
+    public static func update(folder: URL, command: String, device: String, seconds: Double) throws {
+        let info = ["command": command, "device": device, "wall_seconds": String(format: "%.1f", seconds),
+                    "updated": ISO8601DateFormatter().string(from: Date())]
+        do {
+            try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys]).write(to: folder.appendingPathComponent("run.json"),
+                                                                                          options: .atomic)
+        } catch {
+            throw PretrainError("cannot write \(folder.appendingPathComponent("run.json").path): \(error.localizedDescription)")
+        }
+        try write([load(folder)], title: "mocov3-cl \(command): \(folder.lastPathComponent)",
+                  to: folder.appendingPathComponent("report.html"))
     }
 
     /// Writes the page of `runs` to `url` atomically.
@@ -154,7 +174,18 @@ public enum RunReport {
         }
         var header = "<h1>\(escape(title))</h1>\n"
         for run in runs {
-            header += "<section class=\"run\"><h2>\(escape(run.name))</h2><p>\(escape(summary(run)))</p>"
+            header += "<section class=\"run\"><h2>\(escape(run.name))</h2>"
+            if !run.info.isEmpty {
+                var facts: [String] = []
+                if let command = run.info["command"] { facts.append("mocov3-cl \(command)") }
+                if let device = run.info["device"] { facts.append("device \(device)") }
+                if let seconds = run.info["wall_seconds"].flatMap(Double.init) {
+                    facts.append(String(format: "wall time %d min %02d s", Int(seconds) / 60, Int(seconds) % 60))
+                }
+                if let updated = run.info["updated"] { facts.append("updated \(updated)") }
+                header += "<p>\(escape(facts.joined(separator: " · ")))</p>"
+            }
+            header += "<p>\(escape(summary(run)))</p>"
             if !run.configuration.isEmpty {
                 let pairs = run.configuration.keys.sorted().map { "\(escape($0)) = \(escape(describe(run.configuration[$0]!)))" }
                 header += "<details><summary>configuration</summary><p class=\"config\">\(pairs.joined(separator: " · "))</p></details>"

@@ -102,6 +102,7 @@ enum ReportFixture {
                            workers: 2) { _ in }.run()
         let html = try String(contentsOf: folder.appendingPathComponent("report.html"), encoding: .utf8)
         #expect(ReportFixture.points(of: "loss", in: html) == 4 && html.contains("kNN evaluation (held-out split)"))
+        #expect(html.contains("mocov3-cl pretrain · device host · wall time 0 min"))
     }
 }
 
