@@ -50,6 +50,22 @@ import TestSupport
         #expect(try WeightsExport.export(checkpoint: checkpoint, format: .timm, to: output, overwrite: true).tensors == file.names.count)
     }
 
+    /// A lincls checkpoint exports with its trained head, as timm's classifier names it.
+    @Test func classifierExportKeepsTheHead() throws {
+        let folder = try TinyRun.folder("export-head")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var configuration = ProbeFixture.configuration(trunk: try ProbeFixture.trunkFile(in: folder))
+        configuration.epochs = 1
+        configuration.cachedFeatures = true
+        let probe = try ProbeFixture.probe(configuration, folder: folder.appendingPathComponent("run"))
+        _ = try probe.run()
+        let output = folder.appendingPathComponent("classifier.safetensors")
+        _ = try WeightsExport.export(checkpoint: folder.appendingPathComponent("run/checkpoint.safetensors"), format: .timm, to: output)
+        let file = try SafetensorsFile(contentsOf: output)
+        #expect(try file.floats("head.weight", shape: [4, 16]) == probe.head.values().weight)
+        #expect(!file.names.contains { $0.hasPrefix("optimizer.") || $0.hasPrefix("head_norm") })
+    }
+
     @Test func mocoExportKeepsEveryModuleTensorAndOptionsAreNoted() throws {
         let folder = try TinyRun.folder("export-moco")
         defer { try? FileManager.default.removeItem(at: folder) }
