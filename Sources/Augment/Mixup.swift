@@ -64,7 +64,8 @@ public struct Mixup: Sendable, Equatable {
     public func apply(_ draw: Draw, images: inout [Float], labels: [Int32], imageSize: Int) -> [Float] {
         let B = labels.count
         let plane = imageSize * imageSize, perImage = images.count / max(B, 1)
-        let original = images
+        // The flipped batch is read from a copy, made only when the batch is mixed.
+        let original = draw == .none ? [] : images
         switch draw {
         case .none: break
         case .mixup(let lambda):

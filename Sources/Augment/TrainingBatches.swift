@@ -85,17 +85,17 @@ public final class TrainingBatches: @unchecked Sendable {
                                   permutation: [Int], batchSize: Int, firstPosition: Int, seed: UInt64, epoch: Int,
                                   workers: Int, skips: SkipLog) throws -> TrainingBatch {
         let viewCount = augmentation.outputCount
-        // All views in one buffer (view v at v·B·3·S·S), split into one array per view at the end.
-        let viewStride = batchSize * viewCount
-        var all = [Float](repeating: 0, count: augmentation.viewCount * viewStride)
+        // One array per view, written in place (no copy at the end); the augmentations have one
+        // view (the classifiers) or two (MoCo v3).
+        precondition((1...2).contains(augmentation.viewCount), "TrainingBatches supports augmentations of 1 or 2 views")
+        var first = [Float](repeating: 0, count: batchSize * viewCount)
+        var second = [Float](repeating: 0, count: augmentation.viewCount == 2 ? batchSize * viewCount : 0)
         var labels = [Int32](repeating: -1, count: batchSize)
         var indices = [Int](repeating: -1, count: batchSize)
         var failures = [[(index: Int, message: String)]](repeating: [], count: batchSize)
         var fatal = [(any Error)?](repeating: nil, count: batchSize)
-        all.withUnsafeMutableBufferPointer { all in
-            let outputs = (0..<augmentation.viewCount).map {
-                UnsafeMutableBufferPointer(rebasing: all[($0 * viewStride)..<(($0 + 1) * viewStride)])
-            }
+        first.withUnsafeMutableBufferPointer { first in second.withUnsafeMutableBufferPointer { second in
+            let outputs = augmentation.viewCount == 2 ? [first, second] : [first]
             labels.withUnsafeMutableBufferPointer { labels in
                 indices.withUnsafeMutableBufferPointer { indices in
                     failures.withUnsafeMutableBufferPointer { failures in
@@ -119,11 +119,11 @@ public final class TrainingBatches: @unchecked Sendable {
                     }
                 }
             }
-        }
+        } }
         if let error = fatal.lazy.compactMap({ $0 }).first { throw error }
         for errors in failures where !errors.isEmpty { skips.record(replaced: 1, errors: errors) }
-        let views = (0..<augmentation.viewCount).map { Array(all[($0 * viewStride)..<(($0 + 1) * viewStride)]) }
-        return TrainingBatch(views: views, labels: labels, indices: indices, batchIndex: b)
+        return TrainingBatch(views: augmentation.viewCount == 2 ? [first, second] : [first], labels: labels, indices: indices,
+                             batchIndex: b)
     }
 
     /// Reads the sample at `position` of the permutation, or the first one after it that loads.
