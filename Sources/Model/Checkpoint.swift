@@ -143,20 +143,8 @@ public enum Checkpoint {
     /// Every parameter and BN buffer of `model` under its own name (`num_batches_tracked` as I64 [],
     /// as PyTorch saves it): what a checkpoint or an export needs to rebuild the model.
     public static func addWeights(of model: MoCoModel, to writer: inout SafetensorsWriter) throws {
-        let layout = model.parameters
-        let parameters = try model.backend.download(model.parameterTensor)
-        for entry in layout.table.entries {
-            try writer.add(entry.name, shape: entry.shape, floats: Array(parameters[entry.offset..<(entry.offset + entry.count)]))
-        }
-        let buffers = try model.backend.download(model.bufferTensor)
-        for entry in layout.buffers.entries {
-            let values = Array(buffers[entry.offset..<(entry.offset + entry.count)])
-            if entry.name.hasSuffix("num_batches_tracked") {
-                try writer.add(entry.name, shape: entry.shape, int64s: values.map { Int64($0) })
-            } else {
-                try writer.add(entry.name, shape: entry.shape, floats: values)
-            }
-        }
+        try writer.add(model.parameters.table, values: model.backend.download(model.parameterTensor))
+        try writer.add(model.parameters.buffers, values: model.backend.download(model.bufferTensor))
     }
 
     /// Two views of `batchSize` standard-normal images (B, channels, S, S), reproducible from `seed`.

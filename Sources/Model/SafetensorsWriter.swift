@@ -57,6 +57,20 @@ public struct SafetensorsWriter: Sendable {
         try append(name, shape: shape, dtype: .int64, count: int64s.count, values: .int64(int64s))
     }
 
+    /// Every entry of `table` with its slice of the flat `values`, under `prefix` + its name;
+    /// `num_batches_tracked` entries as I64, as PyTorch saves them (the flat buffers keep them as
+    /// Float).
+    public mutating func add(_ table: ParameterTable, values: [Float], prefix: String = "") throws {
+        for entry in table.entries {
+            let slice = Array(values[entry.offset..<(entry.offset + entry.count)])
+            if entry.name.hasSuffix("num_batches_tracked") {
+                try add(prefix + entry.name, shape: entry.shape, int64s: slice.map { Int64($0) })
+            } else {
+                try add(prefix + entry.name, shape: entry.shape, floats: slice)
+            }
+        }
+    }
+
     /// Writes F32 tensors in the given order; see ``write(to:)``.
     public static func write(tensors: [(name: String, shape: [Int], values: [Float])],
                              metadata: [String: String] = [:], to url: URL) throws {

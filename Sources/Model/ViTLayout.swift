@@ -71,3 +71,11 @@ public struct ViTLayout: Sendable {
         })
     }
 }
+
+extension Backend {
+    /// A 1-D tensor holding `values`, of one unused element when `values` is empty (a trunk
+    /// without ViT-BN has no buffers, and a device cannot allocate or upload nothing).
+    public func makeFlatTensor(_ values: [Float]) throws -> Tensor {
+        try makeTensor(values.isEmpty ? [0] : values, shape: [max(values.count, 1)])
+    }
+}

@@ -40,7 +40,7 @@ public final class ViTTrunk {
         parameterTensor = try backend.makeTensor(parameters, shape: [parameters.count])
         gradientTensor = try backend.makeTensor(shape: [parameters.count])
         try backend.fill(gradientTensor, value: 0)
-        bufferTensor = try backend.makeTensor(buffers.isEmpty ? [0] : buffers, shape: [max(buffers.count, 1)])
+        bufferTensor = try backend.makeFlatTensor(buffers)
         func view(_ table: ParameterTable, _ tensor: Tensor) -> (String) throws -> Tensor {
             { name in
                 guard let entry = table[name] else { throw ModelConfigError("no trunk tensor named \(name)") }
@@ -87,15 +87,6 @@ public final class ViTTrunk {
         }
         try backwardPass(backend, images: images, weights: weights, gradients: gradients, activations: activations,
                          scratch: scratch, dropPath: dropPath)
-    }
-
-    /// The trainable tensors as optimizer segments, split as DeiT/timm's `create_optimizer`
-    /// does: `decayed` holds the ≥ 2-D weights, the rest (biases, norms, `cls_token`) have no
-    /// weight decay.
-    public func segments(decayed: Bool) -> SegmentTable {
-        SegmentTable(layout.table.entries.filter { $0.trainable && (Self.isDecayed($0) == decayed) }.map {
-            SegmentTable.Segment(offset: $0.offset, count: $0.count, adapted: $0.shape.count > 1)
-        })
     }
 
     /// timm's rule: no decay for 1-D tensors and the names in `no_weight_decay()` (pos_embed, cls_token).

@@ -25,15 +25,27 @@ public enum Embeddings {
     /// first `keepInputs` transformed images. `progress(done, total)` after every batch.
     public static func compute(extractor: FeatureExtractor, dataset: any ImageDataset, keepInputs: Int = 0,
                                workers: Int, progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
-        let config = extractor.config
-        let batches = EvalBatches(dataset: dataset, transform: EvalTransform(imageSize: config.imageSize),
-                                  batchSize: extractor.batchSize, workers: workers)
+        try collect(dataset, imageSize: extractor.config.imageSize, width: extractor.config.embedDim,
+                    batchSize: extractor.batchSize, keepInputs: keepInputs, workers: workers, progress: progress) {
+            try extractor.features(of: $0.x, count: $0.labels.count)
+        }
+    }
+
+    /// The one pass over a split that the kNN evaluation, the probe's features and `embed` share:
+    /// every sample through the evaluation transform in index order, `represent` mapping each
+    /// batch to its (count, width) rows (an encoder's features, or the pixels themselves).
+    static func collect(_ dataset: any ImageDataset, imageSize: Int, width: Int, batchSize: Int, keepInputs: Int = 0,
+                        workers: Int, progress: (Int, Int) -> Void = { _, _ in },
+                        represent: (EvalBatch) throws -> [Float]) throws -> Result {
+        let batches = EvalBatches(dataset: dataset, transform: EvalTransform(imageSize: imageSize),
+                                  batchSize: batchSize, workers: workers)
         var result = Result(features: [], labels: [], indices: [], inputs: [], skipped: [])
-        result.features.reserveCapacity(dataset.count * config.embedDim)
-        let perImage = 3 * config.imageSize * config.imageSize
+        result.features.reserveCapacity(dataset.count * width)
+        let perImage = 3 * imageSize * imageSize
         while let batch = try batches.next() {
+            // Unreadable samples are left out of their batch; one can leave it empty.
             guard !batch.labels.isEmpty else { continue }
-            result.features += try extractor.features(of: batch.x, count: batch.labels.count)
+            result.features += try represent(batch)
             result.labels += batch.labels
             result.indices += batch.indices
             let wanted = min(keepInputs - result.inputs.count / perImage, batch.labels.count)

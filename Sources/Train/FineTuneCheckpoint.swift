@@ -23,6 +23,7 @@ public enum FineTuneCheckpoint {
         try LinearProbeCheckpoint.addTrunk(tuner.trunk.layout, parameters: tuner.trunk.parameterTensor,
                                            buffers: tuner.trunk.bufferTensor, on: backend, to: &writer)
         try LinearProbeCheckpoint.addHead(tuner.head, to: &writer)
+        // Each optimizer's state holds its own group's tensors (the other slots stay zero).
         for (optimizer, _, entries) in tuner.optimizers {
             for (key, values) in try optimizer.stateValues(on: backend) {
                 for entry in entries {
@@ -52,16 +53,9 @@ public enum FineTuneCheckpoint {
             = try LinearProbeCheckpoint.open(url, format: format, configKey: "finetune_config", command: "finetune")
         let trunk = try PretrainedViT(file: file)
         let head = try LinearProbeCheckpoint.readHead(file, source: url.path)
-        // The optimizers' partition, as FineTuner builds it.
         let headTable = ClassifierHead.layout(classes: head.classes, width: trunk.layout.config.embedDim)
-        let trainable = trunk.layout.table.entries.filter(\.trainable)
-        let groups: [(ParameterTable, [ParameterTable.Entry])] = [
-            (trunk.layout.table, trainable.filter(ViTTrunk.isDecayed)),
-            (trunk.layout.table, trainable.filter { !ViTTrunk.isDecayed($0) }),
-            (headTable, [headTable.entries[0]]), (headTable, [headTable.entries[1]]),
-        ]
         var states: [[String: [Float]]] = []
-        for (_, entries) in groups {
+        for (_, entries, _) in FineTuner.optimizerGroups(trunk: trunk.layout, head: headTable) {
             let extent = entries.map { $0.offset + $0.count }.max() ?? 0
             var state: [String: [Float]] = [:]
             for key in OptimizerKind.adamw.stateKeys {

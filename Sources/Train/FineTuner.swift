@@ -39,6 +39,15 @@ public final class FineTuner: ClassifierTraining {
     public internal(set) var position: TrainingPosition
     public internal(set) var best: (top1: Double, epoch: Int)
 
+    /// timm's `create_optimizer` split, one AdamW each: the trunk's decayed tensors (≥ 2-D weights),
+    /// its other trainable tensors (biases, norms, `cls_token`), the head's weight, the head's bias.
+    static func optimizerGroups(trunk: ViTLayout, head: ParameterTable)
+        -> [(buffer: Buffer, entries: [ParameterTable.Entry], decayed: Bool)] {
+        let trainable = trunk.table.entries.filter(\.trainable)
+        return [(.trunk, trainable.filter(ViTTrunk.isDecayed), true), (.trunk, trainable.filter { !ViTTrunk.isDecayed($0) }, false),
+                (.head, [head.entries[0]], true), (.head, [head.entries[1]], false)]
+    }
+
     /// Which flat buffer an optimizer updates.
     public enum Buffer: String, Sendable { case trunk, head }
 
@@ -57,8 +66,7 @@ public final class FineTuner: ClassifierTraining {
         }
         let values: StartingTrunk
         if let resume {
-            values = StartingTrunk(layout: resume.trunk.layout, parameters: resume.trunk.parameters,
-                                   buffers: resume.trunk.buffers, source: resume.source)
+            values = StartingTrunk(resume.trunk, source: resume.source)
         } else {
             values = try startingTrunk ?? StartingTrunk(features: configuration.randomInit ? .randomInit : .pretrained,
                                                         pretrained: configuration.pretrained, heads: configuration.heads,
@@ -74,18 +82,13 @@ public final class FineTuner: ClassifierTraining {
         head = try ClassifierHead(backend: backend, width: width, classes: classes, batchSize: B, batchNorm: false)
         featureGradient = try backend.makeTensor(shape: [B, width])
         staging = try backend.makeTensor(shape: [B, width])
-        let headEntries = head.table.entries
-        let trunkDecayed = values.layout.table.entries.filter { $0.trainable && ViTTrunk.isDecayed($0) }
-        let trunkOther = values.layout.table.entries.filter { $0.trainable && !ViTTrunk.isDecayed($0) }
-        func segments(_ entries: [ParameterTable.Entry]) -> SegmentTable {
-            SegmentTable(entries.map { SegmentTable.Segment(offset: $0.offset, count: $0.count, adapted: $0.shape.count > 1) })
+        optimizers = try Self.optimizerGroups(trunk: values.layout, head: head.table).map { group in
+            let segments = SegmentTable(group.entries.map {
+                SegmentTable.Segment(offset: $0.offset, count: $0.count, adapted: $0.shape.count > 1)
+            })
+            return (try AdamW(backend: backend, segments: segments, weightDecay: group.decayed ? configuration.weightDecay : 0),
+                    group.buffer, group.entries)
         }
-        optimizers = try [
-            (AdamW(backend: backend, segments: segments(trunkDecayed), weightDecay: configuration.weightDecay), .trunk, trunkDecayed),
-            (AdamW(backend: backend, segments: segments(trunkOther), weightDecay: 0), .trunk, trunkOther),
-            (AdamW(backend: backend, segments: segments([headEntries[0]]), weightDecay: configuration.weightDecay), .head, [headEntries[0]]),
-            (AdamW(backend: backend, segments: segments([headEntries[1]]), weightDecay: 0), .head, [headEntries[1]]),
-        ]
         mixup = Mixup(mixupAlpha: configuration.mixup, cutmixAlpha: configuration.cutmix,
                       switchProbability: configuration.mixupSwitchProbability, probability: configuration.mixupProbability,
                       smoothing: configuration.smoothing, classes: classes)

@@ -48,17 +48,9 @@ public struct KNNEvaluation: Sendable {
     func accuracy(train: any ImageDataset, test: any ImageDataset, width: Int, imageSize: Int, batchSize: Int,
                   on backend: any Backend, represent: (EvalBatch) throws -> [Float]) throws -> Result {
         func collect(_ dataset: any ImageDataset) throws -> ([Float], [Int32]) {
-            var values: [Float] = [], labels: [Int32] = []
-            values.reserveCapacity(dataset.count * width)
-            let batches = EvalBatches(dataset: dataset, transform: EvalTransform(imageSize: imageSize),
-                                      batchSize: batchSize, workers: workers)
-            while let batch = try batches.next() {
-                // Unreadable samples are left out of their batch; one can leave it empty.
-                guard !batch.labels.isEmpty else { continue }
-                values += try represent(batch)
-                labels += batch.labels
-            }
-            return (KNNClassifier.normalized(values, width: width), labels)
+            let result = try Embeddings.collect(dataset, imageSize: imageSize, width: width, batchSize: batchSize,
+                                                workers: workers, represent: represent)
+            return (KNNClassifier.normalized(result.features, width: width), result.labels)
         }
         let start = Date()
         let (bank, bankLabels) = try collect(train)

@@ -66,6 +66,11 @@ public struct StartingTrunk {
         self.source = source
     }
 
+    /// The trunk `vit` read from a file.
+    public init(_ vit: PretrainedViT, source: String) {
+        self.init(layout: vit.layout, parameters: vit.parameters, buffers: vit.buffers, source: source)
+    }
+
     /// Reads `pretrained` (`.pretrained`), or initialises from `seed` the architecture of
     /// `pretrained` or, without one, the default pre-training run's ViT (`.randomInit`).
     public init(features: LinearProbeConfiguration.Features, pretrained: String?, heads: Int?, seed: UInt64) throws {
@@ -76,8 +81,7 @@ public struct StartingTrunk {
             guard let pretrained else { throw PretrainError("pass --pretrained FILE, or --random-init") }
             let url = URL(fileURLWithPath: pretrained)
             let vit = try PretrainedViT(file: SafetensorsFile(contentsOf: url), heads: heads)
-            self.init(layout: vit.layout, parameters: vit.parameters, buffers: vit.buffers,
-                      source: "\(url.path) (\(vit.origin.rawValue))")
+            self.init(vit, source: "\(url.path) (\(vit.origin.rawValue))")
         case .randomInit:
             let vitConfig: ViTConfig
             var source = "the default pre-training run's ViT"
@@ -170,8 +174,7 @@ public final class LinearProbe: ClassifierTraining {
         // The trunk: from the checkpoint being resumed, the pretrained file, or its initialisation.
         let trunkValues: StartingTrunk?
         if let resume {
-            trunkValues = resume.trunk.map { StartingTrunk(layout: $0.layout, parameters: $0.parameters, buffers: $0.buffers,
-                                                           source: resume.source) }
+            trunkValues = resume.trunk.map { StartingTrunk($0, source: resume.source) }
         } else if configuration.features == .rawPixels {
             trunkValues = nil
         } else {
@@ -179,9 +182,8 @@ public final class LinearProbe: ClassifierTraining {
                                                              heads: configuration.heads, seed: configuration.seed)
         }
         if let trunkValues {
-            let parameters = try backend.makeTensor(trunkValues.parameters, shape: [trunkValues.parameters.count])
-            let buffers = try backend.makeTensor(trunkValues.buffers.isEmpty ? [0] : trunkValues.buffers,
-                                                 shape: [max(trunkValues.buffers.count, 1)])
+            let parameters = try backend.makeFlatTensor(trunkValues.parameters)
+            let buffers = try backend.makeFlatTensor(trunkValues.buffers)
             let trunk = Trunk(layout: trunkValues.layout, parameterTensor: parameters, bufferTensor: buffers,
                               expected: (trunkValues.parameters, trunkValues.buffers), source: trunkValues.source)
             self.trunk = trunk
@@ -295,7 +297,7 @@ public final class LinearProbe: ClassifierTraining {
 
     func evaluationFeatures(_ dataset: any ImageDataset) throws -> (values: [Float], labels: [Int32]) {
         try Self.evaluationFeatures(dataset, extractor: extractor, imageSize: imageSize,
-                                    batchSize: extractor?.batchSize ?? configuration.evalBatchSize, workers: workers,
+                                    batchSize: configuration.batchSize, workers: workers,
                                     report: report)
     }
 
@@ -304,19 +306,15 @@ public final class LinearProbe: ClassifierTraining {
     static func evaluationFeatures(_ dataset: any ImageDataset, extractor: FeatureExtractor?, imageSize: Int,
                                    batchSize: Int, workers: Int, report: (ClassifierEvent) -> Void) throws
         -> (values: [Float], labels: [Int32]) {
-        let batches = EvalBatches(dataset: dataset, transform: EvalTransform(imageSize: imageSize),
-                                  batchSize: batchSize, workers: workers)
-        var values: [Float] = [], labels: [Int32] = []
-        while let batch = try batches.next() {
-            guard !batch.labels.isEmpty else { continue }
-            values += try extractor.map { try $0.features(of: batch.x, count: batch.labels.count) } ?? batch.x
-            labels += batch.labels
+        let width = extractor?.config.embedDim ?? 3 * imageSize * imageSize
+        let result = try Embeddings.collect(dataset, imageSize: imageSize, width: width, batchSize: batchSize, workers: workers) {
+            batch in try extractor.map { try $0.features(of: batch.x, count: batch.labels.count) } ?? batch.x
         }
-        if batches.skippedSamples > 0 {
-            report(.message("\(batches.skippedSamples) unreadable samples were left out of the features: "
-                + batches.errorDescriptions.prefix(3).joined(separator: "; ")))
+        if !result.skipped.isEmpty {
+            report(.message("\(result.skipped.count) unreadable samples were left out of the features: "
+                + result.skipped.prefix(3).joined(separator: "; ")))
         }
-        return (values, labels)
+        return (result.features, result.labels)
     }
 
     /// `--cached-features`: both splits through the evaluation transform and the trunk, once.

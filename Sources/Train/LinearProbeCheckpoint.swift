@@ -33,31 +33,16 @@ public enum LinearProbeCheckpoint {
             try writer.add(names[1], shape: [probe.head.width], floats: statistics[1])
             try writer.add(names[2], shape: [], int64s: statistics[2].map { Int64($0) })
         }
-        let momentum = try backend.download(probe.optimizer.momentumBuffer)
-        for entry in probe.head.table.entries {
-            try writer.add("optimizer.momentum_buffer.\(entry.name)", shape: entry.shape,
-                           floats: Array(momentum[entry.offset..<(entry.offset + entry.count)]))
-        }
+        try writer.add(probe.head.table, values: backend.download(probe.optimizer.momentumBuffer),
+                       prefix: "optimizer.momentum_buffer.")
         try writer.write(to: url)
     }
 
     /// Every trunk tensor under its timm name, and ViT-BN's buffers (`num_batches_tracked` as I64).
     static func addTrunk(_ layout: ViTLayout, parameters: Tensor, buffers: Tensor, on backend: any Backend,
                          to writer: inout SafetensorsWriter) throws {
-        let values = try backend.download(parameters)
-        for entry in layout.table.entries {
-            try writer.add(entry.name, shape: entry.shape, floats: Array(values[entry.offset..<(entry.offset + entry.count)]))
-        }
-        guard !layout.buffers.entries.isEmpty else { return }
-        let bufferValues = try backend.download(buffers)
-        for entry in layout.buffers.entries {
-            let slice = Array(bufferValues[entry.offset..<(entry.offset + entry.count)])
-            if entry.name.hasSuffix("num_batches_tracked") {
-                try writer.add(entry.name, shape: entry.shape, int64s: slice.map { Int64($0) })
-            } else {
-                try writer.add(entry.name, shape: entry.shape, floats: slice)
-            }
-        }
+        try writer.add(layout.table, values: backend.download(parameters))
+        if !layout.buffers.entries.isEmpty { try writer.add(layout.buffers, values: backend.download(buffers)) }
     }
 
     /// `head.weight` (K, C) and `head.bias` (K).

@@ -39,8 +39,6 @@ public struct LinearProbeConfiguration: Codable, Sendable, Equatable {
     public var cropMin = 0.08
     /// The seed of the head's init, the data order and the augmentations (and of `random-init`).
     public var seed: UInt64 = 0
-    /// The batch of the feature extraction for evaluation and the cache.
-    public var evalBatchSize = 256
 
     public init() {}
 
@@ -71,7 +69,6 @@ public struct LinearProbeConfiguration: Codable, Sendable, Equatable {
             throw fail("--weight-decay must be a finite number ≥ 0, got \(weightDecay)")
         }
         guard cropMin > 0, cropMin <= 1 else { throw fail("--crop-min must lie in (0, 1], got \(cropMin)") }
-        guard evalBatchSize >= 1 else { throw fail("--eval-batch-size must be at least 1, got \(evalBatchSize)") }
         guard imageSize >= 1 else { throw fail("--image-size must be at least 1, got \(imageSize)") }
         if let heads, heads < 1 { throw fail("--heads must be at least 1, got \(heads)") }
         switch features {

@@ -57,22 +57,12 @@ public enum WeightsExport {
         metadata["source"] = file.source
         if !notes.isEmpty { metadata["mocov3_notes"] = notes.joined(separator: " | ") }
         var writer = SafetensorsWriter(metadata: metadata)
-        for entry in vit.layout.table.entries {
-            try writer.add(entry.name, shape: entry.shape,
-                           floats: Array(vit.parameters[entry.offset..<(entry.offset + entry.count)]))
-        }
+        try writer.add(vit.layout.table, values: vit.parameters)
         if config.positionEmbedding == .none {
             try writer.add("pos_embed", shape: [1, config.tokens, config.embedDim],
                            floats: [Float](repeating: 0, count: config.tokens * config.embedDim))
         }
-        for entry in vit.layout.buffers.entries {
-            let values = Array(vit.buffers[entry.offset..<(entry.offset + entry.count)])
-            if entry.name.hasSuffix("num_batches_tracked") {
-                try writer.add(entry.name, shape: entry.shape, int64s: values.map { Int64($0) })
-            } else {
-                try writer.add(entry.name, shape: entry.shape, floats: values)
-            }
-        }
+        try writer.add(vit.layout.buffers, values: vit.buffers)
         if let head = vit.head {
             try writer.add("head.weight", shape: [head.classes, config.embedDim], floats: head.weight)
             try writer.add("head.bias", shape: [head.classes], floats: head.bias)

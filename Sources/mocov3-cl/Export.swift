@@ -75,8 +75,7 @@ struct Embed: ParsableCommand {
         }
         let backend = try deviceOptions.makeBackend()
         let extractor = try FeatureExtractor(
-            layout: vit.layout, parameterTensor: backend.makeTensor(vit.parameters, shape: [vit.parameters.count]),
-            bufferTensor: backend.makeTensor(vit.buffers.isEmpty ? [0] : vit.buffers, shape: [max(vit.buffers.count, 1)]),
+            layout: vit.layout, parameterTensor: backend.makeFlatTensor(vit.parameters), bufferTensor: backend.makeFlatTensor(vit.buffers),
             backend: backend, batchSize: batchSize)
         let display = ProgressDisplay(printFrequency: 1, epochs: 1)
         display.log("mocov3-cl embed on \(backend.name): \(dataset.summary)")
