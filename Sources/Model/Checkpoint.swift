@@ -96,27 +96,12 @@ public enum Checkpoint {
 
     /// Every parameter and BN buffer of `layout`, read by name (`prefix` + name) into the flat
     /// layout `MoCoModel` takes. `num_batches_tracked` is read as an integer (PyTorch stores I64)
-    /// or a float. A missing or mis-shaped tensor throws a ``SafetensorsError`` naming it.
+    /// or a float, and may be absent (see ``SafetensorsFile/values(of:prefix:)``). A missing or mis-shaped
+    /// tensor throws a ``SafetensorsError`` naming it.
     public static func initialValues(from file: SafetensorsFile, layout: MoCoParameters,
                                      prefix: String? = nil) throws -> (parameters: [Float], buffers: [Float]) {
         let prefix = prefix ?? detectPrefix(in: file, layout: layout)
-        var parameters = [Float](repeating: 0, count: layout.table.count)
-        for entry in layout.table.entries {
-            let values = try file.floats(prefix + entry.name, shape: entry.shape)
-            parameters.replaceSubrange(entry.offset..<(entry.offset + entry.count), with: values)
-        }
-        var buffers = [Float](repeating: 0, count: layout.buffers.count)
-        for entry in layout.buffers.entries {
-            let name = prefix + entry.name
-            let values: [Float]
-            if entry.name.hasSuffix("num_batches_tracked"), try file.entry(named: name).dtype == .int64 {
-                values = try file.int64s(name, shape: entry.shape).map(Float.init)
-            } else {
-                values = try file.floats(name, shape: entry.shape)
-            }
-            buffers.replaceSubrange(entry.offset..<(entry.offset + entry.count), with: values)
-        }
-        return (parameters, buffers)
+        return (try file.values(of: layout.table, prefix: prefix), try file.values(of: layout.buffers, prefix: prefix))
     }
 
     /// The model's state after a step, in a writer: `loss` [1], `q1`, `q2`, `k1`, `k2` (B, d),
@@ -154,6 +139,30 @@ public enum Checkpoint {
         let x1 = (0..<count).map { _ in Float(generator.nextGaussian()) }
         let x2 = (0..<count).map { _ in Float(generator.nextGaussian()) }
         return (x1, x2)
+    }
+}
+
+extension SafetensorsFile {
+    /// Every entry of `table`, read by name (`prefix` + name), into a flat buffer of its layout. A
+    /// `num_batches_tracked` is read as an integer (PyTorch stores I64) or a float, and may be
+    /// absent (PyTorch writes it and nothing reads it): then 0. A missing or mis-shaped tensor
+    /// throws a ``SafetensorsError`` naming it.
+    public func values(of table: ParameterTable, prefix: String = "") throws -> [Float] {
+        var values = [Float](repeating: 0, count: table.count)
+        let present = Set(names)
+        for entry in table.entries {
+            let name = prefix + entry.name
+            let slice: [Float]
+            if entry.name.hasSuffix("num_batches_tracked") {
+                guard present.contains(name) else { continue }
+                slice = try self.entry(named: name).dtype == .float32 ? floats(name, shape: entry.shape)
+                    : int64s(name, shape: entry.shape).map(Float.init)
+            } else {
+                slice = try floats(name, shape: entry.shape)
+            }
+            values.replaceSubrange(entry.offset..<(entry.offset + entry.count), with: slice)
+        }
+        return values
     }
 }
 

@@ -91,23 +91,8 @@ public struct PretrainedViT {
                 + "\(config.embedDim)-wide ViT: " + missing.prefix(6).map { prefix + $0 }.joined(separator: ", ")
                 + (missing.count > 6 ? ", …" : "") + ". Is it a complete ViT checkpoint?")
         }
-        var parameters = [Float](repeating: 0, count: layout.table.count)
-        for entry in layout.table.entries {
-            parameters.replaceSubrange(entry.offset..<(entry.offset + entry.count),
-                                       with: try file.floats(prefix + entry.name, shape: entry.shape))
-        }
-        var buffers = [Float](repeating: 0, count: layout.buffers.count)
-        for entry in layout.buffers.entries {
-            let name = prefix + entry.name
-            // num_batches_tracked is written by PyTorch and read by nothing: absent is fine.
-            if entry.name.hasSuffix("num_batches_tracked") && !names.contains(name) { continue }
-            let isCount = try entry.name.hasSuffix("num_batches_tracked") && file.entry(named: name).dtype != .float32
-            let values = isCount ? try file.int64s(name, shape: entry.shape).map(Float.init)
-                : try file.floats(name, shape: entry.shape)
-            buffers.replaceSubrange(entry.offset..<(entry.offset + entry.count), with: values)
-        }
-        self.parameters = parameters
-        self.buffers = buffers
+        parameters = try file.values(of: layout.table, prefix: prefix)
+        buffers = try file.values(of: layout.buffers, prefix: prefix)
         if names.contains(prefix + "head.weight") {
             let weight = try file.entry(named: prefix + "head.weight")
             guard weight.shape.count == 2, weight.shape[1] == config.embedDim, weight.shape[0] > 0 else {
