@@ -43,6 +43,21 @@ public final class FeatureExtractor {
                       parameterTensor: parameterTensor, bufferTensor: bufferTensor, backend: backend, batchSize: batchSize)
     }
 
+    /// The evaluation-mode view of a trainable trunk: the same weights, activations and batch, so
+    /// evaluating between training steps allocates nothing (it overwrites the activations the
+    /// next step's forward rewrites anyway).
+    public init(sharing trunk: ViTTrunk) {
+        config = trunk.layout.config
+        backend = trunk.backend
+        batchSize = trunk.batchSize
+        weights = trunk.weights
+        activations = trunk.activations
+        forward = trunk.forwardPass
+        images = trunk.images
+        rows = trunk.rows
+        unit = trunk.unit
+    }
+
     /// - Parameters:
     ///   - table, buffers: where the trunk's tensors (named `prefix` + timm name) lie in
     ///     `parameterTensor` and `bufferTensor`.

@@ -7,8 +7,8 @@ import Tensors
 /// caller's (Train).
 ///
 /// Training mode runs ViT-BN on the batch's statistics (updating the running ones) and applies
-/// stochastic depth when given ``DropPath`` factors; evaluation goes through a
-/// ``FeatureExtractor`` over the same parameter tensors.
+/// stochastic depth when given ``DropPath`` factors; evaluation goes through
+/// ``FeatureExtractor/init(sharing:)``, on the same weights and activations.
 public final class ViTTrunk {
     public let layout: ViTLayout
     public let backend: any Backend

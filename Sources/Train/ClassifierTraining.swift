@@ -1,3 +1,4 @@
+import Augment
 import Datasets
 import Foundation
 import Model
@@ -37,6 +38,22 @@ protocol ClassifierTraining: AnyObject {
     func endOfEpoch() throws
     func evaluate() throws -> (top1: Double, top5: Double, loss: Double)
     @discardableResult func saveCheckpoint(isBest: Bool) throws -> String
+}
+
+/// An epoch of RandomResizedCrop + flip views of `dataset` from batch `first` on (the classifiers'
+/// train transform), as a function returning the next batch, nil after the last.
+func augmentedBatches(_ dataset: any ImageDataset, imageSize: Int, cropMin: Double, batchSize: Int, seed: UInt64,
+                      epoch: Int, from first: Int, dropLast: Bool, workers: Int) -> () throws -> ClassifierBatch? {
+    let loader = TrainingBatches(dataset: dataset, augmentation: ClassifierAugmentation(imageSize: imageSize, scale: cropMin...1),
+                                 batchSize: batchSize, seed: seed, epoch: epoch, startBatch: first, dropLast: dropLast,
+                                 workers: workers)
+    return {
+        guard let batch = try loader.next() else {
+            loader.cancel()
+            return nil
+        }
+        return ClassifierBatch(batchIndex: batch.batchIndex, labels: batch.labels, values: batch.x1)
+    }
 }
 
 /// The labeled held-out split of `data` and its class count, checked as the classifiers need

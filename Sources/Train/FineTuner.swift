@@ -76,8 +76,8 @@ public final class FineTuner: ClassifierTraining {
         let B = configuration.batchSize
         trunk = try ViTTrunk(layout: values.layout, backend: backend, batchSize: B, parameters: values.parameters,
                              buffers: values.buffers)
-        extractor = try FeatureExtractor(layout: values.layout, parameterTensor: trunk.parameterTensor,
-                                         bufferTensor: trunk.bufferTensor, backend: backend, batchSize: B)
+        // Evaluation runs through the trunk's own activations (between steps), not a second set.
+        extractor = FeatureExtractor(sharing: trunk)
         let width = values.layout.config.embedDim
         head = try ClassifierHead(backend: backend, width: width, classes: classes, batchSize: B, batchNorm: false)
         featureGradient = try backend.makeTensor(shape: [B, width])
@@ -170,18 +170,10 @@ public final class FineTuner: ClassifierTraining {
     }
 
     func batches(epoch: Int, from first: Int) throws -> () throws -> ClassifierBatch? {
-        let loader = TrainingBatches(dataset: data.train,
-                                     augmentation: ClassifierAugmentation(imageSize: trunk.layout.config.imageSize,
-                                                                          scale: configuration.cropMin...1),
-                                     batchSize: configuration.batchSize, seed: configuration.seed, epoch: epoch,
-                                     startBatch: first, dropLast: true, workers: workers)
-        return {
-            guard let batch = try loader.next() else {
-                loader.cancel()
-                return nil
-            }
-            return ClassifierBatch(batchIndex: batch.batchIndex, labels: batch.labels, values: batch.x1)
-        }
+        // drop_last=True, as DeiT: mixup pairs each image with the flipped batch's.
+        augmentedBatches(data.train, imageSize: trunk.layout.config.imageSize, cropMin: configuration.cropMin,
+                         batchSize: configuration.batchSize, seed: configuration.seed, epoch: epoch, from: first,
+                         dropLast: true, workers: workers)
     }
 
     /// The batch mixed by its mixup/cutmix draw, then ``trainStep(images:targets:dropPath:learningRate:step:)``

@@ -273,18 +273,10 @@ public final class LinearProbe: ClassifierTraining {
                 return ClassifierBatch(batchIndex: b, labels: rows.map { cache.trainLabels[$0] }, values: values)
             }
         }
-        let loader = TrainingBatches(dataset: data.train,
-                                     augmentation: ClassifierAugmentation(imageSize: imageSize,
-                                                                          scale: configuration.cropMin...1),
-                                     batchSize: configuration.batchSize, seed: configuration.seed, epoch: epoch,
-                                     startBatch: first, dropLast: false, workers: workers)
-        return {
-            guard let batch = try loader.next() else {
-                loader.cancel()
-                return nil
-            }
-            return ClassifierBatch(batchIndex: batch.batchIndex, labels: batch.labels, values: batch.x1)
-        }
+        // drop_last=False, as the reference's train loader: the short last batch trains too.
+        return augmentedBatches(data.train, imageSize: imageSize, cropMin: configuration.cropMin,
+                                batchSize: configuration.batchSize, seed: configuration.seed, epoch: epoch, from: first,
+                                dropLast: false, workers: workers)
     }
 
     /// The features the head reads for a training batch, on the device.
