@@ -42,10 +42,13 @@ let package = Package(
         .target(name: "Model", dependencies: ["Tensors"]),
         .target(name: "Train", dependencies: ["Model", "Tensors", "Datasets", "Augment"]),
 
+        // MARK: `mocov3-cl selftest`: every op and whole MoCo steps on a device against the host
+        .target(name: "SelfTest", dependencies: ["Train", "Model", "Tensors"]),
+
         // MARK: Command-line tool
         .executableTarget(
             name: "mocov3-cl",
-            dependencies: ["Train", "Model", "Datasets", "Tensors", "CLBackend",
+            dependencies: ["Train", "Model", "Datasets", "Tensors", "CLBackend", "SelfTest",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
@@ -59,7 +62,8 @@ let package = Package(
                           path: "bench/OpsBench"),
 
         // MARK: Tests
-        .target(name: "TestSupport", dependencies: ["Tensors", "CLBackend"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Tensors", "CLBackend", "SelfTest"], path: "Tests/TestSupport"),
+        .testTarget(name: "SelfTestTests", dependencies: ["SelfTest", "Tensors", "CLBackend", "TestSupport"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "CLBackendTests", dependencies: ["CLBackend", "Tensors", "KernelSources", "TestSupport"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "Tensors", "CLBackend", "Datasets", "Augment",

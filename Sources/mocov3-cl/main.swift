@@ -21,7 +21,7 @@ struct MocoV3CL: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mocov3-cl",
         abstract: "MoCo v3 self-supervised ViT pre-training on OpenCL devices and the host.",
-        subcommands: [Devices.self, Check.self, Step.self, Pretrain.self, KNN.self, LinCls.self, FineTune.self, Export.self, Embed.self, Report.self]
+        subcommands: [Devices.self, SelfTestCommand.self, Step.self, Pretrain.self, KNN.self, LinCls.self, FineTune.self, Export.self, Embed.self, Report.self]
     )
 }
 

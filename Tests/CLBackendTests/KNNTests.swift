@@ -132,8 +132,8 @@ struct KNNCase {
     /// The outputs after the vote, from NaN-poisoned buffers whose canary tails are checked.
     func run(on backend: any Backend, sourceLocation: SourceLocation) throws -> KNNResult {
         let values = try PoisonedOutput(on: backend, count: rows * k)
-        let indices = try PoisonedInt32Output(on: backend, count: rows * k)
-        let predictions = try PoisonedInt32Output(on: backend, count: rows)
+        let indices = try PoisonedOutput(on: backend, count: rows * k, dtype: .int32)
+        let predictions = try PoisonedOutput(on: backend, count: rows, dtype: .int32)
         let heapValues = values.tensor.reshaped([rows, k]), heapIndices = indices.tensor.reshaped([rows, k])
         let bankLabels = try backend.makeTensor(labels, shape: [bank])
         let tileBuffer = try backend.makeTensor(shape: [rows * tile])
@@ -153,8 +153,8 @@ struct KNNCase {
         try backend.knnVote(predictions: predictions.tensor, values: heapValues, indices: heapIndices,
                             bankLabels: bankLabels, classes: classes, temperature: temperature)
         return KNNResult(values: try values.values(from: backend, sourceLocation: sourceLocation),
-                         indices: try indices.values(from: backend, sourceLocation: sourceLocation),
-                         predictions: try predictions.values(from: backend, sourceLocation: sourceLocation))
+                         indices: try indices.int32Values(from: backend, sourceLocation: sourceLocation),
+                         predictions: try predictions.int32Values(from: backend, sourceLocation: sourceLocation))
     }
 }
 
@@ -162,34 +162,6 @@ struct KNNResult {
     let values: [Float]
     let indices: [Int32]
     let predictions: [Int32]
-}
-
-/// An int32 output poisoned with a float NaN's bit pattern (no valid index or class) and
-/// followed by a canary tail, as ``PoisonedOutput`` for floats.
-struct PoisonedInt32Output {
-    static let poison: Int32 = 0x7FC0_0000
-    static let canaryValue: Int32 = 0x5A5A_5A5A
-
-    let whole: Tensor
-    /// The `count` elements the op under test writes.
-    let tensor: Tensor
-
-    init(on backend: any Backend, count: Int) throws {
-        whole = try backend.makeTensor([Int32](repeating: Self.poison, count: count)
-                                       + [Int32](repeating: Self.canaryValue, count: PoisonedOutput.canaryCount),
-                                       shape: [count + PoisonedOutput.canaryCount])
-        tensor = whole.view(shape: [count])
-    }
-
-    /// Downloads the output and records a failure if the canary tail changed.
-    func values(from backend: any Backend, sourceLocation: SourceLocation) throws -> [Int32] {
-        var all = [Int32](repeating: 0, count: whole.count)
-        try all.withUnsafeMutableBytes { try backend.download(whole, intoBytes: $0) }
-        if let changed = all[tensor.count...].firstIndex(where: { $0 != Self.canaryValue }) {
-            Issue.record("canary overwritten at element \(changed) (got \(all[changed]))", sourceLocation: sourceLocation)
-        }
-        return Array(all[..<tensor.count])
-    }
 }
 
 /// Records one failure naming the first differing element and how many differ.

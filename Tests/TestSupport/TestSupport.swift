@@ -30,31 +30,36 @@ public func expectError(_ fragments: [String], sourceLocation: SourceLocation = 
     }
 }
 
-/// An output tensor poisoned with NaN and followed by a canary tail, so a kernel that skips an
-/// element (NaN survives) or writes past the end (canary changes) is caught.
+/// An output tensor poisoned with NaN and followed by a canary tail (``PoisonedBuffer``), so a
+/// kernel that skips an element (NaN survives) or writes past the end (canary changes) is caught.
 public struct PoisonedOutput {
-    public static let canaryCount = 64
-    public static let canaryValue: Float = 1234.5
-
-    public let whole: Tensor
+    let buffer: PoisonedBuffer
+    public var whole: Tensor { buffer.whole }
     /// The `count` elements the op under test writes.
-    public let tensor: Tensor
+    public var tensor: Tensor { buffer.tensor }
 
-    public init(on backend: any Backend, count: Int, initial: [Float]? = nil) throws {
-        whole = try backend.makeTensor(shape: [count + Self.canaryCount])
-        tensor = whole.view(shape: [count])
-        try backend.upload((initial ?? [Float](repeating: .nan, count: count))
-                           + [Float](repeating: Self.canaryValue, count: Self.canaryCount), to: whole)
+    /// `dtype` `.int32` poisons with ``PoisonedBuffer/poisonIndex`` (index outputs; read them with
+    /// ``int32Values(from:sourceLocation:)``).
+    public init(on backend: any Backend, count: Int, initial: [Float]? = nil, dtype: DType = .float32) throws {
+        buffer = try PoisonedBuffer(on: backend, count: count, initial: initial, dtype: dtype)
     }
 
     /// Downloads the output and records a failure if the canary tail changed.
     public func values(from backend: any Backend, sourceLocation: SourceLocation = #_sourceLocation) throws -> [Float] {
-        let all = try backend.download(whole)
-        let tail = all[tensor.count...]
-        if let changed = tail.firstIndex(where: { $0 != Self.canaryValue }) {
-            Issue.record("canary overwritten at element \(changed) (got \(all[changed]))", sourceLocation: sourceLocation)
+        let (values, damaged) = try buffer.read(from: backend)
+        if let damaged {
+            Issue.record("canary overwritten at element \(damaged.index) (got \(damaged.value))", sourceLocation: sourceLocation)
         }
-        return Array(all[..<tensor.count])
+        return values
+    }
+
+    /// An int32 output's elements; records a failure if the canary tail changed.
+    public func int32Values(from backend: any Backend, sourceLocation: SourceLocation = #_sourceLocation) throws -> [Int32] {
+        let (values, damaged) = try buffer.readInt32(from: backend)
+        if let damaged {
+            Issue.record("canary overwritten at element \(damaged.index) (got \(damaged.value))", sourceLocation: sourceLocation)
+        }
+        return values
     }
 }
 
