@@ -48,18 +48,17 @@ let package = Package(
         // MARK: Command-line tool
         .executableTarget(
             name: "mocov3-cl",
-            dependencies: ["Train", "Model", "Datasets", "Tensors", "CLBackend", "SelfTest",
+            dependencies: ["Train", "Model", "Datasets", "Tensors", "CLBackend", "SelfTest", "Benchmarks",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         // MARK: Benchmarks (swift run -c release bench-gemm / bench-ops / bench-augment)
-        .target(name: "BenchSupport", dependencies: ["Tensors"], path: "bench/BenchSupport"),
-        .executableTarget(name: "GEMMBench", dependencies: ["BenchSupport", "Tensors", "CLBackend"],
-                          path: "bench/GEMMBench"),
+        .target(name: "BenchSupport", dependencies: ["Tensors", "CLBackend"], path: "bench/BenchSupport"),
+        .target(name: "Benchmarks", dependencies: ["BenchSupport", "Tensors", "CLBackend"], path: "bench/Benchmarks"),
+        .executableTarget(name: "GEMMBench", dependencies: ["Benchmarks"], path: "bench/GEMMBench"),
         .executableTarget(name: "AugmentBench", dependencies: ["BenchSupport", "Augment", "Datasets", "Tensors"],
                           path: "bench/AugmentBench"),
-        .executableTarget(name: "OpsBench", dependencies: ["BenchSupport", "Tensors", "CLBackend"],
-                          path: "bench/OpsBench"),
+        .executableTarget(name: "OpsBench", dependencies: ["Benchmarks"], path: "bench/OpsBench"),
 
         // MARK: Tests
         .target(name: "TestSupport", dependencies: ["Tensors", "CLBackend", "SelfTest"], path: "Tests/TestSupport"),

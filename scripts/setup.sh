@@ -12,6 +12,7 @@ packages=(
   libopenblas-dev                                            # host backend BLAS
   dataset-fashion-mnist                                      # the default pre-training data
   libturbojpeg0-dev libpng-dev zlib1g-dev                    # image folders (JPEG, PNG), gzip IDX files
+  binutils python3                                           # scripts/bundle.sh (strip, objdump) and its test
 )
 
 missing=()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (host backend, and every OpenCL test on PoCL when an OpenCL device
-# exists). PoCL's compiled-kernel cache lives in the checkout (.pocl-cache, git-ignored) so a
-# second run does not recompile CLBlast (15–30 s per routine on a cold cache).
+# exists), then the bundle test. PoCL's compiled-kernel cache lives in the checkout (.pocl-cache,
+# git-ignored) so a second run does not recompile CLBlast (15–30 s per routine on a cold cache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v swift >/dev/null || export PATH="/opt/swift/usr/bin:$PATH"
@@ -10,4 +10,7 @@ export POCL_CACHE_DIR="${POCL_CACHE_DIR:-$PWD/.pocl-cache}"
 export MOCOV3_KERNEL_CACHE_DIR="${MOCOV3_KERNEL_CACHE_DIR:-$PWD/.kernel-cache}"
 mkdir -p "$POCL_CACHE_DIR"
 # Every test is a Swift Testing test; XCTest would only report "0 tests".
-exec swift test --disable-xctest "$@"
+swift test --disable-xctest "$@"
+# Then the self-contained bundle as a user runs it (scripts/test-bundle.sh); a filtered run
+# (`scripts/test.sh --filter X`) skips it.
+if [ $# -eq 0 ]; then scripts/test-bundle.sh; fi

@@ -1,9 +1,12 @@
-"""Time one MoCo v3 ViT training step in PyTorch on the CPU: the baseline for the Swift engine.
+"""Time one MoCo v3 ViT training step in PyTorch (CPU, or CUDA with --device cuda): the baseline
+for the Swift engine.
 
 The step is the same code that writes the golden fixtures (tools/golden.py: EMA update, two
 query forwards, two key forwards, symmetrized 2T-scaled InfoNCE, backward, AdamW), in float32
 with the reference's default heads (moco_mlp_dim 4096, moco_dim 256) unless told otherwise.
-One untimed warm-up step, then --steps timed steps; prints one JSON line:
+On CUDA the step stays float32 as ours: TF32 is off for matmuls and convolutions unless --tf32
+(PyTorch allows it for convolutions by default). One untimed warm-up step, then --steps timed
+steps; prints one JSON line:
 
     {"images_per_second": ..., "median_step_seconds": ..., ...}
 
@@ -28,19 +31,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from golden import Config, build_moco, moco_step  # noqa: E402
 
 
-def bench(cfg: Config, steps: int, threads: int) -> dict:
+def bench(cfg: Config, steps: int, threads: int, device: str = "cpu", tf32: bool = False) -> dict:
     torch.set_num_threads(threads)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
     model, opt = build_moco(cfg)
+    model.to(device)                       # in place: the optimizer's parameters move with it
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     shape = (cfg.batch_size, 3, cfg.img_size, cfg.img_size)
-    x1 = torch.randn(shape, generator=gen)
-    x2 = torch.randn(shape, generator=gen)
+    x1 = torch.randn(shape, generator=gen).to(device)
+    x2 = torch.randn(shape, generator=gen).to(device)
     moco_step(model, opt, x1, x2, cfg.moco_m)                          # warm-up, untimed
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         loss, *_ = moco_step(model, opt, x1, x2, cfg.moco_m)
-        loss.item()
+        loss.item()                        # waits for the step (a CUDA synchronisation)
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     return {
@@ -50,12 +57,15 @@ def bench(cfg: Config, steps: int, threads: int) -> dict:
         "embed_dim": cfg.embed_dim, "depth": cfg.depth, "heads": cfg.num_heads,
         "image_size": cfg.img_size, "patch_size": cfg.patch_size, "batch_size": cfg.batch_size,
         "moco_mlp_dim": cfg.moco_mlp_dim, "moco_dim": cfg.moco_dim, "threads": threads,
-        "torch_version": torch.__version__, "final_loss": loss.item(),
+        "torch_version": torch.__version__, "final_loss": loss.item(), "device": device,
+        "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
+        "tf32": tf32 if device.startswith("cuda") else False,
+        "peak_device_memory_bytes": torch.cuda.max_memory_allocated(device) if device.startswith("cuda") else None,
     }
 
 
 def main():
-    ap = argparse.ArgumentParser(description="Time a MoCo v3 ViT step in PyTorch (CPU, fp32).")
+    ap = argparse.ArgumentParser(description="Time a MoCo v3 ViT step in PyTorch (CPU or CUDA, fp32).")
     ap.add_argument("--embed-dim", type=int, default=192)
     ap.add_argument("--depth", type=int, default=12)
     ap.add_argument("--heads", type=int, default=3)
@@ -67,6 +77,8 @@ def main():
     ap.add_argument("--moco-dim", type=int, default=256)
     ap.add_argument("--stop-grad-conv1", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N")
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (off: float32 as ours)")
     args = ap.parse_args()
     if args.steps < 1:
         ap.error("--steps must be at least 1")
@@ -74,7 +86,7 @@ def main():
                  depth=args.depth, num_heads=args.heads, moco_dim=args.moco_dim,
                  moco_mlp_dim=args.moco_mlp_dim, batch_size=args.batch_size,
                  stop_grad_conv1=args.stop_grad_conv1, lr=1.5e-4 * args.batch_size / 256)
-    print(json.dumps(bench(cfg, args.steps, args.threads)))
+    print(json.dumps(bench(cfg, args.steps, args.threads, args.device, args.tf32)))
 
 
 if __name__ == "__main__":

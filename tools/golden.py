@@ -275,7 +275,7 @@ def contrastive_loss(q: torch.Tensor, k: torch.Tensor, T: float) -> torch.Tensor
     q = F.normalize(q, dim=1)
     k = F.normalize(k, dim=1)
     logits = q @ k.t() / T                                             # (B, B)
-    labels = torch.arange(q.shape[0])
+    labels = torch.arange(q.shape[0], device=q.device)
     return F.cross_entropy(logits, labels) * (2.0 * T)
 
 

@@ -59,6 +59,7 @@ struct SelfTestCommand: ParsableCommand {
         if failed.isEmpty {
             print("\(backend.name): all \(lines.count) checks agree with the host backend")
         } else {
+            fflush(stdout)   // the table first, then the verdict, when both go to one file
             FileHandle.standardError.write(Data(("selftest: \(backend.name) disagrees with the host backend in "
                 + "\(failed.joined(separator: ", ")); do not train on this device/driver as it is "
                 + "(the lines above name the worst elements)\n").utf8))

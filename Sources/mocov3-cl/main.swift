@@ -21,7 +21,9 @@ struct MocoV3CL: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mocov3-cl",
         abstract: "MoCo v3 self-supervised ViT pre-training on OpenCL devices and the host.",
-        subcommands: [Devices.self, SelfTestCommand.self, Step.self, Pretrain.self, KNN.self, LinCls.self, FineTune.self, Export.self, Embed.self, Report.self]
+        // The one place the version lives: `mocov3-cl --version`, and the bundle's name (scripts/bundle.sh).
+        version: "0.1.0",
+        subcommands: [Devices.self, SelfTestCommand.self, BenchGEMMCommand.self, BenchOpsCommand.self, Step.self, Pretrain.self, KNN.self, LinCls.self, FineTune.self, Export.self, Embed.self, Report.self]
     )
 }
 

@@ -41,4 +41,20 @@ struct CLVectorTests {
         let x = try device.makeTensor(shape: [4]), y = try device.makeTensor(shape: [5])
         #expect(throws: BackendError.self) { try device.axpy(alpha: 1, x: x, y: y) }
     }
+
+    /// The benchmarks' bandwidth ceiling (`clEnqueueCopyBuffer`): exact, honours both offsets,
+    /// writes nothing past the destination.
+    @Test(arguments: [7, 16_640 * 3 + 1])
+    func copyMovesEveryElementAndNothingElse(count: Int) throws {
+        var generator = SplitMix64(seed: UInt64(count) + 9)
+        let x = randomValues(count + 5, using: &generator)
+        let source = try device.makeTensor(x, shape: [x.count]).view(offset: 5, shape: [count])
+        let whole = try device.makeTensor([Float](repeating: .nan, count: count + 2 + PoisonedBuffer.canaryCount),
+                                          shape: [count + 2 + PoisonedBuffer.canaryCount])
+        try device.copy(from: source, to: whole.view(offset: 2, shape: [count]))
+        let result = try device.download(whole)
+        #expect(Array(result[2..<(count + 2)]) == Array(x[5...]))
+        #expect(result[0].isNaN && result[1].isNaN && result[(count + 2)...].allSatisfy(\.isNaN))
+        #expect(throws: BackendError.self) { try device.copy(from: source, to: whole.view(shape: [count + 1])) }
+    }
 }

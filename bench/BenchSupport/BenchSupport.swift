@@ -1,3 +1,4 @@
+import CLBackend
 import Dispatch
 import Foundation
 import Tensors
@@ -37,16 +38,29 @@ public enum Bench {
         return median(samples)
     }
 
-    /// This machine's sgemm ceiling: OpenBLAS on a 2048³ product, in GFLOP/s.
-    public static func sgemmCeiling(repeats: Int) throws -> Double {
-        let host = HostBackend()
+    /// A device's sgemm ceiling in GFLOP/s: a `side`³ product through the backend's own GEMM
+    /// (OpenBLAS on the host, 2048³ by default; CLBlast on an OpenCL device opened with it, where
+    /// a GPU needs 4096³ or more to fill).
+    public static func sgemmCeiling(on backend: any Backend = HostBackend(), side: Int = 2048, repeats: Int) throws -> Double {
         var generator = SplitMix64(seed: 1)
-        let shape = GEMMShape(m: 2048, n: 2048, k: 2048)
-        let tensors = try (0..<3).map { _ in try host.makeTensor(randomValues(2048 * 2048, using: &generator), shape: [2048 * 2048]) }
-        let seconds = try time(host, repeats: repeats) {
-            try host.gemm(shape, alpha: 1, a: tensors[0], b: tensors[1], beta: 0, c: tensors[2])
+        let shape = GEMMShape(m: side, n: side, k: side)
+        let tensors = try (0..<3).map { _ in
+            try backend.makeTensor(randomValues(side * side, using: &generator), shape: [side * side])
+        }
+        let seconds = try time(backend, repeats: repeats) {
+            try backend.gemm(shape, alpha: 1, a: tensors[0], b: tensors[1], beta: 0, c: tensors[2])
         }
         return shape.flops / seconds / 1e9
+    }
+
+    /// An OpenCL device's copy bandwidth: the driver's `clEnqueueCopyBuffer` of `megabytes` MiB
+    /// within device memory, counting bytes read plus written, GB/s.
+    public static func copyBandwidth(on device: CLBackend, megabytes: Int = 256, repeats: Int) throws -> Double {
+        let count = megabytes << 18
+        let source = try device.makeTensor(shape: [count]), target = try device.makeTensor(shape: [count])
+        try device.fill(source, value: 1)
+        let seconds = try time(device, repeats: repeats) { try device.copy(from: source, to: target) }
+        return 2 * Double(count * 4) / seconds / 1e9
     }
 
     /// This machine's copy bandwidth: `memcpy` of 256 MiB, counting bytes read plus written, GB/s.
