@@ -14,7 +14,8 @@
 #
 #   tar xzf mocov3-cl-*-linux-x86_64.tar.gz && cd mocov3-cl-*-linux-x86_64 && bench/gpu.sh
 #   DEVICE=gpu1 OUT=h200.txt bench/gpu.sh
-#   bench/gpu.sh --dry-run        # the same path on cpu0 (PoCL) at toy sizes, in a few minutes
+#   bench/gpu.sh --dry-run        # the same path on cpu0 (PoCL) at toy sizes, with the GPU-class
+#                                 # kernels and CLBlast in selftest, in a few minutes
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ ! -x "$root/bin/mocov3-cl" ] || [ ! -x "$root/mocov3-cl" ]; then
@@ -28,7 +29,9 @@ if [ "$dry" = 1 ]; then
     DEVICE="${DEVICE:-cpu0}"; REPEAT="${REPEAT:-1}"; SIDE=512
     # label|arch|image side|patch|batch, at toy sizes.
     CONFIGS=("vit_tiny/8@32 b8|vit_tiny|32|8|8" "vit_tiny/16@32 b4|vit_tiny|32|16|4")
-    SELFTEST_FLAGS=(--quick); OPS_CASES=(--cases gelu); GEMM_CASES=(--cases tiny.qkv.fwd --tokens 520); TORCH_DEVICE=cpu
+    # On cpu0 the GPU-class kernels and CLBlast, as a GPU runs them (PoCL's own default is CPU-class).
+    SELFTEST_FLAGS=(--quick --kernels gpu --gemm clblast); OPS_CASES=(--cases gelu); GEMM_CASES=(--cases tiny.qkv.fwd --tokens 520)
+    TORCH_DEVICE=cpu
 else
     DEVICE="${DEVICE:-gpu0}"; REPEAT="${REPEAT:-5}"; SIDE=4096
     CONFIGS=("vit_small/16@224 b64|vit_small|224|16|64" "vit_base/16@224 b32|vit_base|224|16|32")
@@ -57,7 +60,7 @@ echo "# $("$moco" --version 2>/dev/null | sed 's/^/mocov3-cl /'); $(ldd --versio
 command -v nvidia-smi >/dev/null && stage 30 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 stage 60 "$moco" devices
 stage 240 "$moco" selftest --device "$DEVICE" "${SELFTEST_FLAGS[@]}"
-stage 120 "$moco" selftest --device "$DEVICE" --gemm kernel --ops "gemm,moco step" "${SELFTEST_FLAGS[@]}"
+stage 120 "$moco" selftest --device "$DEVICE" --ops "gemm,moco step" "${SELFTEST_FLAGS[@]}" --gemm kernel
 stage 150 "$moco" bench-ops --devices "$DEVICE" --repeats "$REPEAT" --ceiling-side "$SIDE" "${OPS_CASES[@]}"
 stage 150 "$moco" bench-gemm --devices "$DEVICE" --providers clblast,kernel --repeats "$REPEAT" \
     --ceiling-side "$SIDE" "${GEMM_CASES[@]}"

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLBackend
 import Foundation
 import SelfTest
 import Tensors
@@ -26,18 +27,31 @@ struct SelfTestCommand: ParsableCommand {
     @Flag(help: "Only the odd sizes and the MoCo steps (seconds instead of a minute on a CPU).")
     var quick = false
 
+    @Option(help: "The OpenCL kernel variants: cpu or gpu; without it, the device class's. 'gpu' on an OpenCL CPU device (PoCL) checks the work-group kernels a GPU runs.")
+    var kernels: String?
+
     func run() throws {
         let backend = try deviceOptions.makeBackend()
         guard backend.name != "host" else {
             throw ValidationError("--device host would compare the host backend with itself; "
                 + "pick an OpenCL device from `mocov3-cl devices` (cpu0, gpu0, …)")
         }
+        if let kernels {
+            guard let variant = CLBackend.KernelVariant(rawValue: kernels) else {
+                throw ValidationError("--kernels must be cpu or gpu, got '\(kernels)'")
+            }
+            guard let device = backend as? CLBackend else {
+                throw ValidationError("--kernels applies to OpenCL devices, not \(backend.name)")
+            }
+            device.kernelVariant = variant
+        }
         var selfTest = SelfTest(device: backend)
         if quick { selfTest.sizes = [.odd] }
         if let ops {
             selfTest.operations = ops.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         }
-        print("selftest: \(backend.name) against host, \(selfTest.sizes.map(\.name).joined(separator: " and ")) sizes")
+        let variant = (backend as? CLBackend).map { ", \($0.kernelVariant.rawValue.uppercased())-class kernels, GEMM \($0.gemmProvider.rawValue)" } ?? ""
+        print("selftest: \(backend.name) against host, \(selfTest.sizes.map(\.name).joined(separator: " and ")) sizes\(variant)")
         print(row("result", "op", "case", "err/tol", "err/scale", "time"))
         let lines = try selfTest.run { line in
             print(row(line.passed ? "ok" : "MISMATCH", line.operation, line.label, format(line.ratio, "%.3f"),
