@@ -34,13 +34,17 @@ let package = Package(
         // the device catalog, the one place that opens a device of either backend
         .target(name: "CLBackend", dependencies: ["Tensors", "KernelSources", "COpenCL", "CCLBlast"]),
 
+        // MARK: File operations that report failures in words (errno, path, what to do), atomic
+        // replacement, appended lines, the run-folder lock, and the fault injection tests use
+        .target(name: "FileSystem"),
+
         // MARK: Data: dataset readers (IDX, CIFAR binary, image folders) and the augmentations
         .target(name: "Datasets", dependencies: ["CZlib", "CTurboJPEG", "CPNG"]),
         .target(name: "Augment", dependencies: ["Datasets", "Tensors"]),
 
         // MARK: Model and training (written against the tensor protocol only; they receive a Backend)
-        .target(name: "Model", dependencies: ["Tensors"]),
-        .target(name: "Train", dependencies: ["Model", "Tensors", "Datasets", "Augment"]),
+        .target(name: "Model", dependencies: ["Tensors", "FileSystem"]),
+        .target(name: "Train", dependencies: ["Model", "Tensors", "Datasets", "Augment", "FileSystem"]),
 
         // MARK: `mocov3-cl selftest`: every op and whole MoCo steps on a device against the host
         .target(name: "SelfTest", dependencies: ["Train", "Model", "Tensors"]),
@@ -48,7 +52,7 @@ let package = Package(
         // MARK: Command-line tool
         .executableTarget(
             name: "mocov3-cl",
-            dependencies: ["Train", "Model", "Datasets", "Tensors", "CLBackend", "SelfTest", "Benchmarks",
+            dependencies: ["Train", "Model", "Datasets", "Tensors", "CLBackend", "SelfTest", "Benchmarks", "FileSystem",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
@@ -62,11 +66,12 @@ let package = Package(
 
         // MARK: Tests
         .target(name: "TestSupport", dependencies: ["Tensors", "CLBackend", "SelfTest"], path: "Tests/TestSupport"),
+        .testTarget(name: "FileSystemTests", dependencies: ["FileSystem"]),
         .testTarget(name: "SelfTestTests", dependencies: ["SelfTest", "Tensors", "CLBackend", "TestSupport"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "CLBackendTests", dependencies: ["CLBackend", "Tensors", "KernelSources", "TestSupport"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "Tensors", "CLBackend", "Datasets", "Augment",
-                                                       "TestSupport"]),
+                                                       "TestSupport", "FileSystem"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport", "CZlib", "CTurboJPEG", "CPNG"]),
         .testTarget(name: "AugmentTests", dependencies: ["Augment", "Datasets", "Tensors", "TestSupport"]),
         .testTarget(name: "ModelTests",

@@ -4,6 +4,8 @@
 #   - every library ldd resolves lies in the bundle or is glibc's, and none is missing;
 #   - `devices` lists the host and the OpenCL CPU device (PoCL);
 #   - a short `pretrain` (a CIFAR-100-format folder made here, 1 epoch) trains and checkpoints;
+#   - an unwritable --output and a full disk (a real tmpfs, where one can be mounted) end with
+#     errors that name the path and the errno in words, and the last checkpoint still loads;
 #   - `selftest --device cpu0` passes at the real and odd sizes;
 #   - a kernel broken through MOCOV3_KERNEL_DIR makes `selftest` fail, naming the op;
 #   - `bench/gpu.sh --dry-run` runs end to end on cpu0 and writes its results file.
@@ -18,6 +20,7 @@ tarball="$(ls -t dist/mocov3-cl-*-linux-*.tar.gz | head -1)"
 work="$(mktemp -d)"
 hidden="$checkout/.build-bundle.hidden-by-test"
 restore() {
+    mountpoint -q "$work/small" 2>/dev/null && umount "$work/small"
     [ -d "$hidden" ] && mv "$hidden" "$checkout/.build-bundle"
     rm -rf "$work"
 }
@@ -54,28 +57,42 @@ grep -q '^host ' <<<"$devices" || fail "devices does not list host"
 grep -q '^cpu0 ' <<<"$devices" || fail "devices does not list cpu0 (PoCL)"
 
 echo "test-bundle: pretrain"
-python3 - "$work/data" <<'PY'
-import os, random, sys
-root = sys.argv[1]
-os.makedirs(root)
-rng = random.Random(0)
-# CIFAR-100 binary records: coarse label, fine label, 3 planes of 32x32; a class is a colour.
-for name, count in [("train.bin", 512), ("test.bin", 128)]:
-    with open(os.path.join(root, name), "wb") as f:
-        for i in range(count):
-            fine = i % 100
-            base = [(fine * 37) % 256, (fine * 91) % 256, (fine * 53) % 256]
-            f.write(bytes([fine // 5, fine]))
-            for plane in range(3):
-                f.write(bytes(min(255, max(0, base[plane] + rng.randint(-40, 40))) for _ in range(1024)))
-with open(os.path.join(root, "fine_label_names.txt"), "w") as f:
-    f.write("\n".join(f"class{i}" for i in range(100)) + "\n")
-PY
+python3 "$checkout/tools/tiny_cifar.py" "$work/data"
 run "$bundle/mocov3-cl" pretrain --device host --data "$work/data" --output "$work/run" --epochs 1 -b 64 \
     --image-size 32 --patch-size 8 --embed-dim 64 --depth 2 --heads 2 --moco-mlp-dim 128 --moco-dim 64 \
     --knn-bank 128 -j 2 >"$work/pretrain.log" 2>&1 || { cat "$work/pretrain.log"; fail "pretrain exited non-zero"; }
 [ -s "$work/run/checkpoint_0001.safetensors" ] || { cat "$work/pretrain.log"; fail "pretrain wrote no checkpoint"; }
 [ "$(wc -l <"$work/run/metrics.jsonl")" -ge 8 ] || fail "pretrain wrote $(wc -l <"$work/run/metrics.jsonl") metrics lines"
+
+echo "test-bundle: an unwritable --output"
+status=0
+run "$bundle/mocov3-cl" pretrain --device host --data "$work/data" --output /proc/forbidden/run >"$work/forbidden.log" 2>&1 || status=$?
+[ "$status" != 0 ] || fail "pretrain --output /proc/forbidden/run succeeded"
+grep -q "cannot create the folder /proc/forbidden/run: " "$work/forbidden.log" || { cat "$work/forbidden.log"; fail "no clear error for /proc/forbidden"; }
+grep -q "NSCocoaErrorDomain\|UserInfo" "$work/forbidden.log" && fail "an NSError dump reached the user"
+
+echo "test-bundle: a full disk (a real tmpfs)"
+mkdir -p "$work/small"
+checkpoint_bytes=$(stat -c%s "$work/run/checkpoint_0001.safetensors")
+other_bytes=$(( $(stat -c%s "$work/run/report.html") + $(stat -c%s "$work/run/metrics.jsonl") ))
+# Room for the first epoch's checkpoint and files, not for the second checkpoint beside it.
+size_kib=$(( (checkpoint_bytes * 3 / 2 + 2 * other_bytes + 65536) / 1024 ))
+if mount -t tmpfs -o size=${size_kib}k tmpfs "$work/small" 2>/dev/null; then
+    status=0
+    run "$bundle/mocov3-cl" pretrain --device host --data "$work/data" --output "$work/small/run" --epochs 2 -b 64 \
+        --image-size 32 --patch-size 8 --embed-dim 64 --depth 2 --heads 2 --moco-mlp-dim 128 --moco-dim 64 \
+        --knn-bank 128 -j 2 >"$work/full.log" 2>&1 || status=$?
+    [ "$status" != 0 ] || fail "pretrain on a full tmpfs succeeded"
+    grep -q "cannot write $work/small/run/checkpoint_0002.safetensors: No space left on device (ENOSPC)" "$work/full.log" \
+        || { cat "$work/full.log"; fail "no clear ENOSPC error"; }
+    grep -q "checkpoint_0001.safetensors, is intact" "$work/full.log" || fail "the error does not name the intact checkpoint"
+    cp "$work/small/run/checkpoint_0001.safetensors" "$work/kept.safetensors"
+    umount "$work/small"
+    run "$bundle/mocov3-cl" knn --checkpoint "$work/kept.safetensors" --data "$work/data" --device host >/dev/null \
+        || fail "the checkpoint kept on the full disk does not load"
+else
+    echo "test-bundle: cannot mount a tmpfs here (not root, or no privilege): the full disk is covered by the injected-fault tests only"
+fi
 
 echo "test-bundle: selftest --device cpu0"
 run "$bundle/mocov3-cl" selftest --device cpu0 >"$work/selftest.log" 2>&1 || { cat "$work/selftest.log"; fail "selftest on cpu0"; }

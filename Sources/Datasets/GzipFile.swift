@@ -1,4 +1,5 @@
 import CZlib
+import Foundation
 
 /// A file read through zlib's gzip interface. `gzread` passes a file that is not gzip-compressed
 /// through unchanged, so one reader serves both `name.gz` and `name`.
@@ -17,6 +18,17 @@ struct GzipFile {
     }
 
     func close() { gzclose(handle) }
+
+    /// The most bytes this file can yield: its size when stored plain, and deflate's largest
+    /// expansion (1032:1) of it when gzip-compressed. A header's claim beyond this is corrupt, and
+    /// is rejected before anything that size is allocated (a gzip bomb cannot make us allocate
+    /// more than the data could hold).
+    var maximumContentBytes: Int {
+        var status = stat()
+        guard stat(path, &status) == 0 else { return 0 }
+        let size = Int(status.st_size)
+        return gzdirect(handle) == 1 ? size : size.multipliedReportingOverflow(by: 1032).partialValue + (1 << 16)
+    }
 
     /// Fills `buffer` from the current position; returns the number of bytes read, which is
     /// less than `buffer.count` only at the end of the file.

@@ -84,6 +84,10 @@ public struct IDXDataset: ImageDataset {
         guard height > 0, width > 0, !imageBytes.overflow, !totalBytes.overflow, totalBytes.partialValue < 1 << 36 else {
             throw DatasetError("\(path) declares \(count) images of \(height)x\(width), which is not a plausible shape; the header is corrupt")
         }
+        guard totalBytes.partialValue <= file.maximumContentBytes else {
+            throw DatasetError("\(path) declares \(count) images of \(height)x\(width) (\(totalBytes.partialValue) bytes), more "
+                + "than the file can hold; the header is corrupt or the file is truncated")
+        }
         let expected = count * height * width
         var pixels = [UInt8](repeating: 0, count: expected)
         let got = try pixels.withUnsafeMutableBytes { try file.read(into: $0) }
@@ -108,8 +112,9 @@ public struct IDXDataset: ImageDataset {
             throw DatasetError("\(path) starts with magic number \(hex32(magic)), not \(hex32(labelsMagic)) (IDX unsigned-byte labels); it is not an idx1-ubyte labels file")
         }
         let count = bigEndianWord(header, at: 4)
-        guard count < 1 << 32 else {
-            throw DatasetError("\(path) declares \(count) labels, which is not plausible; the header is corrupt")
+        guard count < 1 << 32, count <= file.maximumContentBytes else {
+            throw DatasetError("\(path) declares \(count) labels, more than the file can hold; the header is corrupt "
+                + "or the file is truncated")
         }
         let labels = try file.read(count: count)
         guard labels.count == count else {

@@ -31,6 +31,27 @@ public enum ImageDecoder {
         }
     }
 
+    /// The largest decoded image accepted, in bytes (1 GiB: 16384² RGB plus a margin). A header
+    /// declaring more (a 60000 × 60000 "image" of a few bytes) is rejected before allocation.
+    public static let maximumDecodedBytes = 1 << 30
+
+    /// Throws unless a `width`×`height`×`channels` image is plausible for a file of `fileBytes`:
+    /// within ``maximumDecodedBytes``, and for PNG within deflate's largest expansion (1032:1).
+    static func checkDeclaredSize(width: Int, height: Int, channels: Int, fileBytes: Int, format: Format,
+                                  path: String) throws {
+        let pixels = width.multipliedReportingOverflow(by: height)
+        let bytes = pixels.partialValue.multipliedReportingOverflow(by: channels)
+        let name = format == .png ? "PNG" : "JPEG"
+        guard !pixels.overflow, !bytes.overflow, bytes.partialValue <= maximumDecodedBytes else {
+            throw DatasetError("cannot decode \(path): its \(name) header declares \(width)x\(height) pixels, more than the "
+                + "\(maximumDecodedBytes >> 20) MiB this reader decodes; the file is corrupt or not a training image")
+        }
+        if format == .png, bytes.partialValue / 1032 > fileBytes + (1 << 16) {
+            throw DatasetError("cannot decode \(path): its PNG header declares \(width)x\(height) pixels, more than its "
+                + "\(fileBytes) bytes can hold; the file is corrupt")
+        }
+    }
+
     enum Format { case jpeg, png }
 
     static func format(of bytes: [UInt8]) -> Format? {
@@ -78,6 +99,8 @@ public enum ImageDecoder {
         let isCMYK = colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue)
         let pixelFormat = isGrey ? TJPF_GRAY : isCMYK ? TJPF_CMYK : TJPF_RGB
         let outputChannels = isGrey ? 1 : isCMYK ? 4 : 3
+        try checkDeclaredSize(width: Int(width), height: Int(height), channels: outputChannels, fileBytes: bytes.count,
+                              format: .jpeg, path: path)
         var pixels = [UInt8](repeating: 0, count: Int(width) * Int(height) * outputChannels)
         let status = tjDecompress2(handle, bytes, UInt(bytes.count), &pixels, width, 0, height,
                                    Int32(pixelFormat.rawValue), 0)
@@ -150,6 +173,8 @@ public enum ImageDecoder {
             // scaling (value/257) instead of being gamma-encoded as if linear.
             image.pointee.format = shape.channels == 1 ? 0 : UInt32(PNG_FORMAT_FLAG_COLOR)  // PNG_FORMAT_GRAY : PNG_FORMAT_RGB
             image.pointee.flags |= UInt32(PNG_IMAGE_FLAG_16BIT_sRGB)
+            try checkDeclaredSize(width: shape.width, height: shape.height, channels: shape.channels,
+                                  fileBytes: bytes.count, format: .png, path: path)
             var pixels = [UInt8](repeating: 0, count: shape.width * shape.height * shape.channels)
             var black = png_color(red: 0, green: 0, blue: 0)
             guard png_image_finish_read(image, &black, &pixels, 0, nil) != 0 else {

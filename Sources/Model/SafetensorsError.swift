@@ -26,8 +26,6 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
     case dtypeMismatch(file: String, tensor: String, actual: String, accepted: [String])
     /// A tensor handed to the writer is inconsistent (shape versus value count, duplicate name).
     case invalidTensor(file: String, tensor: String, reason: String)
-    /// A system call failed while writing; the previous file at the destination is untouched.
-    case writeFailed(file: String, step: String, reason: String)
 
     public var description: String {
         switch self {
@@ -67,9 +65,6 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
                 + "\(accepted.joined(separator: ", ")); convert it when exporting (e.g. tensor.float())"
         case let .invalidTensor(file, tensor, reason):
             return "\(file): cannot write tensor \"\(tensor)\": \(reason)"
-        case let .writeFailed(file, step, reason):
-            return "\(file): writing failed at \(step) (\(reason)); the previous file, if any, is untouched — "
-                + "check that the directory exists, is writable and has free space"
         }
     }
 }

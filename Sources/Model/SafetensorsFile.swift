@@ -1,3 +1,4 @@
+import FileSystem
 import Foundation
 
 // The data section is read by copying raw bytes, which is only correct on a little-endian host
@@ -84,7 +85,8 @@ public struct SafetensorsFile: Sendable {
         do {
             contents = try Data(contentsOf: url, options: .alwaysMapped)
         } catch {
-            throw SafetensorsError.unreadable(file: url.path, reason: error.localizedDescription)
+            throw SafetensorsError.unreadable(file: url.path, reason: FileSystemError.posixCode(of: error)
+                .map(FileSystemError.cause) ?? error.localizedDescription)
         }
         try self.init(data: contents, source: url.path)
     }

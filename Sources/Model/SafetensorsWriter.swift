@@ -1,11 +1,5 @@
+import FileSystem
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Writes tensors to a safetensors file that PyTorch's `safetensors` (and so timm) loads.
 ///
@@ -107,43 +101,17 @@ public struct SafetensorsWriter: Sendable {
             throw SafetensorsError.invalidTensor(file: url.path, tensor: tensors.last?.name ?? "",
                                                  reason: "the header would exceed \(SafetensorsFile.maximumHeaderLength) bytes")
         }
-        let directory = url.deletingLastPathComponent()
-        // Same directory as the destination, because rename(2) is only atomic within one file system.
-        let temporary = directory.appendingPathComponent(
-            ".\(url.lastPathComponent).\(getpid())-\(String(UInt32.random(in: .min ... .max), radix: 16)).tmp")
-        func failure(_ step: String) -> SafetensorsError {
-            .writeFailed(file: url.path, step: step, reason: String(cString: strerror(errno)))
-        }
-
-        let descriptor = open(temporary.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { throw failure("creating temporary file \(temporary.path)") }
-        var renamed = false
-        defer { if !renamed { unlink(temporary.path) } }
-        do {
+        try FileSystem.writeAtomically(to: url) { file in
             var length = UInt64(header.count).littleEndian
-            try withUnsafeBytes(of: &length) { try Self.writeAll(descriptor, $0, failure) }
-            try header.withUnsafeBytes { try Self.writeAll(descriptor, $0, failure) }
+            try withUnsafeBytes(of: &length) { try file.write($0) }
+            try header.withUnsafeBytes { try file.write($0) }
             for tensor in tensors {
                 switch tensor.values {
-                case .float32(let values): try values.withUnsafeBytes { try Self.writeAll(descriptor, $0, failure) }
-                case .int32(let values): try values.withUnsafeBytes { try Self.writeAll(descriptor, $0, failure) }
-                case .int64(let values): try values.withUnsafeBytes { try Self.writeAll(descriptor, $0, failure) }
+                case .float32(let values): try values.withUnsafeBytes { try file.write($0) }
+                case .int32(let values): try values.withUnsafeBytes { try file.write($0) }
+                case .int64(let values): try values.withUnsafeBytes { try file.write($0) }
                 }
             }
-            guard fsync(descriptor) == 0 else { throw failure("fsync of \(temporary.path)") }
-        } catch {
-            close(descriptor)
-            throw error
-        }
-        guard close(descriptor) == 0 else { throw failure("closing \(temporary.path)") }
-        guard rename(temporary.path, url.path) == 0 else { throw failure("renaming \(temporary.path) to \(url.path)") }
-        renamed = true
-        // rename(2) is atomic but not durable until the directory entry is flushed too. Best effort:
-        // the new file is complete either way, and some file systems refuse fsync on a directory.
-        let directoryDescriptor = open(directory.path, O_RDONLY | O_CLOEXEC)
-        if directoryDescriptor >= 0 {
-            _ = fsync(directoryDescriptor)
-            close(directoryDescriptor)
         }
     }
 
@@ -180,23 +148,5 @@ public struct SafetensorsWriter: Sendable {
         }
         return result + "\""
     }
-
-    /// Writes all of `bytes`, resuming after partial writes and signals.
-    private static func writeAll(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer,
-                                 _ failure: (String) -> SafetensorsError) throws {
-        var written = 0
-        while written < bytes.count {
-            let result = systemWrite(descriptor, bytes.baseAddress! + written, bytes.count - written)
-            if result < 0 {
-                if errno == EINTR { continue }
-                throw failure("writing \(bytes.count) bytes")
-            }
-            written += result
-        }
-    }
 }
 
-/// write(2), at file scope because inside ``SafetensorsWriter`` the name `write` means its methods.
-private func systemWrite(_ descriptor: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int {
-    write(descriptor, bytes, count)
-}

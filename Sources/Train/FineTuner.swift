@@ -1,5 +1,6 @@
 import Augment
 import Datasets
+import FileSystem
 import Foundation
 import Model
 import Tensors
@@ -36,6 +37,8 @@ public final class FineTuner: ClassifierTraining {
     let workers: Int
     let report: (ClassifierEvent) -> Void
     let metrics: MetricsLog
+    /// Held from init to the end of `run()`: a second run on the same folder is refused, naming this PID.
+    var lock: RunLock?
     public internal(set) var position: TrainingPosition
     public internal(set) var best: (top1: Double, epoch: Int)
 
@@ -113,7 +116,8 @@ public final class FineTuner: ClassifierTraining {
         self.runFolder = runFolder
         self.workers = max(1, workers)
         self.report = report
-        try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
+        try FileSystem.createDirectory(runFolder)
+        lock = try RunLock(folder: runFolder)
         try Pretrainer.reportSkippedFiles(data, in: runFolder) { report(.message($0)) }
         metrics = try MetricsLog(url: runFolder.appendingPathComponent("metrics.jsonl"))
     }
@@ -156,7 +160,8 @@ public final class FineTuner: ClassifierTraining {
     }
 
     public func run(shouldStop: @escaping () -> Bool = { false }) throws -> ClassifierSummary {
-        try runEpochs(shouldStop: shouldStop)
+        defer { lock = nil }
+        return try runEpochs(shouldStop: shouldStop)
     }
 
     var epochs: Int { configuration.epochs }

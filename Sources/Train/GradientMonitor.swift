@@ -83,6 +83,16 @@ public final class GradientMonitor {
         return spikes
     }
 
+    /// The recent norms per layer (oldest first), which decide the next spikes: a checkpoint
+    /// saves them and a resumed run restores them, so its spike warnings are the uninterrupted run's.
+    public var recentNorms: [[Double]] {
+        get { history }
+        set {
+            precondition(newValue.count == layers.count, "\(newValue.count) histories for \(layers.count) layers")
+            history = newValue.map { Array($0.suffix(window)) }
+        }
+    }
+
     /// The first trainable tensor (forward order) whose squared norm is not finite.
     public func firstNonFinite(_ squared: [Float]) -> String? {
         squared.firstIndex { !$0.isFinite }.map { tensorNames[$0] }

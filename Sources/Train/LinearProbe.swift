@@ -1,5 +1,6 @@
 import Augment
 import Datasets
+import FileSystem
 import Foundation
 import Model
 import Tensors
@@ -135,6 +136,8 @@ public final class LinearProbe: ClassifierTraining {
     let workers: Int
     let report: (ClassifierEvent) -> Void
     let metrics: MetricsLog
+    /// Held from init to the end of `run()`: a second run on the same folder is refused, naming this PID.
+    var lock: RunLock?
     public internal(set) var position: TrainingPosition
     public internal(set) var best: (top1: Double, epoch: Int)
     /// Set after the first epoch this process ran, when the trunk was found unchanged.
@@ -217,7 +220,8 @@ public final class LinearProbe: ClassifierTraining {
         self.runFolder = runFolder
         self.workers = max(1, workers)
         self.report = report
-        try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
+        try FileSystem.createDirectory(runFolder)
+        lock = try RunLock(folder: runFolder)
         try Pretrainer.reportSkippedFiles(data, in: runFolder) { report(.message($0)) }
         metrics = try MetricsLog(url: runFolder.appendingPathComponent("metrics.jsonl"))
     }
@@ -227,7 +231,8 @@ public final class LinearProbe: ClassifierTraining {
     /// Trains from the current position to the last epoch, or until `shouldStop` returns true
     /// between iterations (then it writes a checkpoint of the position reached).
     public func run(shouldStop: @escaping () -> Bool = { false }) throws -> ClassifierSummary {
-        try runEpochs(shouldStop: shouldStop)
+        defer { lock = nil }
+        return try runEpochs(shouldStop: shouldStop)
     }
 
     var epochs: Int { configuration.epochs }

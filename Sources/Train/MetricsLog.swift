@@ -1,22 +1,15 @@
+import FileSystem
 import Foundation
 
 /// `metrics.jsonl` in the run folder: one JSON object per line, appended (a resumed run goes on
 /// in the same file). `"type": "iteration"` lines carry loss, lr, m, img/s, the dense kNN
 /// monitor and the per-layer gradient norms; `"type": "evaluation"` lines carry `knn_top1`.
 final class MetricsLog {
-    let handle: FileHandle
+    let file: AppendFile
 
     init(url: URL) throws {
-        if !FileManager.default.fileExists(atPath: url.path) {
-            guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
-                throw PretrainError("cannot create \(url.path); check that the run folder is writable")
-            }
-        }
-        handle = try FileHandle(forWritingTo: url)
-        try handle.seekToEnd()
+        file = try AppendFile(url)
     }
-
-    deinit { try? handle.close() }
 
     func write(_ metrics: IterationMetrics) throws {
         var fields: [(String, String)] = [
@@ -56,7 +49,9 @@ final class MetricsLog {
 
     private func append(_ fields: [(String, String)]) throws {
         let line = "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}\n"
-        try handle.write(contentsOf: Data(line.utf8))
+        do { try file.append(line) } catch let error as FileSystemError {
+            throw error.adding(consequence: "The metrics up to this line are intact and the last checkpoint is loadable")
+        }
     }
 
     /// JSON has no NaN or infinity: those become strings.

@@ -1,5 +1,6 @@
 import Augment
 import Datasets
+import FileSystem
 import Foundation
 import Tensors
 import Model
@@ -65,6 +66,12 @@ public final class Pretrainer {
     let workers: Int
     let report: (TrainingEvent) -> Void
     let metrics: MetricsLog
+    /// Held from init to the end of `run()`: a second run on the same folder is refused, naming this PID.
+    var lock: RunLock?
+    let savePolicy: SavePolicy
+    /// Set when resuming from an epoch-end checkpoint: that epoch's evaluation came after the save,
+    /// so its metrics line was cut away with the rest and runs again first.
+    var redoEvaluation = false
     let x1: Tensor, x2: Tensor
 
     /// Validates `configuration` (one ``PretrainPlan``), then as ``init(plan:backend:data:runFolder:resume:workers:report:)``.
@@ -74,17 +81,18 @@ public final class Pretrainer {
     public convenience init(configuration: PretrainConfiguration, backend: any Backend, data: DatasetSplits,
                             runFolder: URL, resume: TrainingCheckpoint.Contents? = nil,
                             workers: Int = ProcessInfo.processInfo.activeProcessorCount,
-                            report: @escaping (TrainingEvent) -> Void) throws {
+                            savePolicy: SavePolicy = .default, report: @escaping (TrainingEvent) -> Void) throws {
         try self.init(plan: resume?.plan ?? PretrainPlan(configuration), backend: backend, data: data,
-                      runFolder: runFolder, resume: resume, workers: workers, report: report)
+                      runFolder: runFolder, resume: resume, workers: workers, savePolicy: savePolicy, report: report)
     }
 
     /// - Parameters:
     ///   - plan: the validated run (with `resume`, the checkpoint's plan, its data path possibly moved).
     ///   - resume: a checkpoint to continue from: its weights, optimizer state, bank and position.
+    ///   - savePolicy: when mid-epoch checkpoints are written (``SavePolicy``).
     public init(plan: PretrainPlan, backend: any Backend, data: DatasetSplits, runFolder: URL,
                 resume: TrainingCheckpoint.Contents? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount,
-                report: @escaping (TrainingEvent) -> Void) throws {
+                savePolicy: SavePolicy = .default, report: @escaping (TrainingEvent) -> Void) throws {
         let configuration = plan.configuration
         self.configuration = configuration
         let config = plan.layout.config
@@ -105,6 +113,10 @@ public final class Pretrainer {
                               warmupEpochs: configuration.warmupEpochs, epochs: Double(configuration.epochs),
                               baseMomentum: configuration.mocoM, cosineMomentum: configuration.mocoMCos)
         gradients = GradientMonitor(layout: layout, spikeFactor: configuration.spikeFactor)
+        if let saved = resume?.gradientHistory, !saved.isEmpty {
+            gradients.recentNorms = gradients.layers.map { saved[$0.name] ?? [] }
+        }
+        self.savePolicy = savePolicy
         if data.train.isLabeled, configuration.knnEvery > 0 {
             let length = configuration.knnBank > 0 ? configuration.knnBank : max(configuration.batchSize, data.train.count / 10)
             if let saved = resume?.bank, saved.length == length { bank = saved } else {
@@ -115,15 +127,44 @@ public final class Pretrainer {
         position = resume?.position ?? TrainingPosition()
         self.workers = max(1, workers)
         self.report = report
-        try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
+        try FileSystem.createDirectory(runFolder)
+        lock = try RunLock(folder: runFolder)
+        Self.removeStaleTemporaryFiles(in: runFolder)
         try Self.reportSkippedFiles(data, in: runFolder) { report(.message($0)) }
         metrics = try MetricsLog(url: runFolder.appendingPathComponent("metrics.jsonl"))
         let shape = [configuration.batchSize, 3, configuration.imageSize, configuration.imageSize]
         x1 = try backend.makeTensor(shape: shape)
         x2 = try backend.makeTensor(shape: shape)
+        if resume == nil, metrics.file.length > 0 {
+            // A new run (the CLI refuses a folder with checkpoints unless resuming): what an earlier
+            // attempt logged before it died without a checkpoint describes nothing that is kept.
+            report(.message("\(metrics.file.url.path) held lines of an earlier attempt that left no checkpoint; starting it afresh"))
+            try metrics.file.truncate(to: 0)
+        }
+        if let resume, let saved = resume.metricsBytes {
+            // Lines written after the checkpoint (a kill -9 may leave a torn one) are the resumed
+            // run's to write again: cut back to the checkpoint, so no line is duplicated.
+            let length = metrics.file.length
+            if length > saved {
+                try metrics.file.truncate(to: saved)
+            } else if length < saved {
+                report(.message("warning: \(metrics.file.url.path) is shorter (\(length) bytes) than when \(resume.source) "
+                    + "was saved (\(saved) bytes); the metrics before the resume are incomplete"))
+            }
+            redoEvaluation = position.batch == 0 && position.epoch > 0 && isEvaluationDue(after: position.epoch)
+        }
     }
 
     var batchesPerEpoch: Int { data.train.count / configuration.batchSize }
+
+    /// Removes the temporary files of atomic writes that a killed run left (`.<name>.<pid>-<hex>.tmp`):
+    /// with the folder's lock held, no other process is writing them.
+    static func removeStaleTemporaryFiles(in folder: URL) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        for name in names where name.hasPrefix(".") && name.hasSuffix(".tmp") {
+            unlink(folder.appendingPathComponent(name).path)
+        }
+    }
 
     /// How many skipped files ``reportSkippedFiles(_:in:report:)`` names in the log.
     static let skippedFilesShown = 20
@@ -136,9 +177,7 @@ public final class Pretrainer {
         guard !skipped.isEmpty else { return }
         let url = runFolder.appendingPathComponent("skipped_files.tsv")
         let lines = skipped.map { "\($0.path)\t\($0.reason.replacingOccurrences(of: "\n", with: " "))\n" }
-        do { try Data(lines.joined().utf8).write(to: url, options: .atomic) } catch {
-            throw PretrainError("cannot write \(url.path): \(error.localizedDescription)")
-        }
+        try FileSystem.writeAtomically(Data(lines.joined().utf8), to: url)
         message("\(skipped.count) unreadable file(s) were left out of \(data.name); all are listed in \(url.path):")
         for file in skipped.prefix(skippedFilesShown) { message("  skipped \(file.path): \(file.reason)") }
         if skipped.count > skippedFilesShown { message("  … and \(skipped.count - skippedFilesShown) more") }
@@ -147,12 +186,18 @@ public final class Pretrainer {
     /// Trains from the current position to the end of the schedule, or until `shouldStop`
     /// returns true between iterations (then it writes a checkpoint of the position reached).
     public func run(shouldStop: @escaping () -> Bool = { false }) throws -> TrainingSummary {
+        defer { lock = nil }
         let start = Date()
         var summary = TrainingSummary(completed: false, position: position, lastLoss: .nan, knnTop1: [:], seconds: 0,
                                       imagesPerSecond: 0, lastCheckpoint: nil)
         if position == TrainingPosition(), configuration.evalEvery > 0, let top1 = try evaluate(epoch: 0) {
             summary.knnTop1[0] = top1
         }
+        if redoEvaluation, let top1 = try evaluate(epoch: position.epoch) {
+            summary.knnTop1[position.epoch] = top1
+            redoEvaluation = false
+        }
+        var sinceSave = (iterations: 0, start: Date())
         let augmentation = MoCoAugmentation(imageSize: configuration.imageSize, cropMin: configuration.cropMin)
         var imagesTrained = 0
         var trainingSeconds = 0.0
@@ -176,17 +221,26 @@ public final class Pretrainer {
                 reportedSkips = skipped.count
                 if shouldStop(), position.batch < batchesPerEpoch {
                     summary.lastCheckpoint = try saveCheckpoint()
+                    try pruneMidEpochCheckpoints()
                     break training
+                }
+                sinceSave.iterations += 1
+                if position.batch < batchesPerEpoch,
+                   savePolicy.isDue(iterations: sinceSave.iterations, seconds: now.timeIntervalSince(sinceSave.start)) {
+                    summary.lastCheckpoint = try saveCheckpoint()
+                    try pruneMidEpochCheckpoints()
+                    sinceSave = (0, Date())
                 }
             }
             if loader.skippedSamples > 0 {
                 report(.message("epoch \(epoch + 1): \(loader.skippedSamples) unreadable samples were skipped and replaced"))
             }
             position = TrainingPosition(epoch: epoch + 1, batch: 0, step: position.step)
-            let due = configuration.evalEvery > 0
-                && (position.epoch % configuration.evalEvery == 0 || position.epoch == configuration.epochs)
+            let due = isEvaluationDue(after: position.epoch)
             // The epoch is saved before its evaluation, so a failing or interrupted evaluation loses nothing.
             summary.lastCheckpoint = try saveCheckpoint()
+            try pruneMidEpochCheckpoints()
+            sinceSave = (0, Date())
             if due, let top1 = try evaluate(epoch: position.epoch) { summary.knnTop1[position.epoch] = top1 }
             writeReport(seconds: Date().timeIntervalSince(start))
             if shouldStop(), position.epoch < configuration.epochs { break training }
@@ -286,6 +340,23 @@ public final class Pretrainer {
         }
     }
 
+    /// Whether the kNN evaluation runs after `epoch` epochs (every `evalEvery`, and after the last).
+    func isEvaluationDue(after epoch: Int) -> Bool {
+        configuration.evalEvery > 0 && (epoch % configuration.evalEvery == 0 || epoch == configuration.epochs)
+    }
+
+    /// Deletes all but the newest ``SavePolicy/keep`` mid-epoch checkpoints, and every mid-epoch
+    /// checkpoint older than the newest epoch-end one; epoch-end checkpoints all stay.
+    func pruneMidEpochCheckpoints() throws {
+        let all = TrainingCheckpoint.candidates(in: runFolder)   // newest position first
+        let newestEpochEnd = all.firstIndex { !TrainingCheckpoint.isMidEpoch($0) } ?? all.endIndex
+        let newer = all[..<newestEpochEnd].filter(TrainingCheckpoint.isMidEpoch)
+        let older = all[newestEpochEnd...].filter(TrainingCheckpoint.isMidEpoch)
+        for url in Array(newer.dropFirst(savePolicy.keep)) + older where unlink(url.path) != 0 && errno != ENOENT {
+            throw FileSystemError("delete the old checkpoint", path: url.path, code: errno)
+        }
+    }
+
     /// Writes a checkpoint of the current position; returns its path.
     @discardableResult
     public func saveCheckpoint() throws -> String {
@@ -295,8 +366,14 @@ public final class Pretrainer {
                 + "no checkpoint was written and \(lastGoodCheckpoint()). Try a lower --lr")
         }
         let url = runFolder.appendingPathComponent(TrainingCheckpoint.fileName(for: position))
-        try TrainingCheckpoint.write(to: url, model: model, optimizer: optimizer, configuration: configuration,
-                                     position: position, bank: bank)
+        do {
+            try TrainingCheckpoint.write(to: url, model: model, optimizer: optimizer, configuration: configuration,
+                                         position: position, bank: bank, monitor: gradients,
+                                         metricsBytes: metrics.file.length)
+        } catch let error as FileSystemError {
+            throw error.adding(consequence: "No checkpoint was written for epoch \(position.epoch), batch "
+                + "\(position.batch), and \(lastGoodCheckpoint()): resume from it with --resume auto")
+        }
         report(.checkpoint(path: url.path))
         return url.path
     }

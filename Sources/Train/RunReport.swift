@@ -1,3 +1,4 @@
+import FileSystem
 import Foundation
 
 /// `report.html`: a run folder's `metrics.jsonl` as one self-contained HTML page of inline SVG
@@ -56,21 +57,15 @@ public enum RunReport {
     public static func update(folder: URL, command: String, device: String, seconds: Double) throws {
         let info = ["command": command, "device": device, "wall_seconds": String(format: "%.1f", seconds),
                     "updated": ISO8601DateFormatter().string(from: Date())]
-        do {
-            try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys]).write(to: folder.appendingPathComponent("run.json"),
-                                                                                          options: .atomic)
-        } catch {
-            throw PretrainError("cannot write \(folder.appendingPathComponent("run.json").path): \(error.localizedDescription)")
-        }
+        try FileSystem.writeAtomically(try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys]),
+                                       to: folder.appendingPathComponent("run.json"))
         try write([load(folder)], title: "mocov3-cl \(command): \(folder.lastPathComponent)",
                   to: folder.appendingPathComponent("report.html"))
     }
 
     /// Writes the page of `runs` to `url` atomically.
     public static func write(_ runs: [Run], title: String, to url: URL) throws {
-        do { try Data(html(runs, title: title).utf8).write(to: url, options: .atomic) } catch {
-            throw PretrainError("cannot write \(url.path): \(error.localizedDescription)")
-        }
+        try FileSystem.writeAtomically(Data(html(runs, title: title).utf8), to: url)
     }
 
     // MARK: Page

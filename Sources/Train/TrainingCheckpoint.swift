@@ -23,7 +23,9 @@ public struct TrainingPosition: Sendable, Equatable {
 /// names (loadable by `mocov3-cl step --weights` and by PyTorch), the optimizer state as
 /// `optimizer.<key>.<name>` with torch's state keys (``Optimizer/state``: `exp_avg`, `exp_avg_sq`
 /// for AdamW and LAMB, `momentum_buffer` for LARS and SGD), the dense kNN monitor's bank, and in the metadata
-/// the run's configuration and position. The data order and augmentations are pure functions of
+/// the run's configuration and position; the gradient monitor's recent norms (`monitor.grad_history.<layer>`,
+/// float64 bit patterns as I64) and the length of `metrics.jsonl` at the save (`metrics_bytes`), to
+/// which a resume cuts the file back. The data order and augmentations are pure functions of
 /// (seed, epoch, sample), so the seed and the position are the whole RNG state.
 public enum TrainingCheckpoint {
     public static let format = "mocov3-cl pretrain checkpoint 1"
@@ -31,7 +33,7 @@ public enum TrainingCheckpoint {
     /// Writes atomically (temp file, fsync, rename): a crash mid-write leaves the previous file.
     public static func write(to url: URL, model: MoCoModel, optimizer: any Optimizer,
                              configuration: PretrainConfiguration, position: TrainingPosition,
-                             bank: MemoryBank?) throws {
+                             bank: MemoryBank?, monitor: GradientMonitor? = nil, metricsBytes: Int? = nil) throws {
         let layout = model.parameters
         var metadata = Checkpoint.metadata(for: layout.config)
         metadata["format"] = format
@@ -39,6 +41,7 @@ public enum TrainingCheckpoint {
         metadata["epoch"] = String(position.epoch)
         metadata["batch"] = String(position.batch)
         metadata["step"] = String(position.step)
+        if let metricsBytes { metadata["metrics_bytes"] = String(metricsBytes) }
         var writer = SafetensorsWriter(metadata: metadata)
         try Checkpoint.addWeights(of: model, to: &writer)
         for (key, values) in try optimizer.stateValues(on: model.backend) {
@@ -52,8 +55,16 @@ public enum TrainingCheckpoint {
             try writer.add("monitor.bank.labels", shape: [bank.length], int32s: bank.labels)
             try writer.add("monitor.bank.pointer", shape: [], int64s: [Int64(bank.pointer)])
         }
+        if let monitor {
+            for (layer, norms) in zip(monitor.layers, monitor.recentNorms) {
+                try writer.add(historyPrefix + layer.name, shape: [norms.count],
+                               int64s: norms.map { Int64(bitPattern: $0.bitPattern) })
+            }
+        }
         try writer.write(to: url)
     }
+
+    static let historyPrefix = "monitor.grad_history."
 
     /// A checkpoint read back and checked: everything ``write(to:model:configuration:position:bank:)`` stored.
     public struct Contents {
@@ -67,6 +78,10 @@ public enum TrainingCheckpoint {
         /// ``MoCoParameters/trainableRegion`` layout.
         public let optimizerState: [String: [Float]]
         public let bank: MemoryBank?
+        /// The gradient monitor's recent norms by layer name (empty for a checkpoint without them).
+        public let gradientHistory: [String: [Double]]
+        /// The length of `metrics.jsonl` when it was saved, if recorded.
+        public let metricsBytes: Int?
         public let source: String
     }
 
@@ -119,8 +134,14 @@ public enum TrainingCheckpoint {
             bank = try MemoryBank(features: try file.floats("monitor.bank.features"), labels: labels,
                                   pointer: Int(pointer.first ?? 0), width: layout.config.vit.embedDim)
         }
+        var history: [String: [Double]] = [:]
+        for name in file.names where name.hasPrefix(historyPrefix) {
+            history[String(name.dropFirst(historyPrefix.count))] = try file.int64s(name)
+                .map { Double(bitPattern: UInt64(bitPattern: $0)) }
+        }
+        let metricsBytes = file.metadata["metrics_bytes"].flatMap(Int.init)
         return Contents(plan: plan, position: position, initial: initial, optimizerState: state, bank: bank,
-                        source: url.path)
+                        gradientHistory: history, metricsBytes: metricsBytes.map { max($0, 0) }, source: url.path)
     }
 
     /// `--resume auto`: the run folder's checkpoints, newest position first.
@@ -145,6 +166,11 @@ public enum TrainingCheckpoint {
             }
         }
         throw PretrainError("--resume auto: no checkpoint in \(folder.path) could be read:\n" + problems.joined(separator: "\n"))
+    }
+
+    /// Whether `url` names a mid-epoch checkpoint (`checkpoint_EEEE_BBBBBB.safetensors`).
+    public static func isMidEpoch(_ url: URL) -> Bool {
+        url.lastPathComponent.dropFirst("checkpoint_".count).contains("_")
     }
 
     /// File name for a checkpoint at `position`: sorts by position. `checkpoint_0003.safetensors` after

@@ -1,3 +1,4 @@
+import FileSystem
 import ArgumentParser
 import Datasets
 import Foundation
@@ -179,7 +180,5 @@ func reportClassifierSummary(_ summary: ClassifierSummary, command: String, outp
 func writeJSON<T: Encodable>(_ value: T, to url: URL) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    do { try encoder.encode(value).write(to: url, options: .atomic) } catch {
-        throw ValidationError("cannot write \(url.path): \(error.localizedDescription)")
-    }
+    try FileSystem.writeAtomically(try encoder.encode(value), to: url)
 }

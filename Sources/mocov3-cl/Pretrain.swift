@@ -64,6 +64,10 @@ struct Pretrain: ParsableCommand {
     var spikeFactor: Double?
 
     @Option(name: [.customShort("p"), .long], help: "Print a log line every N iterations when not on a terminal.") var printFreq = 10
+    @Option(help: "Also checkpoint mid-epoch: every N iterations (500), after a duration of training (90s, 10m, 2h), or never [10m].")
+    var saveEvery = "10m"
+    @Option(help: "How many mid-epoch checkpoints to keep, the newest; every epoch-end checkpoint is kept [2].")
+    var keep = 2
     @Option(name: [.customShort("j"), .long], help: "The number of data loader threads [all cores].") var workers: Int?
 
     /// The configuration the flags ask for, on top of `base` (the default run or a checkpoint's).
@@ -119,6 +123,7 @@ struct Pretrain: ParsableCommand {
     func validate() throws {
         guard printFreq >= 1 else { throw ValidationError("--print-freq must be at least 1, got \(printFreq)") }
         if let workers, workers < 1 { throw ValidationError("--workers must be at least 1, got \(workers)") }
+        do { _ = try SavePolicy(parsing: saveEvery, keep: keep) } catch { throw ValidationError("\(error)") }
     }
 
     func run() throws {
@@ -154,7 +159,7 @@ struct Pretrain: ParsableCommand {
         for line in plan.layout.summary(batchSize: configuration.batchSize) { display.log(line) }
         let trainer = try Pretrainer(plan: plan, backend: backend, data: splits, runFolder: folder, resume: resumed,
                                      workers: workers ?? ProcessInfo.processInfo.activeProcessorCount,
-                                     report: display.handle)
+                                     savePolicy: try SavePolicy(parsing: saveEvery, keep: keep), report: display.handle)
         try writeJSON(plan.configuration, to: folder.appendingPathComponent("config.json"))
         if let resumed {
             display.log("resuming from \(resumed.source) at epoch \(resumed.position.epoch + 1), "

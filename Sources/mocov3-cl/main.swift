@@ -1,4 +1,5 @@
 import ArgumentParser
+import FileSystem
 import Foundation
 import Tensors
 
@@ -27,4 +28,19 @@ struct MocoV3CL: ParsableCommand {
     )
 }
 
-MocoV3CL.main()
+/// A command's failure in words: a Foundation file error (`NSCocoaErrorDomain`, POSIX) that no
+/// layer translated is turned into the path, the errno in words and what to do, never an NSError dump.
+struct FailureMessage: Error, CustomStringConvertible {
+    let description: String
+}
+
+do {
+    var command = try MocoV3CL.parseAsRoot()
+    try command.run()
+} catch {
+    let domain = (error as NSError).domain
+    if domain == NSCocoaErrorDomain || domain == NSPOSIXErrorDomain {
+        MocoV3CL.exit(withError: FailureMessage(description: FileSystemError.describe(error)))
+    }
+    MocoV3CL.exit(withError: error)
+}
