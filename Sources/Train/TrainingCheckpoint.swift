@@ -66,6 +66,19 @@ public enum TrainingCheckpoint {
 
     static let historyPrefix = "monitor.grad_history."
 
+    /// A JSON decoding failure in a line, not a `DecodingError` dump.
+    static func describe(_ error: Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, _): return "no \"\(key.stringValue)\""
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
+            return "\"\(context.codingPath.map(\.stringValue).joined(separator: "."))\" has the wrong type"
+        case DecodingError.dataCorrupted(let context):
+            return context.codingPath.isEmpty ? "not valid JSON"
+                : "\"\(context.codingPath.map(\.stringValue).joined(separator: "."))\" is invalid"
+        default: return "\(error)"
+        }
+    }
+
     /// A checkpoint read back and checked: everything ``write(to:model:configuration:position:bank:)`` stored.
     public struct Contents {
         /// The stored run, validated (its data path may be moved with ``PretrainPlan/withData(_:)``).
@@ -97,7 +110,11 @@ public enum TrainingCheckpoint {
             throw PretrainError("\(url.path) is not a mocov3-cl pretrain checkpoint (no \"format\": \"\(format)\" "
                 + "in its metadata); to start from plain weights use `mocov3-cl step --weights`")
         }
-        let configuration = try JSONDecoder().decode(PretrainConfiguration.self, from: Data(json.utf8))
+        let configuration: PretrainConfiguration
+        do { configuration = try JSONDecoder().decode(PretrainConfiguration.self, from: Data(json.utf8)) } catch {
+            throw PretrainError("checkpoint \(url.path) holds a run configuration that does not read back "
+                + "(\(Self.describe(error))); the file is damaged: resume from an earlier checkpoint")
+        }
         func integer(_ key: String) throws -> Int {
             guard let value = file.metadata[key].flatMap(Int.init) else {
                 throw PretrainError("checkpoint \(url.path) has no integer \"\(key)\" in its metadata")
@@ -131,8 +148,12 @@ public enum TrainingCheckpoint {
         if file.names.contains("monitor.bank.features") {
             let labels = try file.int32s("monitor.bank.labels")
             let pointer = try file.int64s("monitor.bank.pointer", shape: [])
-            bank = try MemoryBank(features: try file.floats("monitor.bank.features"), labels: labels,
-                                  pointer: Int(pointer.first ?? 0), width: layout.config.vit.embedDim)
+            do {
+                bank = try MemoryBank(features: try file.floats("monitor.bank.features"), labels: labels,
+                                      pointer: Int(pointer.first ?? 0), width: layout.config.vit.embedDim)
+            } catch {
+                throw PretrainError("checkpoint \(url.path): \(error)")
+            }
         }
         var history: [String: [Double]] = [:]
         for name in file.names where name.hasPrefix(historyPrefix) {
