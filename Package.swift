@@ -75,7 +75,8 @@ let package = Package(
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport", "CZlib", "CTurboJPEG", "CPNG"]),
         .testTarget(name: "AugmentTests", dependencies: ["Augment", "Datasets", "Tensors", "TestSupport"]),
         .testTarget(name: "ModelTests",
-                    dependencies: ["Model", "Tensors", "Train", "Augment", "Datasets", "TestSupport", .product(name: "RealModule", package: "swift-numerics")],
+                    dependencies: ["Model", "Tensors", "Train", "Augment", "Datasets", "TestSupport", "FileSystem",
+                                   .product(name: "RealModule", package: "swift-numerics")],
                     resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v5]

@@ -33,9 +33,10 @@ public enum FileSystem {
         let directory = url.deletingLastPathComponent()
         let temporary = directory.appendingPathComponent(
             ".\(url.lastPathComponent).\(getpid())-\(String(UInt32.random(in: .min ... .max), radix: 16)).tmp")
-        try FaultInjection.check("create", temporary.path)
+        // Failures name the destination the user asked for, not the temporary file beside it.
+        try FaultInjection.check("create", url.path)
         let descriptor = open(temporary.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { throw FileSystemError("create", path: temporary.path, code: errno) }
+        guard descriptor >= 0 else { throw FileSystemError("create", path: url.path, code: errno) }
         var renamed = false
         defer { if !renamed { unlink(temporary.path) } }
         do {
@@ -46,7 +47,7 @@ public enum FileSystem {
             close(descriptor)
             throw error
         }
-        guard close(descriptor) == 0 else { throw FileSystemError("close", path: temporary.path, code: errno) }
+        guard close(descriptor) == 0 else { throw FileSystemError("close", path: url.path, code: errno) }
         try FaultInjection.check("rename into place", url.path)
         guard rename(temporary.path, url.path) == 0 else {
             throw FileSystemError("rename into place", path: url.path, code: errno)
