@@ -23,6 +23,9 @@ final class MetricsLog {
         if !metrics.spikes.isEmpty {
             fields.append(("spikes", "[" + metrics.spikes.map { "\"\($0.layer)\"" }.joined(separator: ",") + "]"))
         }
+        if let dip = metrics.knnDip {
+            fields.append(("knn_dip", "{\"smoothed\":\(number(dip.smoothed)),\"maximum\":\(number(dip.maximum))}"))
+        }
         try append(fields)
     }
 

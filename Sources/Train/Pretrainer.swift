@@ -22,6 +22,8 @@ public struct IterationMetrics: Sendable {
     /// Gradient norm per monitored layer (``GradientMonitor/layers`` order).
     public var gradientNorms: [(String, Double)]
     public var spikes: [GradientMonitor.Spike]
+    /// Set on the iteration where the smoothed kNN monitor starts a dip (``KNNDipDetector``).
+    public var knnDip: KNNDipDetector.Dip? = nil
 }
 
 /// Events the trainer reports to whoever shows them (the CLI's progress line and log).
@@ -42,6 +44,8 @@ public struct TrainingSummary: Sendable {
     public var seconds: Double
     public var imagesPerSecond: Double
     public var lastCheckpoint: String?
+    /// The gradient spikes and kNN dips of the whole run (all its resumed parts), from metrics.jsonl.
+    public var alarms = AlarmSummary()
 }
 
 /// `mocov3-cl pretrain`: the MoCo v3 training loop (SPEC A.1) over a dataset, with the per-
@@ -69,6 +73,8 @@ public final class Pretrainer {
     /// Held from init to the end of `run()`: a second run on the same folder is refused, naming this PID.
     var lock: RunLock?
     let savePolicy: SavePolicy
+    /// The kNN-dip alarm; on resume its window and maximum are rebuilt from the kept metrics lines.
+    var dips: KNNDipDetector
     /// Set when resuming from an epoch-end checkpoint: that epoch's evaluation came after the save,
     /// so its metrics line was cut away with the rest and runs again first.
     var redoEvaluation = false
@@ -81,9 +87,11 @@ public final class Pretrainer {
     public convenience init(configuration: PretrainConfiguration, backend: any Backend, data: DatasetSplits,
                             runFolder: URL, resume: TrainingCheckpoint.Contents? = nil,
                             workers: Int = ProcessInfo.processInfo.activeProcessorCount,
-                            savePolicy: SavePolicy = .default, report: @escaping (TrainingEvent) -> Void) throws {
+                            savePolicy: SavePolicy = .default, dipDrop: Double = KNNDipDetector.defaultDrop,
+                            report: @escaping (TrainingEvent) -> Void) throws {
         try self.init(plan: resume?.plan ?? PretrainPlan(configuration), backend: backend, data: data,
-                      runFolder: runFolder, resume: resume, workers: workers, savePolicy: savePolicy, report: report)
+                      runFolder: runFolder, resume: resume, workers: workers, savePolicy: savePolicy, dipDrop: dipDrop,
+                      report: report)
     }
 
     /// - Parameters:
@@ -92,7 +100,8 @@ public final class Pretrainer {
     ///   - savePolicy: when mid-epoch checkpoints are written (``SavePolicy``).
     public init(plan: PretrainPlan, backend: any Backend, data: DatasetSplits, runFolder: URL,
                 resume: TrainingCheckpoint.Contents? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount,
-                savePolicy: SavePolicy = .default, report: @escaping (TrainingEvent) -> Void) throws {
+                savePolicy: SavePolicy = .default, dipDrop: Double = KNNDipDetector.defaultDrop,
+                report: @escaping (TrainingEvent) -> Void) throws {
         let configuration = plan.configuration
         self.configuration = configuration
         let config = plan.layout.config
@@ -117,6 +126,7 @@ public final class Pretrainer {
             gradients.recentNorms = gradients.layers.map { saved[$0.name] ?? [] }
         }
         self.savePolicy = savePolicy
+        dips = KNNDipDetector(drop: dipDrop)
         if data.train.isLabeled, configuration.knnEvery > 0 {
             let length = configuration.knnBank > 0 ? configuration.knnBank : max(configuration.batchSize, data.train.count / 10)
             if let saved = resume?.bank, saved.length == length { bank = saved } else {
@@ -152,6 +162,15 @@ public final class Pretrainer {
                     + "was saved (\(saved) bytes); the metrics before the resume are incomplete"))
             }
             redoEvaluation = position.batch == 0 && position.epoch > 0 && isEvaluationDue(after: position.epoch)
+        }
+        if resume != nil {
+            // The dip detector's state is a function of the monitor values logged so far: replay them.
+            let text = (try? String(contentsOf: metrics.file.url, encoding: .utf8)) ?? ""
+            for line in text.split(separator: "\n") {
+                guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                      object["type"] as? String == "iteration", let value = object["knn_monitor"] as? Double else { continue }
+                _ = dips.record(value, iteration: object["step"] as? Int ?? 0)
+            }
         }
     }
 
@@ -245,6 +264,7 @@ public final class Pretrainer {
             writeReport(seconds: Date().timeIntervalSince(start))
             if shouldStop(), position.epoch < configuration.epochs { break training }
         }
+        summary.alarms = AlarmSummary(folder: runFolder)
         summary.completed = position.epoch >= configuration.epochs
         summary.position = position
         summary.seconds = Date().timeIntervalSince(start)
@@ -296,7 +316,8 @@ public final class Pretrainer {
             epoch: epoch, batch: batch.batchIndex, batchesPerEpoch: batchesPerEpoch, step: position.step,
             loss: Double(loss), learningRate: learningRate, momentum: momentum,
             imagesPerSecond: Double(configuration.batchSize) / max(seconds, 1e-9), dataSeconds: dataSeconds, knnMonitor: knn,
-            gradientNorms: zip(gradients.layers.map(\.name), norms).map { ($0, $1) }, spikes: spikes)
+            gradientNorms: zip(gradients.layers.map(\.name), norms).map { ($0, $1) }, spikes: spikes,
+            knnDip: knn.flatMap { dips.record($0, iteration: position.step) })
         try self.metrics.write(metrics)
         report(.iteration(metrics))
         return metrics

@@ -68,6 +68,8 @@ struct Pretrain: ParsableCommand {
     var saveEvery = "10m"
     @Option(help: "How many mid-epoch checkpoints to keep, the newest; every epoch-end checkpoint is kept [2].")
     var keep = 2
+    @Option(help: "Warn of a kNN dip when the monitor's 20-iteration mean falls this many points below its running maximum [5].")
+    var dipPoints = 5.0
     @Option(name: [.customShort("j"), .long], help: "The number of data loader threads [all cores].") var workers: Int?
 
     /// The configuration the flags ask for, on top of `base` (the default run or a checkpoint's).
@@ -124,6 +126,7 @@ struct Pretrain: ParsableCommand {
         guard printFreq >= 1 else { throw ValidationError("--print-freq must be at least 1, got \(printFreq)") }
         if let workers, workers < 1 { throw ValidationError("--workers must be at least 1, got \(workers)") }
         do { _ = try SavePolicy(parsing: saveEvery, keep: keep) } catch { throw ValidationError("\(error)") }
+        guard dipPoints > 0, dipPoints < 100 else { throw ValidationError("--dip-points must lie in (0, 100), got \(dipPoints)") }
     }
 
     func run() throws {
@@ -159,7 +162,8 @@ struct Pretrain: ParsableCommand {
         for line in plan.layout.summary(batchSize: configuration.batchSize) { display.log(line) }
         let trainer = try Pretrainer(plan: plan, backend: backend, data: splits, runFolder: folder, resume: resumed,
                                      workers: workers ?? ProcessInfo.processInfo.activeProcessorCount,
-                                     savePolicy: try SavePolicy(parsing: saveEvery, keep: keep), report: display.handle)
+                                     savePolicy: try SavePolicy(parsing: saveEvery, keep: keep), dipDrop: dipPoints / 100,
+                                     report: display.handle)
         try writeJSON(plan.configuration, to: folder.appendingPathComponent("config.json"))
         if let resumed {
             display.log("resuming from \(resumed.source) at epoch \(resumed.position.epoch + 1), "
@@ -168,6 +172,7 @@ struct Pretrain: ParsableCommand {
         let interrupt = InterruptFlag()
         let summary = try trainer.run(shouldStop: { interrupt.isSet })
         display.finish()
+        display.log("alarms: \(summary.alarms)")
         if summary.completed {
             let knn = summary.knnTop1.sorted { $0.key < $1.key }
                 .map { String(format: "epoch %d %.2f%%", $0.key, 100 * $0.value) }.joined(separator: ", ")

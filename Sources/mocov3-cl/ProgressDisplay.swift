@@ -77,6 +77,7 @@ final class ProgressDisplay: @unchecked Sendable {
                           m.learningRate, m.momentum)
         if let knn = m.knnMonitor { line += String(format: "  kNN-monitor %.1f%%", 100 * knn) }
         for spike in m.spikes { log("warning: iteration \(m.step): \(spike)") }
+        if let dip = m.knnDip { log("warning: iteration \(m.step): \(dip)") }
         show(line, remaining: remaining, due: m.step % printFrequency == 0 || m.batch + 1 == m.batchesPerEpoch)
     }
 
