@@ -58,15 +58,13 @@ public struct KNNDipDetector: Sendable {
 /// The end-of-run summary of a run's alarms, read back from its `metrics.jsonl` (so it covers
 /// every resumed part): "3 gradient spikes, first in patch_embed at iteration 120; 1 kNN dip,
 /// first at iteration 340 (…)".
-public struct AlarmSummary: Sendable, Equatable, CustomStringConvertible {
+public struct AlarmSummary: Sendable, CustomStringConvertible {
     public var spikes = 0
     public var firstSpike: (layer: String, iteration: Int)?
     public var dips = 0
     public var firstDip: (iteration: Int, smoothed: Double, maximum: Double)?
 
     public init() {}
-
-    public static func == (a: AlarmSummary, b: AlarmSummary) -> Bool { a.description == b.description }
 
     /// Counts the `spikes` and `knn_dip` fields of the iteration lines.
     public init(metricsLines lines: [[String: Any]]) {

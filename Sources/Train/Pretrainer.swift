@@ -240,14 +240,12 @@ public final class Pretrainer {
                 reportedSkips = skipped.count
                 if shouldStop(), position.batch < batchesPerEpoch {
                     summary.lastCheckpoint = try saveCheckpoint()
-                    try pruneMidEpochCheckpoints()
                     break training
                 }
                 sinceSave.iterations += 1
                 if position.batch < batchesPerEpoch,
                    savePolicy.isDue(iterations: sinceSave.iterations, seconds: now.timeIntervalSince(sinceSave.start)) {
                     summary.lastCheckpoint = try saveCheckpoint()
-                    try pruneMidEpochCheckpoints()
                     sinceSave = (0, Date())
                 }
             }
@@ -258,7 +256,6 @@ public final class Pretrainer {
             let due = isEvaluationDue(after: position.epoch)
             // The epoch is saved before its evaluation, so a failing or interrupted evaluation loses nothing.
             summary.lastCheckpoint = try saveCheckpoint()
-            try pruneMidEpochCheckpoints()
             sinceSave = (0, Date())
             if due, let top1 = try evaluate(epoch: position.epoch) { summary.knnTop1[position.epoch] = top1 }
             writeReport(seconds: Date().timeIntervalSince(start))
@@ -378,7 +375,7 @@ public final class Pretrainer {
         }
     }
 
-    /// Writes a checkpoint of the current position; returns its path.
+    /// Writes a checkpoint of the current position, then prunes the older mid-epoch ones; returns its path.
     @discardableResult
     public func saveCheckpoint() throws -> String {
         // An update can overflow without a non-finite gradient (an absurd lr): never save such weights.
@@ -396,6 +393,7 @@ public final class Pretrainer {
                 + "\(position.batch), and \(lastGoodCheckpoint()): resume from it with --resume auto")
         }
         report(.checkpoint(path: url.path))
+        try pruneMidEpochCheckpoints()
         return url.path
     }
 
