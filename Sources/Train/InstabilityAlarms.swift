@@ -2,9 +2,17 @@ import Foundation
 
 /// The paper's Fig. 1 instability signal: the kNN curve "dips" (falls and recovers) while the loss
 /// looks fine. The dense kNN monitor's per-batch accuracy is noisy, so the detector smooths it
-/// with a moving mean over `window` values and flags a dip when that mean falls more than
-/// `drop` (a fraction: 0.05 is 5 points) below its running maximum; the dip ends once the mean
-/// is back within half of `drop`, and only then can a new one start.
+/// with a moving mean over `window` values and flags a dip when that mean falls more than a
+/// threshold below its running maximum; the dip ends once the mean is back within half of the
+/// threshold, and only then can a new one start.
+///
+/// The threshold is `drop` (a fraction: 0.05 is 5 points) unless the monitor is too noisy for it:
+/// a small batch or bank makes the per-batch accuracy jump by many points, and the running
+/// maximum of a noisy moving mean drifts up with the run's length (by up to √(2 ln n) of the
+/// mean's standard error over n values, and its minimum as far down). Then the threshold is
+/// 1 + 2√(2 ln n) standard errors of the mean, the noise estimated from successive differences (a trend does not inflate it), so a
+/// monitor that only jitters raises no alarm however long the run (a 10⁴-iteration soak at batch
+/// 32 raised 77 with the fixed threshold).
 public struct KNNDipDetector: Sendable {
     public struct Dip: Sendable, Equatable, CustomStringConvertible {
         /// The 1-based iteration at which the smoothed curve crossed the threshold.
@@ -26,6 +34,10 @@ public struct KNNDipDetector: Sendable {
     private var recent: [Double] = []
     private(set) var maximum: Double?
     private(set) var inDip = false
+    /// Exponential mean of (xᵢ − xᵢ₋₁)² / 2: the per-value noise variance.
+    private var noiseVariance: Double?
+    private var previous: Double?
+    private var windows = 0
 
     public init(drop: Double = defaultDrop, window: Int = defaultWindow) {
         precondition(drop > 0 && window >= 1, "a dip needs a positive drop and a window of at least one value")
@@ -36,6 +48,11 @@ public struct KNNDipDetector: Sendable {
     /// Feeds one monitor value; returns the dip that starts at `iteration`, if one does.
     public mutating func record(_ value: Double, iteration: Int) -> Dip? {
         guard value.isFinite else { return nil }
+        if let previous {
+            let sample = (value - previous) * (value - previous) / 2
+            noiseVariance = noiseVariance.map { $0 + 0.01 * (sample - $0) } ?? sample
+        }
+        previous = value
         recent.append(value)
         if recent.count > window { recent.removeFirst() }
         guard recent.count == window else { return nil }
@@ -45,13 +62,21 @@ public struct KNNDipDetector: Sendable {
             return nil
         }
         if smoothed > maximum { self.maximum = smoothed }
+        windows += 1
+        let threshold = self.threshold
         if inDip {
-            if smoothed >= maximum - drop / 2 { inDip = false }
+            if smoothed >= maximum - threshold / 2 { inDip = false }
             return nil
         }
-        guard smoothed < maximum - drop else { return nil }
+        guard smoothed < maximum - threshold else { return nil }
         inDip = true
         return Dip(iteration: iteration, smoothed: smoothed, maximum: maximum)
+    }
+
+    /// The drop that counts as a dip now: `drop`, or more for a noisy monitor (see the type's notes).
+    public var threshold: Double {
+        let error = (noiseVariance ?? 0).squareRoot() / Double(window).squareRoot()
+        return max(drop, (1 + 2 * (2 * log(max(Double(windows), 1))).squareRoot()) * error)
     }
 }
 
@@ -63,13 +88,28 @@ public struct AlarmSummary: Sendable, CustomStringConvertible {
     public var firstSpike: (layer: String, iteration: Int)?
     public var dips = 0
     public var firstDip: (iteration: Int, smoothed: Double, maximum: Double)?
+    /// `--on-nonfinite rollback`: the batches skipped, the first one's iteration.
+    public var rollbacks = 0
+    public var firstRollback: Int?
 
     public init() {}
 
-    /// Counts the `spikes` and `knn_dip` fields of the iteration lines.
+    /// Counts the `spikes` and `knn_dip` fields of the iteration lines and the rollback lines.
     public init(metricsLines lines: [[String: Any]]) {
-        for line in lines where line["type"] as? String == "iteration" {
-            let step = line["step"] as? Int ?? 0
+        for line in lines { add(line) }
+    }
+
+    /// The summary of the run folder's `metrics.jsonl`, read line by line (lines that do not parse are skipped).
+    public init(folder: URL) {
+        _ = try? MetricsLines.forEach(in: folder.appendingPathComponent("metrics.jsonl")) { _, object in
+            if let object { add(object) }
+        }
+    }
+
+    mutating func add(_ line: [String: Any]) {
+        let step = line["step"] as? Int ?? 0
+        switch line["type"] as? String {
+        case "iteration":
             if let layers = line["spikes"] as? [String], !layers.isEmpty {
                 if firstSpike == nil { firstSpike = (layers[0], step) }
                 spikes += layers.count
@@ -80,15 +120,11 @@ public struct AlarmSummary: Sendable, CustomStringConvertible {
                 }
                 dips += 1
             }
+        case "rollback":
+            if firstRollback == nil { firstRollback = step }
+            rollbacks += 1
+        default: break
         }
-    }
-
-    /// The summary of the run folder's `metrics.jsonl` (lines that do not parse are skipped).
-    public init(folder: URL) {
-        let text = (try? String(contentsOf: folder.appendingPathComponent("metrics.jsonl"), encoding: .utf8)) ?? ""
-        self.init(metricsLines: text.split(separator: "\n").compactMap {
-            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-        })
     }
 
     public var description: String {
@@ -104,6 +140,9 @@ public struct AlarmSummary: Sendable, CustomStringConvertible {
                 100 * (first.maximum - first.smoothed), 100 * first.maximum))
         } else {
             parts.append("no kNN dip")
+        }
+        if let first = firstRollback {
+            parts.append("\(rollbacks) rollback\(rollbacks == 1 ? "" : "s") from a non-finite iteration, first at iteration \(first)")
         }
         return parts.joined(separator: "; ")
     }

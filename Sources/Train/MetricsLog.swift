@@ -34,6 +34,15 @@ final class MetricsLog {
                     ("seconds", number(seconds))])
     }
 
+    /// `"type": "rollback"`: the batch skipped, the step it failed at, the step restored, the lr
+    /// factor from then on and why.
+    func writeRollback(_ skip: SkippedBatch, restoredStep: Int, reason: String) throws {
+        let quoted = String(decoding: try JSONEncoder().encode(reason), as: UTF8.self)
+        try append([("type", "\"rollback\""), ("epoch", String(skip.epoch)), ("batch", String(skip.batch)),
+                    ("step", String(skip.step)), ("restored_step", String(restoredStep)),
+                    ("lr_scale", number(skip.learningRateScale)), ("reason", quoted)])
+    }
+
     /// `"type": "iteration"` of a classifier run: epoch, batch, step, loss, lr, img/s.
     func writeClassifierIteration(_ m: ClassifierIteration) throws {
         try append([("type", "\"iteration\""), ("epoch", String(m.epoch)), ("batch", String(m.batch)),
@@ -60,5 +69,48 @@ final class MetricsLog {
     /// JSON has no NaN or infinity: those become strings.
     private func number(_ value: Double) -> String {
         value.isFinite ? String(value) : "\"\(value)\""
+    }
+}
+
+/// Reads a JSON-lines file (`metrics.jsonl`) one line at a time through a fixed buffer, so what a
+/// reader keeps is its own business and memory does not grow with the file: the report, the end-
+/// of-run alarm summary and the dip detector's replay on resume all read through it.
+enum MetricsLines {
+    /// Calls `body` with each non-empty line's 1-based number and its JSON object, nil when the
+    /// line does not parse (a run killed mid-write leaves a torn last line). Returns false when
+    /// the file cannot be opened.
+    @discardableResult
+    static func forEach(in url: URL, _ body: (Int, [String: Any]?) throws -> Void) throws -> Bool {
+        let descriptor = open(url.path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        let chunk = 1 << 20
+        var buffer = [UInt8](repeating: 0, count: chunk)
+        var pending: [UInt8] = []
+        var number = 0
+        func emit(_ bytes: ArraySlice<UInt8>) throws {
+            number += 1
+            guard !bytes.isEmpty else { return }
+            try body(number, try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
+        }
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, chunk) }
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { break }
+            var start = 0
+            for index in 0..<count where buffer[index] == 0x0A {
+                if pending.isEmpty {
+                    try emit(buffer[start..<index])
+                } else {
+                    pending += buffer[start..<index]
+                    try emit(pending[...])
+                    pending.removeAll(keepingCapacity: true)
+                }
+                start = index + 1
+            }
+            pending += buffer[start..<count]
+        }
+        if !pending.isEmpty { try emit(pending[...]) }
+        return true
     }
 }

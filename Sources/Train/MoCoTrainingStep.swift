@@ -14,6 +14,9 @@ public final class MoCoTrainingStep {
     /// Test hook: called after the forward with the model and the 1-based step number, before the
     /// checks (a test poisons a weight here to exercise the non-finite stop).
     public var afterForward: ((MoCoModel, Int) throws -> Void)?
+    /// Test hook: called after the optimizer update with the model and the step number (a test
+    /// poisons a weight here, as an update that overflows would).
+    public var afterUpdate: ((MoCoModel, Int) throws -> Void)?
 
     /// What one iteration measured.
     public struct Outcome: Sendable {
@@ -57,6 +60,7 @@ public final class MoCoTrainingStep {
         }
         try optimizer.step(parameters: model.parameterTensor, gradients: model.gradientTensor,
                            learningRate: learningRate, step: step)
+        try afterUpdate?(model, step)
         return Outcome(loss: loss, squaredNorms: squared, applied: true)
     }
 }

@@ -78,6 +78,20 @@ public final class Pretrainer {
     /// Set when resuming from an epoch-end checkpoint: that epoch's evaluation came after the save,
     /// so its metrics line was cut away with the rest and runs again first.
     var redoEvaluation = false
+    /// `--on-nonfinite`: stop (the default) or roll back (``NonFinitePolicy``).
+    let nonFinite: NonFinitePolicy
+    /// The batches rollbacks skipped, in all the run's parts (a resume reads them from the checkpoint).
+    var skipped: [SkippedBatch]
+    /// The newest in-memory snapshot of the training state (rollback only); always finite.
+    var snapshot: TrainingSnapshot?
+    /// metrics.jsonl's length before each batch's line in this epoch (the snapshot's batch on): a
+    /// rollback cuts the offending batch's line away.
+    var lineOffsets: [Int: Int] = [:]
+    /// After a rollback, the batches before this index run again silently: their lines are kept,
+    /// and nothing is saved until the replay has passed them.
+    var replayEnd: Int?
+    /// The last batch whose update was applied: the one to blame when the parameters are non-finite.
+    var lastApplied: (epoch: Int, batch: Int)?
     let x1: Tensor, x2: Tensor
 
     /// Validates `configuration` (one ``PretrainPlan``), then as ``init(plan:backend:data:runFolder:resume:workers:report:)``.
@@ -88,20 +102,21 @@ public final class Pretrainer {
                             runFolder: URL, resume: TrainingCheckpoint.Contents? = nil,
                             workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                             savePolicy: SavePolicy = .default, dipDrop: Double = KNNDipDetector.defaultDrop,
-                            report: @escaping (TrainingEvent) -> Void) throws {
+                            nonFinite: NonFinitePolicy = .stop, report: @escaping (TrainingEvent) -> Void) throws {
         try self.init(plan: resume?.plan ?? PretrainPlan(configuration), backend: backend, data: data,
                       runFolder: runFolder, resume: resume, workers: workers, savePolicy: savePolicy, dipDrop: dipDrop,
-                      report: report)
+                      nonFinite: nonFinite, report: report)
     }
 
     /// - Parameters:
     ///   - plan: the validated run (with `resume`, the checkpoint's plan, its data path possibly moved).
     ///   - resume: a checkpoint to continue from: its weights, optimizer state, bank and position.
     ///   - savePolicy: when mid-epoch checkpoints are written (``SavePolicy``).
+    ///   - nonFinite: stop or roll back when an iteration goes non-finite (``NonFinitePolicy``).
     public init(plan: PretrainPlan, backend: any Backend, data: DatasetSplits, runFolder: URL,
                 resume: TrainingCheckpoint.Contents? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                 savePolicy: SavePolicy = .default, dipDrop: Double = KNNDipDetector.defaultDrop,
-                report: @escaping (TrainingEvent) -> Void) throws {
+                nonFinite: NonFinitePolicy = .stop, report: @escaping (TrainingEvent) -> Void) throws {
         let configuration = plan.configuration
         self.configuration = configuration
         let config = plan.layout.config
@@ -126,6 +141,8 @@ public final class Pretrainer {
             gradients.recentNorms = gradients.layers.map { saved[$0.name] ?? [] }
         }
         self.savePolicy = savePolicy
+        self.nonFinite = nonFinite
+        skipped = resume?.skippedBatches ?? []
         dips = KNNDipDetector(drop: dipDrop)
         if data.train.isLabeled, configuration.knnEvery > 0 {
             let length = configuration.knnBank > 0 ? configuration.knnBank : max(configuration.batchSize, data.train.count / 10)
@@ -165,12 +182,13 @@ public final class Pretrainer {
         }
         if resume != nil {
             // The dip detector's state is a function of the monitor values logged so far: replay them.
-            let text = (try? String(contentsOf: metrics.file.url, encoding: .utf8)) ?? ""
-            for line in text.split(separator: "\n") {
-                guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                      object["type"] as? String == "iteration", let value = object["knn_monitor"] as? Double else { continue }
-                _ = dips.record(value, iteration: object["step"] as? Int ?? 0)
+            let dips = self.dips
+            var replayed = dips
+            try MetricsLines.forEach(in: metrics.file.url) { _, object in
+                guard let object, object["type"] as? String == "iteration", let value = object["knn_monitor"] as? Double else { return }
+                _ = replayed.record(value, iteration: object["step"] as? Int ?? 0)
             }
+            self.dips = replayed
         }
     }
 
@@ -228,36 +246,54 @@ public final class Pretrainer {
             defer { loader.cancel() }
             var reportedSkips = 0
             var last = Date()
-            while let batch = try loader.next() {
-                let metrics = try iterate(batch, epoch: epoch, start: last, dataSeconds: Date().timeIntervalSince(last))
-                let now = Date()
-                trainingSeconds += now.timeIntervalSince(last)
-                imagesTrained += configuration.batchSize
-                last = now
-                summary.lastLoss = metrics.loss
-                let skipped = loader.errorDescriptions
-                for description in skipped.dropFirst(reportedSkips) { report(.message("skipped unreadable sample: \(description)")) }
-                reportedSkips = skipped.count
-                if shouldStop(), position.batch < batchesPerEpoch {
-                    summary.lastCheckpoint = try saveCheckpoint()
-                    break training
+            do {
+                while let batch = try loader.next() {
+                    if skipped.contains(where: { $0.epoch == epoch && $0.batch == batch.batchIndex }) {
+                        position.batch = batch.batchIndex + 1
+                        last = Date()
+                        continue
+                    }
+                    try takeSnapshotIfDue()
+                    let replaying = replayEnd.map { batch.batchIndex < $0 } ?? false
+                    if !replaying { replayEnd = nil }
+                    lineOffsets[batch.batchIndex] = metrics.file.length
+                    let metrics = try iterate(batch, epoch: epoch, start: last, dataSeconds: Date().timeIntervalSince(last),
+                                              silent: replaying)
+                    let now = Date()
+                    defer { last = now }
+                    // A replay redoes iterations already counted, logged and saved.
+                    if replaying { continue }
+                    trainingSeconds += now.timeIntervalSince(last)
+                    imagesTrained += configuration.batchSize
+                    summary.lastLoss = metrics.loss
+                    let skippedSamples = loader.errorDescriptions
+                    for description in skippedSamples.dropFirst(reportedSkips) { report(.message("skipped unreadable sample: \(description)")) }
+                    reportedSkips = skippedSamples.count
+                    if shouldStop(), position.batch < batchesPerEpoch {
+                        summary.lastCheckpoint = try saveCheckpoint()
+                        break training
+                    }
+                    sinceSave.iterations += 1
+                    if position.batch < batchesPerEpoch,
+                       savePolicy.isDue(iterations: sinceSave.iterations, seconds: now.timeIntervalSince(sinceSave.start)) {
+                        summary.lastCheckpoint = try saveCheckpoint()
+                        sinceSave = (0, Date())
+                    }
                 }
-                sinceSave.iterations += 1
-                if position.batch < batchesPerEpoch,
-                   savePolicy.isDue(iterations: sinceSave.iterations, seconds: now.timeIntervalSince(sinceSave.start)) {
-                    summary.lastCheckpoint = try saveCheckpoint()
-                    sinceSave = (0, Date())
-                }
+                position = TrainingPosition(epoch: epoch + 1, batch: 0, step: position.step)
+                // The epoch is saved before its evaluation, so a failing or interrupted evaluation loses nothing.
+                summary.lastCheckpoint = try saveCheckpoint()
+            } catch let divergence as Divergence {
+                try rollBack(divergence)
+                continue training
             }
             if loader.skippedSamples > 0 {
                 report(.message("epoch \(epoch + 1): \(loader.skippedSamples) unreadable samples were skipped and replaced"))
             }
-            position = TrainingPosition(epoch: epoch + 1, batch: 0, step: position.step)
-            let due = isEvaluationDue(after: position.epoch)
-            // The epoch is saved before its evaluation, so a failing or interrupted evaluation loses nothing.
-            summary.lastCheckpoint = try saveCheckpoint()
             sinceSave = (0, Date())
-            if due, let top1 = try evaluate(epoch: position.epoch) { summary.knnTop1[position.epoch] = top1 }
+            if isEvaluationDue(after: position.epoch), let top1 = try evaluate(epoch: position.epoch) {
+                summary.knnTop1[position.epoch] = top1
+            }
             writeReport(seconds: Date().timeIntervalSince(start))
             if shouldStop(), position.epoch < configuration.epochs { break training }
         }
@@ -269,12 +305,19 @@ public final class Pretrainer {
         return summary
     }
 
-    /// One step of SPEC A.1 on `batch`, then the monitors. Throws before the optimizer update
-    /// when the loss or any gradient is not finite, so the weights and checkpoints stay good.
-    func iterate(_ batch: TrainingBatch, epoch: Int, start: Date, dataSeconds: Double) throws -> IterationMetrics {
+    /// Test hook: may change a batch (of the epoch given) before it is uploaded (a test poisons one with a NaN).
+    var beforeUpload: ((inout TrainingBatch, Int) -> Void)?
+
+    /// One step of SPEC A.1 on `batch`, then the monitors. Throws a ``Divergence`` before the
+    /// optimizer update when the loss or any gradient is not finite, so the weights and
+    /// checkpoints stay good. `silent` (a replay after a rollback) writes and reports nothing.
+    func iterate(_ batch: TrainingBatch, epoch: Int, start: Date, dataSeconds: Double, silent: Bool = false) throws -> IterationMetrics {
         let backend = model.backend
+        var batch = batch
+        beforeUpload?(&batch, epoch)
         let e = Double(epoch) + Double(batch.batchIndex) / Double(batchesPerEpoch)
         let learningRate = schedules.learningRate(at: e)
+            * SkippedBatch.learningRateFactor(at: epoch, batch.batchIndex, skipped: skipped)
         let momentum = schedules.momentum(at: e)
         try backend.upload(batch.x1, to: x1)
         try backend.upload(batch.x2, to: x2)
@@ -282,8 +325,17 @@ public final class Pretrainer {
                                        step: position.step + 1)
         let (loss, squared) = (outcome.loss, outcome.squaredNorms)
         guard outcome.applied else {
-            throw nonFiniteError(loss: loss, squared: squared, epoch: epoch, batch: batch.batchIndex)
+            let parameter = try firstNonFiniteParameter()
+            // Parameters already non-finite: the last update broke them, not this batch.
+            let blamed = parameter != nil ? (lastApplied.flatMap { $0.epoch == epoch ? $0.batch : nil } ?? batch.batchIndex)
+                : batch.batchIndex
+            throw Divergence(epoch: epoch, batch: blamed, step: parameter != nil && blamed != batch.batchIndex ? position.step : position.step + 1,
+                             summary: "iteration \(position.step + 1) (epoch \(epoch + 1), batch \(batch.batchIndex + 1)) "
+                                + "went non-finite" + (parameter.map { ": the parameter \($0) is not finite" } ?? ""),
+                             error: nonFiniteError(loss: loss, squared: squared, parameter: parameter, epoch: epoch,
+                                                   batch: batch.batchIndex))
         }
+        lastApplied = (epoch, batch.batchIndex)
         position.step += 1
         position.batch = batch.batchIndex + 1
 
@@ -315,16 +367,18 @@ public final class Pretrainer {
             imagesPerSecond: Double(configuration.batchSize) / max(seconds, 1e-9), dataSeconds: dataSeconds, knnMonitor: knn,
             gradientNorms: zip(gradients.layers.map(\.name), norms).map { ($0, $1) }, spikes: spikes,
             knnDip: knn.flatMap { dips.record($0, iteration: position.step) })
-        try self.metrics.write(metrics)
-        report(.iteration(metrics))
+        if !silent {
+            try self.metrics.write(metrics)
+            report(.iteration(metrics))
+        }
         return metrics
     }
 
     /// Names the iteration and the first layer that went non-finite: a parameter first (the
     /// weights were already bad), else the first gradient in forward order.
-    func nonFiniteError(loss: Float, squared: [Float], epoch: Int, batch: Int) -> PretrainError {
+    func nonFiniteError(loss: Float, squared: [Float], parameter: String?, epoch: Int, batch: Int) -> PretrainError {
         var what = "the loss is \(loss)"
-        if let parameter = try? firstNonFiniteParameter() {
+        if let parameter {
             what += "; the first non-finite parameter is \(parameter)"
         } else if let tensor = gradients.firstNonFinite(squared) {
             what += "; the first non-finite gradient (forward order) is in \(tensor)"
@@ -380,14 +434,14 @@ public final class Pretrainer {
     public func saveCheckpoint() throws -> String {
         // An update can overflow without a non-finite gradient (an absurd lr): never save such weights.
         if let parameter = try firstNonFiniteParameter() {
-            throw PretrainError("after iteration \(position.step) the parameter \(parameter) is not finite; "
-                + "no checkpoint was written and \(lastGoodCheckpoint()). Try a lower --lr")
+            throw parameterDivergence(parameter, PretrainError("after iteration \(position.step) the parameter \(parameter) is not finite; "
+                + "no checkpoint was written and \(lastGoodCheckpoint()). Try a lower --lr"))
         }
         let url = runFolder.appendingPathComponent(TrainingCheckpoint.fileName(for: position))
         do {
             try TrainingCheckpoint.write(to: url, model: model, optimizer: optimizer, configuration: configuration,
                                          position: position, bank: bank, monitor: gradients,
-                                         metricsBytes: metrics.file.length)
+                                         metricsBytes: metrics.file.length, skipped: skipped)
         } catch let error as FileSystemError {
             throw error.adding(consequence: "No checkpoint was written for epoch \(position.epoch), batch "
                 + "\(position.batch), and \(lastGoodCheckpoint()): resume from it with --resume auto")
@@ -395,6 +449,73 @@ public final class Pretrainer {
         report(.checkpoint(path: url.path))
         try pruneMidEpochCheckpoints()
         return url.path
+    }
+
+    /// A non-finite parameter found between iterations: the last update applied is to blame.
+    func parameterDivergence(_ parameter: String, _ error: PretrainError) -> Divergence {
+        let blamed = lastApplied ?? (position.epoch, max(position.batch - 1, 0))
+        return Divergence(epoch: blamed.epoch, batch: blamed.batch, step: position.step,
+                          summary: "after iteration \(position.step) the parameter \(parameter) is not finite", error: error)
+    }
+
+    // MARK: Rollback (--on-nonfinite rollback)
+
+    /// Under the rollback policy, at an epoch's first batch and every ``NonFinitePolicy/snapshotEvery``
+    /// iterations: copies the training state to the host, if it is all finite (else the last
+    /// update is to blame: a ``Divergence``).
+    func takeSnapshotIfDue() throws {
+        guard nonFinite.action == .rollback else { return }
+        if let snapshot, snapshot.position.epoch == position.epoch,
+           position.step - snapshot.position.step < nonFinite.snapshotEvery { return }
+        let backend = model.backend
+        let parameters = try backend.download(model.parameterTensor)
+        if let entry = layout.table.entries.first(where: { parameters[$0.offset..<($0.offset + $0.count)].contains { !$0.isFinite } }) {
+            throw parameterDivergence(entry.name, PretrainError("after iteration \(position.step) the parameter \(entry.name) is not "
+                + "finite; \(lastGoodCheckpoint()). Try a lower --lr"))
+        }
+        var state: [String: [Float]] = [:]
+        for (key, values) in try optimizer.stateValues(on: backend) { state[key] = values }
+        snapshot = TrainingSnapshot(position: position, parameters: parameters, buffers: try backend.download(model.bufferTensor),
+                                    optimizer: state, bank: bank, gradientHistory: gradients.recentNorms, dips: dips)
+        lineOffsets = lineOffsets.filter { $0.key >= position.batch }
+    }
+
+    /// Under `stop`, throws the divergence's error. Under `rollback`: gives up at the limit, else
+    /// cuts the offending batch's metrics line away, restores the snapshot, records the skipped
+    /// batch (a `rollback` line in metrics.jsonl and a message) and marks the batches up to it
+    /// for a silent replay.
+    func rollBack(_ divergence: Divergence) throws {
+        guard nonFinite.action == .rollback else { throw divergence.error }
+        let recent = skipped.filter { divergence.step - $0.step < nonFinite.window }.count
+        guard recent < nonFinite.limit else {
+            throw PretrainError("\(divergence.error.description) Gave up after \(recent) rollback\(recent == 1 ? "" : "s") within "
+                + "\(nonFinite.window) iterations (--rollback-limit \(nonFinite.limit), --rollback-window \(nonFinite.window))")
+        }
+        guard let snapshot, snapshot.position.epoch == divergence.epoch, snapshot.position.batch <= divergence.batch else {
+            throw PretrainError("\(divergence.error.description) No in-memory snapshot precedes epoch \(divergence.epoch + 1), "
+                + "batch \(divergence.batch + 1), so there is nothing to roll back to")
+        }
+        if let offset = lineOffsets[divergence.batch], offset < metrics.file.length { try metrics.file.truncate(to: offset) }
+        let backend = model.backend
+        try backend.upload(snapshot.parameters, to: model.parameterTensor)
+        try backend.upload(snapshot.buffers, to: model.bufferTensor)
+        try optimizer.restore(snapshot.optimizer, on: backend)
+        bank = snapshot.bank
+        if let bank, let deviceBank { try deviceBank.update(from: bank, writtenFrom: 0, count: bank.length) }
+        gradients.recentNorms = snapshot.gradientHistory
+        dips = snapshot.dips
+        position = snapshot.position
+        lastApplied = nil
+        let skip = SkippedBatch(epoch: divergence.epoch, batch: divergence.batch, step: divergence.step,
+                                learningRateScale: nonFinite.learningRateScale)
+        skipped.append(skip)
+        replayEnd = divergence.batch
+        try metrics.writeRollback(skip, restoredStep: snapshot.position.step, reason: divergence.summary)
+        let scale = SkippedBatch.learningRateFactor(at: Int.max, 0, skipped: skipped)
+        report(.message("warning: \(divergence.summary). "
+            + "Rolled back to iteration \(snapshot.position.step), skipping epoch \(skip.epoch + 1) batch \(skip.batch + 1)"
+            + (scale == 1 ? "" : String(format: "; the lr is now ×%g", scale))
+            + " (rollback \(recent + 1) of at most \(nonFinite.limit) within \(nonFinite.window) iterations)"))
     }
 
     /// kNN top-1 of the base encoder's features on the held-out split against the training split

@@ -9,10 +9,24 @@ import Foundation
 /// Several runs overlay in one page. Long series are decimated to the chart's width, keeping each
 /// column's minimum and maximum, so spikes survive.
 public enum RunReport {
+    /// One iteration line, kept as numbers (a parsed JSON dictionary costs ~15 bytes of memory
+    /// per byte of file; this costs well under one), NaN where the line has no such field.
+    public struct Iteration {
+        public var step = 0.0, epoch = 0.0
+        public var loss = Double.nan, lr = Double.nan, m = Double.nan
+        public var imagesPerSecond = Double.nan, dataSeconds = Double.nan, knnMonitor = Double.nan
+        /// One norm per ``Run/layers`` entry (NaN where the line has none).
+        public var gradientNorms: [Float] = []
+        /// The layers the gradient monitor flagged at this iteration.
+        public var spikes: [String] = []
+    }
+
     /// One run folder's metrics.
     public struct Run {
         public var name: String
-        public var iterations: [[String: Any]] = []
+        public var iterations: [Iteration] = []
+        /// The gradient monitor's layers, in the order of the first iteration line that names them.
+        public var layers: [String] = []
         public var evaluations: [[String: Any]] = []
         public var epochs: [[String: Any]] = []
         public var configuration: [String: Any] = [:]
@@ -20,27 +34,61 @@ public enum RunReport {
         public var info: [String: String] = [:]
         /// Problems met while reading (a truncated last line), for the page and the caller.
         public var warnings: [String] = []
+
+        public init(name: String) { self.name = name }
+
+        /// Appends one iteration line's numbers (its unseen gradient layers join ``layers``).
+        mutating func addIteration(_ object: [String: Any]) {
+            var point = Iteration()
+            point.step = number(object["step"]) ?? 0
+            point.epoch = number(object["epoch"]) ?? 0
+            for (key, path) in [("loss", \Iteration.loss), ("lr", \.lr), ("m", \.m), ("images_per_second", \.imagesPerSecond),
+                                ("data_seconds", \.dataSeconds), ("knn_monitor", \.knnMonitor)] {
+                if let value = number(object[key]) { point[keyPath: path] = value }
+            }
+            if let norms = object["grad_norm"] as? [String: Any] {
+                if layers.isEmpty { layers = orderedLayers(norms) }
+                for name in norms.keys where !layers.contains(name) { layers.append(name) }
+                point.gradientNorms = layers.map { number(norms[$0]).map(Float.init) ?? .nan }
+            }
+            point.spikes = object["spikes"] as? [String] ?? []
+            iterations.append(point)
+        }
+
+        /// The finite (step, value) pairs of one field.
+        func series(_ value: (Iteration) -> Double) -> [(Double, Double)] {
+            iterations.compactMap { point in
+                let y = value(point)
+                return y.isNaN ? nil : (point.step, y)
+            }
+        }
+
+        /// One layer's gradient norm at `point` (NaN when absent).
+        func norm(_ point: Iteration, layer index: Int) -> Double {
+            index < point.gradientNorms.count ? Double(point.gradientNorms[index]) : .nan
+        }
     }
 
-    /// Reads `folder/metrics.jsonl` (and `config.json` when present). Complete lines are kept; a
-    /// line that does not parse (a run killed mid-write) is reported in `warnings`.
+    /// Reads `folder/metrics.jsonl` (and `config.json` when present) line by line. Complete lines
+    /// are kept; a line that does not parse (a run killed mid-write) is reported in `warnings`.
     public static func load(_ folder: URL, name: String? = nil) throws -> Run {
         let url = folder.appendingPathComponent("metrics.jsonl")
-        guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw PretrainError("\(folder.path) holds no readable metrics.jsonl; is it a pretrain, lincls or finetune run folder?")
-        }
         var run = Run(name: name ?? folder.lastPathComponent)
-        for (number, line) in String(decoding: data, as: UTF8.self).split(separator: "\n").enumerated() {
-            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                run.warnings.append("metrics.jsonl line \(number + 1) is incomplete or not JSON (a run stopped mid-write?); it is left out")
-                continue
+        let opened = try MetricsLines.forEach(in: url) { number, object in
+            guard let object else {
+                run.warnings.append("metrics.jsonl line \(number) is incomplete or not JSON (a run stopped mid-write?); it is left out")
+                return
             }
             switch object["type"] as? String {
-            case "iteration": run.iterations.append(object)
+            case "iteration": run.addIteration(object)
             case "evaluation": run.evaluations.append(object)
             case "epoch": run.epochs.append(object)
-            default: run.warnings.append("metrics.jsonl line \(number + 1) has no known type; it is left out")
+            case "rollback": break
+            default: run.warnings.append("metrics.jsonl line \(number) has no known type; it is left out")
             }
+        }
+        guard opened else {
+            throw PretrainError("\(folder.path) holds no readable metrics.jsonl; is it a pretrain, lincls or finetune run folder?")
         }
         if let data = FileManager.default.contents(atPath: folder.appendingPathComponent("run.json").path),
            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
@@ -85,26 +133,23 @@ public enum RunReport {
         var gradients: [Chart.Series] = []
         var spikes: [Chart.Marker] = []
         for (r, run) in runs.enumerated() {
-            let steps = run.iterations.map { number($0["step"]) ?? 0 }
-            func series(_ key: String) -> [(Double, Double)] {
-                zip(steps, run.iterations.map { number($0[key]) }).compactMap { x, y in y.map { (x, $0) } }
-            }
-            let raw = series("loss")
+            let steps = run.iterations.map(\.step)
+            let raw = run.series(\.loss)
             loss.append(.init(name: label(run, "loss"), color: color(r, 0), points: raw, opacity: 0.35))
             loss.append(.init(name: label(run, "loss, smoothed"), color: color(r, 0), points: smoothed(raw), width: 2))
-            rates.append(.init(name: label(run, "lr"), color: color(r, 0), points: series("lr"), width: 2))
-            let momentum = series("m")
+            rates.append(.init(name: label(run, "lr"), color: color(r, 0), points: run.series(\.lr), width: 2))
+            let momentum = run.series(\.m)
             if !momentum.isEmpty { rates.append(.init(name: label(run, "1 − m (scaled to the lr's peak)"), color: color(r, 1),
-                                                      points: rescaled(momentum.map { ($0.0, 1 - $0.1) }, to: series("lr")),
+                                                      points: rescaled(momentum.map { ($0.0, 1 - $0.1) }, to: run.series(\.lr)),
                                                       dashed: true)) }
-            speed.append(.init(name: label(run, "img/s"), color: color(r, 0), points: series("images_per_second")))
-            let wait = series("data_seconds")
+            speed.append(.init(name: label(run, "img/s"), color: color(r, 0), points: run.series(\.imagesPerSecond)))
+            let wait = run.series(\.dataSeconds)
             if !wait.isEmpty { speed.append(.init(name: label(run, "data-loader wait (scaled to the img/s peak)"), color: color(r, 1),
-                                                  points: rescaled(wait, to: series("images_per_second")), dashed: true)) }
-            let monitor = series("knn_monitor")
+                                                  points: rescaled(wait, to: run.series(\.imagesPerSecond)), dashed: true)) }
+            let monitor = run.series(\.knnMonitor)
             if !monitor.isEmpty { knn.append(.init(name: label(run, "dense kNN monitor (batch)"), color: color(r, 0),
                                                    points: smoothed(monitor), opacity: 0.8)) }
-            let perEpoch = run.iterations.isEmpty ? 1 : Double(run.iterations.count) / Double(max(Set(run.iterations.map { number($0["epoch"]) ?? 0 }).count, 1))
+            let perEpoch = run.iterations.isEmpty ? 1 : Double(run.iterations.count) / Double(max(Set(run.iterations.map(\.epoch)).count, 1))
             let evaluations = run.evaluations.compactMap { e -> (Double, Double)? in
                 guard let epoch = number(e["epoch"]), let top1 = number(e["knn_top1"]) else { return nil }
                 return (epoch * perEpoch, top1)
@@ -127,21 +172,21 @@ public enum RunReport {
                 }
             }
             // Gradient norms per layer: the first layer and the last block highlighted, the rest thin.
-            let layers = (run.iterations.first?["grad_norm"] as? [String: Any]).map { orderedLayers($0, in: run) } ?? []
+            let layers = run.layers
             let lastBlock = layers.last { $0.hasPrefix("blocks.") }
             for (index, layer) in layers.enumerated() {
-                let points = zip(steps, run.iterations.map { ($0["grad_norm"] as? [String: Any]).flatMap { number($0[layer]) } })
-                    .compactMap { x, y in y.map { (x, $0) } }
+                let points = run.series { run.norm($0, layer: index) }
                 let highlighted = index == 0 || layer == lastBlock
                 gradients.append(.init(name: label(run, layer + (index == 0 ? " (first layer)" : layer == lastBlock ? " (last block)" : "")),
                                        color: highlighted ? (index == 0 ? "#d62728" : "#1f77b4") : layerPalette[index % layerPalette.count],
                                        points: points, width: highlighted ? 1.8 : 0.8, opacity: highlighted ? 1 : 0.6))
             }
             for iteration in run.iterations {
-                guard let layersSpiking = iteration["spikes"] as? [String], let step = number(iteration["step"]) else { continue }
-                for layer in layersSpiking {
-                    if let value = (iteration["grad_norm"] as? [String: Any]).flatMap({ number($0[layer]) }) {
-                        spikes.append(.init(x: step, y: value, label: label(run, "spike in \(layer) at iteration \(Int(step))")))
+                for layer in iteration.spikes {
+                    guard let index = layers.firstIndex(of: layer) else { continue }
+                    let value = run.norm(iteration, layer: index)
+                    if !value.isNaN {
+                        spikes.append(.init(x: iteration.step, y: value, label: label(run, "spike in \(layer) at iteration \(Int(iteration.step))")))
                     }
                 }
             }
@@ -208,8 +253,8 @@ public enum RunReport {
     static func summary(_ run: Run) -> String {
         var parts: [String] = ["\(run.iterations.count) iterations"]
         if let last = run.iterations.last {
-            if let loss = number(last["loss"]) { parts.append(String(format: "last loss %.4f", loss)) }
-            let speeds = run.iterations.compactMap { number($0["images_per_second"]) }.sorted()
+            if !last.loss.isNaN { parts.append(String(format: "last loss %.4f", last.loss)) }
+            let speeds = run.iterations.map(\.imagesPerSecond).filter { !$0.isNaN }.sorted()
             if !speeds.isEmpty { parts.append(String(format: "median %.0f img/s", speeds[speeds.count / 2])) }
         }
         if let knn = run.evaluations.last.flatMap({ number($0["knn_top1"]) }) { parts.append(String(format: "last kNN top-1 %.2f%%", 100 * knn)) }
@@ -217,13 +262,13 @@ public enum RunReport {
             parts.append(String(format: "last top-1 %.2f%%, top-5 %.2f%%, best %.2f%%", 100 * top1, 100 * (number(epoch["top5"]) ?? .nan),
                                 100 * (number(epoch["best_top1"]) ?? .nan)))
         }
-        let spikes = run.iterations.filter { ($0["spikes"] as? [String])?.isEmpty == false }.count
+        let spikes = run.iterations.filter { !$0.spikes.isEmpty }.count
         if !run.iterations.isEmpty { parts.append("\(spikes) iterations with gradient spikes") }
         return parts.joined(separator: "; ")
     }
 
     /// The monitor's layer order (cls_token, the patch projection, blocks in order, norm, heads).
-    static func orderedLayers(_ norms: [String: Any], in run: Run) -> [String] {
+    static func orderedLayers(_ norms: [String: Any]) -> [String] {
         func rank(_ name: String) -> (Int, Int) {
             if name.hasPrefix("patch_embed") { return (0, 0) }
             if name == "cls_token" { return (1, 0) }

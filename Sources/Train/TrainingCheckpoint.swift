@@ -33,7 +33,8 @@ public enum TrainingCheckpoint {
     /// Writes atomically (temp file, fsync, rename): a crash mid-write leaves the previous file.
     public static func write(to url: URL, model: MoCoModel, optimizer: any Optimizer,
                              configuration: PretrainConfiguration, position: TrainingPosition,
-                             bank: MemoryBank?, monitor: GradientMonitor? = nil, metricsBytes: Int? = nil) throws {
+                             bank: MemoryBank?, monitor: GradientMonitor? = nil, metricsBytes: Int? = nil,
+                             skipped: [SkippedBatch] = []) throws {
         let layout = model.parameters
         var metadata = Checkpoint.metadata(for: layout.config)
         metadata["format"] = format
@@ -42,6 +43,7 @@ public enum TrainingCheckpoint {
         metadata["batch"] = String(position.batch)
         metadata["step"] = String(position.step)
         if let metricsBytes { metadata["metrics_bytes"] = String(metricsBytes) }
+        if !skipped.isEmpty { metadata["skipped_batches"] = String(decoding: try JSONEncoder().encode(skipped), as: UTF8.self) }
         var writer = SafetensorsWriter(metadata: metadata)
         try Checkpoint.addWeights(of: model, to: &writer)
         for (key, values) in try optimizer.stateValues(on: model.backend) {
@@ -95,6 +97,8 @@ public enum TrainingCheckpoint {
         public let gradientHistory: [String: [Double]]
         /// The length of `metrics.jsonl` when it was saved, if recorded.
         public let metricsBytes: Int?
+        /// The batches that rollbacks skipped before the save (``NonFinitePolicy``).
+        public let skippedBatches: [SkippedBatch]
         public let source: String
     }
 
@@ -161,8 +165,16 @@ public enum TrainingCheckpoint {
                 .map { Double(bitPattern: UInt64(bitPattern: $0)) }
         }
         let metricsBytes = file.metadata["metrics_bytes"].flatMap(Int.init)
+        var skipped: [SkippedBatch] = []
+        if let json = file.metadata["skipped_batches"] {
+            do { skipped = try JSONDecoder().decode([SkippedBatch].self, from: Data(json.utf8)) } catch {
+                throw PretrainError("checkpoint \(url.path) holds a list of skipped batches that does not read back "
+                    + "(\(Self.describe(error))); the file is damaged: resume from an earlier checkpoint")
+            }
+        }
         return Contents(plan: plan, position: position, initial: initial, optimizerState: state, bank: bank,
-                        gradientHistory: history, metricsBytes: metricsBytes.map { max($0, 0) }, source: url.path)
+                        gradientHistory: history, metricsBytes: metricsBytes.map { max($0, 0) }, skippedBatches: skipped,
+                        source: url.path)
     }
 
     /// `--resume auto`: the run folder's checkpoints, newest position first.

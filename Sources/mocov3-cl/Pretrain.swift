@@ -70,7 +70,24 @@ struct Pretrain: ParsableCommand {
     var keep = 2
     @Option(help: "Warn of a kNN dip when the monitor's 20-iteration mean falls this many points below its running maximum [5].")
     var dipPoints = 5.0
+    @Option(help: "On a non-finite loss, gradient or weight: stop [default], or rollback to the last in-memory snapshot, skip the batch and go on.")
+    var onNonfinite = "stop"
+    @Option(help: "With rollback: multiply the lr of every later iteration by this at each rollback, in (0, 1] [1].")
+    var rollbackLrScale = 1.0
+    @Option(help: "With rollback: the most rollbacks within --rollback-window iterations; one more stops the run [3].")
+    var rollbackLimit = 3
+    @Option(help: "With rollback: the window of iterations that --rollback-limit counts in [1000].")
+    var rollbackWindow = 1000
+    @Option(help: "With rollback: keep an in-memory snapshot of the training state every N iterations and at each epoch start [25].")
+    var snapshotEvery = 25
     @Option(name: [.customShort("j"), .long], help: "The number of data loader threads [all cores].") var workers: Int?
+
+    var nonFinitePolicy: NonFinitePolicy {
+        get throws {
+            try NonFinitePolicy(parsing: onNonfinite, learningRateScale: rollbackLrScale, limit: rollbackLimit,
+                                window: rollbackWindow, snapshotEvery: snapshotEvery)
+        }
+    }
 
     /// The configuration the flags ask for, on top of `base` (the default run or a checkpoint's).
     func configuration(over base: PretrainConfiguration) throws -> (PretrainConfiguration, [String]) {
@@ -126,6 +143,7 @@ struct Pretrain: ParsableCommand {
         guard printFreq >= 1 else { throw ValidationError("--print-freq must be at least 1, got \(printFreq)") }
         if let workers, workers < 1 { throw ValidationError("--workers must be at least 1, got \(workers)") }
         do { _ = try SavePolicy(parsing: saveEvery, keep: keep) } catch { throw ValidationError("\(error)") }
+        do { _ = try nonFinitePolicy } catch { throw ValidationError("\(error)") }
         guard dipPoints > 0, dipPoints < 100 else { throw ValidationError("--dip-points must lie in (0, 100), got \(dipPoints)") }
     }
 
@@ -163,7 +181,7 @@ struct Pretrain: ParsableCommand {
         let trainer = try Pretrainer(plan: plan, backend: backend, data: splits, runFolder: folder, resume: resumed,
                                      workers: workers ?? ProcessInfo.processInfo.activeProcessorCount,
                                      savePolicy: try SavePolicy(parsing: saveEvery, keep: keep), dipDrop: dipPoints / 100,
-                                     report: display.handle)
+                                     nonFinite: try nonFinitePolicy, report: display.handle)
         try writeJSON(plan.configuration, to: folder.appendingPathComponent("config.json"))
         if let resumed {
             display.log("resuming from \(resumed.source) at epoch \(resumed.position.epoch + 1), "

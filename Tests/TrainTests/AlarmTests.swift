@@ -23,6 +23,21 @@ import Testing
         #expect(dips(in: rising).isEmpty)
     }
 
+    /// The soak's monitor: 10⁴ batch accuracies of 32 samples at 10 % (binomial, ±5 points per
+    /// batch): a fixed 5-point threshold flags dozens of "dips" in pure noise; the noise-aware one none.
+    @Test func aLongNoisyMonitorRaisesNoAlarmButADipInItDoes() {
+        var generator = SplitMix64(seed: 11)
+        func batch(_ p: Double) -> Double { Double((0..<32).filter { _ in Double.random(in: 0..<1, using: &generator) < p }.count) / 32 }
+        let noise = (0..<10_000).map { _ in batch(0.1) }
+        var detector = KNNDipDetector(drop: 0.05)
+        #expect(noise.enumerated().compactMap { detector.record($1, iteration: $0 + 1) }.isEmpty)
+        #expect(detector.threshold > 0.05)
+        // The same monitor at 40 % that falls to 10 % for 200 iterations: one dip.
+        let dipping = (0..<2_000).map { _ in batch(0.4) } + (0..<200).map { _ in batch(0.1) } + (0..<500).map { _ in batch(0.4) }
+        let found = dips(in: dipping)
+        #expect(found.count == 1 && (2_001...2_040).contains(found.first?.iteration ?? 0), "\(found.map(\.iteration)) \(found)")
+    }
+
     @Test func aSingleBadBatchIsSmoothedAway() {
         var values = series(0.6, 200, seed: 2)
         values[120] = 0
