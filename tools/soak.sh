@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 ITERATIONS="${ITERATIONS:-10000}"
 INTERVAL="${INTERVAL:-5}"
 SOAK_DIR="${SOAK_DIR:-$(mktemp -d /tmp/soak-XXXXXX)}"
-binary="${1:-$(ls -d dist/mocov3-cl-*-linux-*/mocov3-cl 2>/dev/null | head -1)}"
+binary="${1:-$(ls -d dist/mocov3-cl-*-linux-*/mocov3-cl 2>/dev/null | head -1 || true)}"
 binary="${binary:-.build/release/mocov3-cl}"
 [ -x "$binary" ] || { echo "soak: no binary at $binary (scripts/bundle.sh or scripts/setup.sh first)" >&2; exit 2; }
 

@@ -9,24 +9,88 @@ import Foundation
 /// Several runs overlay in one page. Long series are decimated to the chart's width, keeping each
 /// column's minimum and maximum, so spikes survive.
 public enum RunReport {
-    /// One iteration line, kept as numbers (a parsed JSON dictionary costs ~15 bytes of memory
-    /// per byte of file; this costs well under one), NaN where the line has no such field.
-    public struct Iteration {
-        public var step = 0.0, epoch = 0.0
-        public var loss = Double.nan, lr = Double.nan, m = Double.nan
-        public var imagesPerSecond = Double.nan, dataSeconds = Double.nan, knnMonitor = Double.nan
-        /// One norm per ``Run/layers`` entry (NaN where the line has none).
-        public var gradientNorms: [Float] = []
-        /// The layers the gradient monitor flagged at this iteration.
-        public var spikes: [String] = []
+    /// A series read point by point into a bounded buffer: consecutive points fall into buckets of
+    /// `stride` points, of which only the minimum and the maximum are kept (so a spike or a dip
+    /// survives); when the buffer holds ``capacity`` buckets, neighbours merge and the stride
+    /// doubles. Memory stays fixed however long the run, and the chart's own per-column decimation
+    /// then sees the same extremes it would have found in every point.
+    public struct ReducedSeries {
+        public static let capacity = 4096
+        /// Kept points in x order (at most two per bucket).
+        public private(set) var points: [(Double, Double)] = []
+        private var bucketStarts: [Int] = []
+        private var stride = 1
+        private var pending: (low: (Double, Double), high: (Double, Double))?
+        private var pendingCount = 0
+        /// Every point added, finite or not.
+        public private(set) var count = 0
+
+        public init() {}
+
+        public mutating func add(_ x: Double, _ y: Double) {
+            count += 1
+            guard y.isFinite else { return }
+            if let (low, high) = pending {
+                pending = (y < low.1 ? (x, y) : low, y > high.1 ? (x, y) : high)
+            } else {
+                pending = ((x, y), (x, y))
+            }
+            pendingCount += 1
+            if pendingCount >= stride { flush() }
+        }
+
+        /// The kept points, the bucket still being filled included.
+        public var all: [(Double, Double)] {
+            var copy = self
+            copy.flush()
+            return copy.points
+        }
+
+        private mutating func flush() {
+            guard let (low, high) = pending else { return }
+            bucketStarts.append(points.count)
+            points += Self.ordered(low, high)
+            pending = nil
+            pendingCount = 0
+            if bucketStarts.count >= Self.capacity { mergePairs() }
+        }
+
+        private static func ordered(_ low: (Double, Double), _ high: (Double, Double)) -> [(Double, Double)] {
+            if low.0 == high.0 { return [low] }
+            return low.0 < high.0 ? [low, high] : [high, low]
+        }
+
+        private mutating func mergePairs() {
+            var merged: [(Double, Double)] = [], starts: [Int] = []
+            let ends = Array(bucketStarts.dropFirst()) + [points.count]
+            for pair in Swift.stride(from: 0, to: bucketStarts.count, by: 2) {
+                let last = min(pair + 1, bucketStarts.count - 1)
+                let slice = points[bucketStarts[pair]..<ends[last]]
+                guard let low = slice.min(by: { $0.1 < $1.1 }), let high = slice.max(by: { $0.1 < $1.1 }) else { continue }
+                starts.append(merged.count)
+                merged += Self.ordered(low, high)
+            }
+            (points, bucketStarts) = (merged, starts)
+            stride *= 2
+        }
     }
 
-    /// One run folder's metrics.
+    /// One run folder's metrics, read line by line into bounded series.
     public struct Run {
         public var name: String
-        public var iterations: [Iteration] = []
-        /// The gradient monitor's layers, in the order of the first iteration line that names them.
+        /// The number of iteration lines read.
+        public var iterationCount = 0
+        /// Iteration-line fields by key (`loss`, `lr`, `m`, `images_per_second`, `data_seconds`,
+        /// `knn_monitor`, and the smoothed `loss` and `knn_monitor` as `loss.smoothed`, `knn_monitor.smoothed`).
+        public var series: [String: ReducedSeries] = [:]
+        /// The gradient monitor's layers, in the order of the first iteration line that names them, and their norms.
         public var layers: [String] = []
+        public var gradientNorms: [String: ReducedSeries] = [:]
+        /// Every flagged spike: iteration, layer, norm.
+        public var spikes: [(step: Double, layer: String, norm: Double)] = []
+        public var lastStep = 0.0
+        public var lastLoss = Double.nan
+        public var epochsSeen: Set<Double> = []
         public var evaluations: [[String: Any]] = []
         public var epochs: [[String: Any]] = []
         public var configuration: [String: Any] = [:]
@@ -34,39 +98,44 @@ public enum RunReport {
         public var info: [String: String] = [:]
         /// Problems met while reading (a truncated last line), for the page and the caller.
         public var warnings: [String] = []
+        private var averages: [String: Double] = [:]
 
         public init(name: String) { self.name = name }
 
-        /// Appends one iteration line's numbers (its unseen gradient layers join ``layers``).
+        static let fields = ["loss", "lr", "m", "images_per_second", "data_seconds", "knn_monitor"]
+        /// The noisy fields that also get an exponential moving average (α 0.02).
+        static let smoothedFields: Set = ["loss", "knn_monitor"]
+
+        /// Adds one iteration line's numbers to the series.
         mutating func addIteration(_ object: [String: Any]) {
-            var point = Iteration()
-            point.step = number(object["step"]) ?? 0
-            point.epoch = number(object["epoch"]) ?? 0
-            for (key, path) in [("loss", \Iteration.loss), ("lr", \.lr), ("m", \.m), ("images_per_second", \.imagesPerSecond),
-                                ("data_seconds", \.dataSeconds), ("knn_monitor", \.knnMonitor)] {
-                if let value = number(object[key]) { point[keyPath: path] = value }
+            let step = number(object["step"]) ?? 0
+            iterationCount += 1
+            lastStep = step
+            epochsSeen.insert(number(object["epoch"]) ?? 0)
+            for key in Self.fields {
+                guard let value = number(object[key]) else { continue }
+                series[key, default: ReducedSeries()].add(step, value)
+                if key == "loss" { lastLoss = value }
+                if Self.smoothedFields.contains(key), value.isFinite {
+                    let average = averages[key].map { $0 + 0.02 * (value - $0) } ?? value
+                    averages[key] = average
+                    series[key + ".smoothed", default: ReducedSeries()].add(step, average)
+                }
             }
             if let norms = object["grad_norm"] as? [String: Any] {
                 if layers.isEmpty { layers = orderedLayers(norms) }
-                for name in norms.keys where !layers.contains(name) { layers.append(name) }
-                point.gradientNorms = layers.map { number(norms[$0]).map(Float.init) ?? .nan }
-            }
-            point.spikes = object["spikes"] as? [String] ?? []
-            iterations.append(point)
-        }
-
-        /// The finite (step, value) pairs of one field.
-        func series(_ value: (Iteration) -> Double) -> [(Double, Double)] {
-            iterations.compactMap { point in
-                let y = value(point)
-                return y.isNaN ? nil : (point.step, y)
+                for name in norms.keys.sorted() where !layers.contains(name) { layers.append(name) }
+                for (name, value) in norms {
+                    if let value = number(value) { gradientNorms[name, default: ReducedSeries()].add(step, value) }
+                }
+                for layer in object["spikes"] as? [String] ?? [] {
+                    if let value = number(norms[layer]) { spikes.append((step, layer, value)) }
+                }
             }
         }
 
-        /// One layer's gradient norm at `point` (NaN when absent).
-        func norm(_ point: Iteration, layer index: Int) -> Double {
-            index < point.gradientNorms.count ? Double(point.gradientNorms[index]) : .nan
-        }
+        /// The kept points of one field (empty when no line had it).
+        public func points(_ key: String) -> [(Double, Double)] { series[key]?.all ?? [] }
     }
 
     /// Reads `folder/metrics.jsonl` (and `config.json` when present) line by line. Complete lines
@@ -133,23 +202,23 @@ public enum RunReport {
         var gradients: [Chart.Series] = []
         var spikes: [Chart.Marker] = []
         for (r, run) in runs.enumerated() {
-            let steps = run.iterations.map(\.step)
-            let raw = run.series(\.loss)
+            let raw = run.points("loss")
             loss.append(.init(name: label(run, "loss"), color: color(r, 0), points: raw, opacity: 0.35))
-            loss.append(.init(name: label(run, "loss, smoothed"), color: color(r, 0), points: smoothed(raw), width: 2))
-            rates.append(.init(name: label(run, "lr"), color: color(r, 0), points: run.series(\.lr), width: 2))
-            let momentum = run.series(\.m)
+            loss.append(.init(name: label(run, "loss, smoothed"), color: color(r, 0), points: run.points("loss.smoothed"), width: 2))
+            rates.append(.init(name: label(run, "lr"), color: color(r, 0), points: run.points("lr"), width: 2))
+            let momentum = run.points("m")
             if !momentum.isEmpty { rates.append(.init(name: label(run, "1 − m (scaled to the lr's peak)"), color: color(r, 1),
-                                                      points: rescaled(momentum.map { ($0.0, 1 - $0.1) }, to: run.series(\.lr)),
+                                                      points: rescaled(momentum.map { ($0.0, 1 - $0.1) }, to: run.points("lr")),
                                                       dashed: true)) }
-            speed.append(.init(name: label(run, "img/s"), color: color(r, 0), points: run.series(\.imagesPerSecond)))
-            let wait = run.series(\.dataSeconds)
+            speed.append(.init(name: label(run, "img/s"), color: color(r, 0), points: run.points("images_per_second")))
+            let wait = run.points("data_seconds")
             if !wait.isEmpty { speed.append(.init(name: label(run, "data-loader wait (scaled to the img/s peak)"), color: color(r, 1),
-                                                  points: rescaled(wait, to: run.series(\.imagesPerSecond)), dashed: true)) }
-            let monitor = run.series(\.knnMonitor)
-            if !monitor.isEmpty { knn.append(.init(name: label(run, "dense kNN monitor (batch)"), color: color(r, 0),
-                                                   points: smoothed(monitor), opacity: 0.8)) }
-            let perEpoch = run.iterations.isEmpty ? 1 : Double(run.iterations.count) / Double(max(Set(run.iterations.map(\.epoch)).count, 1))
+                                                  points: rescaled(wait, to: run.points("images_per_second")), dashed: true)) }
+            if !run.points("knn_monitor").isEmpty {
+                knn.append(.init(name: label(run, "dense kNN monitor (batch)"), color: color(r, 0),
+                                 points: run.points("knn_monitor.smoothed"), opacity: 0.8))
+            }
+            let perEpoch = run.iterationCount == 0 ? 1 : Double(run.iterationCount) / Double(max(run.epochsSeen.count, 1))
             let evaluations = run.evaluations.compactMap { e -> (Double, Double)? in
                 guard let epoch = number(e["epoch"]), let top1 = number(e["knn_top1"]) else { return nil }
                 return (epoch * perEpoch, top1)
@@ -159,7 +228,7 @@ public enum RunReport {
                                  width: 2.5, dots: true))
                 if let initial = run.evaluations.first(where: { number($0["epoch"]) == 0 }).flatMap({ number($0["knn_top1"]) }) {
                     knn.append(.init(name: label(run, String(format: "initialisation baseline %.2f%%", 100 * initial)), color: "#777",
-                                     points: [(0, initial), (steps.last ?? 1, initial)], dashed: true))
+                                     points: [(0, initial), (run.iterationCount > 0 ? run.lastStep : 1, initial)], dashed: true))
                 }
             }
             for (key, name, c) in [("top1", "top-1", 0), ("top5", "top-5", 1)] {
@@ -175,20 +244,14 @@ public enum RunReport {
             let layers = run.layers
             let lastBlock = layers.last { $0.hasPrefix("blocks.") }
             for (index, layer) in layers.enumerated() {
-                let points = run.series { run.norm($0, layer: index) }
+                let points = run.gradientNorms[layer]?.all ?? []
                 let highlighted = index == 0 || layer == lastBlock
                 gradients.append(.init(name: label(run, layer + (index == 0 ? " (first layer)" : layer == lastBlock ? " (last block)" : "")),
                                        color: highlighted ? (index == 0 ? "#d62728" : "#1f77b4") : layerPalette[index % layerPalette.count],
                                        points: points, width: highlighted ? 1.8 : 0.8, opacity: highlighted ? 1 : 0.6))
             }
-            for iteration in run.iterations {
-                for layer in iteration.spikes {
-                    guard let index = layers.firstIndex(of: layer) else { continue }
-                    let value = run.norm(iteration, layer: index)
-                    if !value.isNaN {
-                        spikes.append(.init(x: iteration.step, y: value, label: label(run, "spike in \(layer) at iteration \(Int(iteration.step))")))
-                    }
-                }
+            for spike in run.spikes {
+                spikes.append(.init(x: spike.step, y: spike.norm, label: label(run, "spike in \(spike.layer) at iteration \(Int(spike.step))")))
             }
         }
         if loss.contains(where: { !$0.points.isEmpty }) {
@@ -244,17 +307,18 @@ public enum RunReport {
         </style></head><body>
         \(header)
         \(panels.joined(separator: "\n"))
-        <p style="color:#777;font-size:12px">mocov3-cl report · \(runs.map { $0.iterations.count }.reduce(0, +)) iterations plotted, decimated to the chart width (min and max kept per column)</p>
+        <p style="color:#777;font-size:12px">mocov3-cl report · \(runs.map(\.iterationCount).reduce(0, +)) iterations plotted, decimated to the chart width (min and max kept per column)</p>
         </body></html>
 
         """
     }
 
     static func summary(_ run: Run) -> String {
-        var parts: [String] = ["\(run.iterations.count) iterations"]
-        if let last = run.iterations.last {
-            if !last.loss.isNaN { parts.append(String(format: "last loss %.4f", last.loss)) }
-            let speeds = run.iterations.map(\.imagesPerSecond).filter { !$0.isNaN }.sorted()
+        var parts: [String] = ["\(run.iterationCount) iterations"]
+        if run.iterationCount > 0 {
+            if !run.lastLoss.isNaN { parts.append(String(format: "last loss %.4f", run.lastLoss)) }
+            // The median of the kept points (all of them up to 4096 buckets; their extremes beyond).
+            let speeds = run.points("images_per_second").map(\.1).sorted()
             if !speeds.isEmpty { parts.append(String(format: "median %.0f img/s", speeds[speeds.count / 2])) }
         }
         if let knn = run.evaluations.last.flatMap({ number($0["knn_top1"]) }) { parts.append(String(format: "last kNN top-1 %.2f%%", 100 * knn)) }
@@ -262,8 +326,8 @@ public enum RunReport {
             parts.append(String(format: "last top-1 %.2f%%, top-5 %.2f%%, best %.2f%%", 100 * top1, 100 * (number(epoch["top5"]) ?? .nan),
                                 100 * (number(epoch["best_top1"]) ?? .nan)))
         }
-        let spikes = run.iterations.filter { !$0.spikes.isEmpty }.count
-        if !run.iterations.isEmpty { parts.append("\(spikes) iterations with gradient spikes") }
+        let spikes = Set(run.spikes.map(\.step)).count
+        if run.iterationCount > 0 { parts.append("\(spikes) iterations with gradient spikes") }
         return parts.joined(separator: "; ")
     }
 
@@ -291,16 +355,6 @@ public enum RunReport {
         if let n = value as? NSNumber { return n.stringValue }
         if let s = value as? String { return s }
         return String(describing: value)
-    }
-
-    /// An exponential moving average (α 0.02), for the noisy per-iteration series.
-    static func smoothed(_ points: [(Double, Double)], alpha: Double = 0.02) -> [(Double, Double)] {
-        var average: Double?
-        return points.map { x, y in
-            let next = average.map { $0 + alpha * (y - $0) } ?? y
-            average = next
-            return (x, next)
-        }
     }
 
     /// `points` scaled so their maximum sits at `reference`'s (a second quantity on one axis).

@@ -114,6 +114,6 @@ struct Report: ParsableCommand {
         let url = URL(fileURLWithPath: output ?? (runs.count == 1 ? URL(fileURLWithPath: runs[0]).appendingPathComponent("report.html").path
                                                                    : "report.html"))
         try RunReport.write(loaded, title: title ?? "mocov3-cl: " + loaded.map(\.name).joined(separator: ", "), to: url)
-        print("wrote \(url.path) (\(loaded.map { $0.iterations.count }.reduce(0, +)) iterations from \(loaded.count) run(s))")
+        print("wrote \(url.path) (\(loaded.map(\.iterationCount).reduce(0, +)) iterations from \(loaded.count) run(s))")
     }
 }

@@ -40,7 +40,7 @@ enum ReportFixture {
         let folder = try ReportFixture.runFolder("report")
         defer { try? FileManager.default.removeItem(at: folder) }
         let run = try RunReport.load(folder)
-        #expect(run.iterations.count == 20_000 && run.evaluations.count == 2 && run.warnings.isEmpty)
+        #expect(run.iterationCount == 20_000 && run.evaluations.count == 2 && run.warnings.isEmpty)
         let html = RunReport.html([run], title: "t")
         for name in ["loss", "loss, smoothed", "lr", "1 − m (scaled to the lr&apos;s peak)".replacingOccurrences(of: "&apos;", with: "'"),
                      "img/s", "dense kNN monitor (batch)", "kNN evaluation (held-out split)", "initialisation baseline 68.51%",
@@ -63,6 +63,22 @@ enum ReportFixture {
         #expect(FileManager.default.fileExists(atPath: folder.appendingPathComponent("report.html").path))
     }
 
+    /// The report reads a series of any length into a fixed buffer and keeps its extremes.
+    @Test func aReducedSeriesStaysBoundedAndKeepsItsExtremes() {
+        var series = RunReport.ReducedSeries()
+        for i in 0..<1_000_000 { series.add(Double(i), i == 654_321 ? 50 : i == 3 ? -7 : sin(Double(i) / 1000)) }
+        series.add(1_000_000, .nan)
+        let kept = series.all
+        #expect(series.count == 1_000_001)
+        #expect(kept.count <= 2 * RunReport.ReducedSeries.capacity && kept.count >= RunReport.ReducedSeries.capacity)
+        #expect(kept.contains { $0 == (654_321, 50) } && kept.contains { $0 == (3, -7) })
+        #expect(zip(kept, kept.dropFirst()).allSatisfy { $0.0 < $1.0 })
+        #expect(abs((kept.map(\.1).filter { $0 < 2 }.max() ?? 0) - 1) < 1e-6)
+        var short = RunReport.ReducedSeries()
+        for i in 0..<10 { short.add(Double(i), Double(i * i)) }
+        #expect(short.all.map(\.1) == (0..<10).map { Double($0 * $0) })
+    }
+
     @Test func decimationKeepsEachColumnsMinimumAndMaximum() {
         var points = (0..<10_000).map { (Double($0), 1.0) }
         points[5_000].1 = 9
@@ -78,7 +94,7 @@ enum ReportFixture {
         let folder = try ReportFixture.runFolder("report-cut", iterations: 200, truncated: true)
         defer { try? FileManager.default.removeItem(at: folder) }
         let run = try RunReport.load(folder, name: "lr<1e-3> & \"b=4096\"")
-        #expect(run.iterations.count == 200)
+        #expect(run.iterationCount == 200)
         #expect(run.warnings.count == 1 && run.warnings[0].contains("line 203 is incomplete"))
         let html = RunReport.html([run, run], title: "a <b> & c")
         #expect(html.contains("lr&lt;1e-3&gt; &amp; &quot;b=4096&quot;") && !html.contains("lr<1e-3>"))
