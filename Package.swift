@@ -38,13 +38,17 @@ let package = Package(
         // replacement, appended lines, the run-folder lock, and the fault injection tests use
         .target(name: "FileSystem"),
 
+        // MARK: The data-parallel process group: one process, Open MPI loaded at run time
+        // (dlopen; nothing links MPI), or ranks as threads for the tests
+        .target(name: "Collective"),
+
         // MARK: Data: dataset readers (IDX, CIFAR binary, image folders) and the augmentations
         .target(name: "Datasets", dependencies: ["CZlib", "CTurboJPEG", "CPNG"]),
         .target(name: "Augment", dependencies: ["Datasets", "Tensors"]),
 
         // MARK: Model and training (written against the tensor protocol only; they receive a Backend)
-        .target(name: "Model", dependencies: ["Tensors", "FileSystem"]),
-        .target(name: "Train", dependencies: ["Model", "Tensors", "Datasets", "Augment", "FileSystem"]),
+        .target(name: "Model", dependencies: ["Tensors", "FileSystem", "Collective"]),
+        .target(name: "Train", dependencies: ["Model", "Tensors", "Datasets", "Augment", "FileSystem", "Collective"]),
 
         // MARK: `mocov3-cl selftest`: every op and whole MoCo steps on a device against the host
         .target(name: "SelfTest", dependencies: ["Train", "Model", "Tensors"]),
@@ -52,7 +56,7 @@ let package = Package(
         // MARK: Command-line tool
         .executableTarget(
             name: "mocov3-cl",
-            dependencies: ["Train", "Model", "Datasets", "Tensors", "CLBackend", "SelfTest", "Benchmarks", "FileSystem",
+            dependencies: ["Train", "Model", "Datasets", "Tensors", "CLBackend", "SelfTest", "Benchmarks", "FileSystem", "Collective",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
@@ -71,11 +75,11 @@ let package = Package(
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "CLBackendTests", dependencies: ["CLBackend", "Tensors", "KernelSources", "TestSupport"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "Tensors", "CLBackend", "Datasets", "Augment",
-                                                       "TestSupport", "FileSystem"]),
+                                                       "TestSupport", "FileSystem", "Collective"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport", "CZlib", "CTurboJPEG", "CPNG"]),
         .testTarget(name: "AugmentTests", dependencies: ["Augment", "Datasets", "Tensors", "TestSupport"]),
         .testTarget(name: "ModelTests",
-                    dependencies: ["Model", "Tensors", "Train", "Augment", "Datasets", "TestSupport", "FileSystem",
+                    dependencies: ["Model", "Tensors", "Train", "Augment", "Datasets", "TestSupport", "FileSystem", "Collective",
                                    .product(name: "RealModule", package: "swift-numerics")],
                     resources: [.copy("Fixtures")]),
     ],

@@ -12,9 +12,11 @@ export MOCOV3_KERNEL_CACHE_DIR="${MOCOV3_KERNEL_CACHE_DIR:-$PWD/.kernel-cache}"
 mkdir -p "$POCL_CACHE_DIR"
 # Every test is a Swift Testing test; XCTest would only report "0 tests".
 swift test --disable-xctest "$@"
-# Then kill -9 at random moments (scripts/test-kill.sh) and the self-contained bundle as a user
-# runs it (scripts/test-bundle.sh); a filtered run (`scripts/test.sh --filter X`) skips both.
+# Then kill -9 at random moments (scripts/test-kill.sh), data parallel under mpirun
+# (scripts/test-mpi.sh) and the self-contained bundle as a user runs it (scripts/test-bundle.sh);
+# a filtered run (`scripts/test.sh --filter X`) skips them.
 if [ $# -eq 0 ]; then
     scripts/test-kill.sh
+    scripts/test-mpi.sh
     scripts/test-bundle.sh
 fi

@@ -43,8 +43,13 @@ public final class TrainingBatches: @unchecked Sendable {
     private let producer: BatchProducer<TrainingBatch>
     private let skips = SkipLog()
 
+    /// - Parameters:
+    ///   - rows: the slice of every batch to make (a data-parallel rank's share of the global
+    ///     batch); the whole batch when nil. The samples and their augmentations are those of the
+    ///     same rows of the whole batch.
     public init(dataset: any ImageDataset, augmentation: any SampleAugmentation, batchSize: Int, seed: UInt64,
-                epoch: Int, startBatch: Int = 0, dropLast: Bool = true, workers: Int, prefetch: Int = 2) {
+                epoch: Int, startBatch: Int = 0, rows: Range<Int>? = nil, dropLast: Bool = true, workers: Int,
+                prefetch: Int = 2) {
         precondition(batchSize > 0, "batchSize must be positive")
         precondition(workers > 0, "workers must be positive")
         let count = dataset.count
@@ -57,10 +62,14 @@ public final class TrainingBatches: @unchecked Sendable {
         self.epoch = epoch
         self.permutation = permutation
         let skips = self.skips
+        precondition(rows.map { !$0.isEmpty && $0.lowerBound >= 0 && $0.upperBound <= batchSize && dropLast } ?? true,
+                     "rows must be a non-empty slice of a full batch")
         producer = BatchProducer(range: min(startBatch, batchesPerEpoch)..<batchesPerEpoch, prefetch: prefetch) { b in
-            try Self.makeBatch(b, dataset: dataset, augmentation: augmentation, permutation: permutation,
-                               batchSize: min(batchSize, count - b * batchSize), firstPosition: b * batchSize,
-                               seed: seed, epoch: epoch, workers: workers, skips: skips)
+            let full = min(batchSize, count - b * batchSize)
+            let slice = rows ?? 0..<full
+            return try Self.makeBatch(b, dataset: dataset, augmentation: augmentation, permutation: permutation,
+                                      batchSize: slice.count, firstPosition: b * batchSize + slice.lowerBound,
+                                      seed: seed, epoch: epoch, workers: workers, skips: skips)
         }
     }
 

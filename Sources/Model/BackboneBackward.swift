@@ -40,9 +40,12 @@ struct BackboneBackward {
     /// (B, N−1) of 1/(N−1) (shared with the forward), global average pooling only.
     let average: Tensor?
 
+    let batchNorm: BatchNormRunner
+
     init(config: ViTConfig, batchSize: Int, forward: BackboneForward) {
         self.config = config
         self.batchSize = batchSize
+        batchNorm = forward.batchNorm
         ones = forward.ones
         average = forward.average
     }
@@ -107,7 +110,7 @@ struct BackboneBackward {
                                               reciprocalStd: s.norm2ReciprocalStd, weight: block.norm2Weight)
             case .batchNorm:
                 // Training-mode BN: the batch statistics depend on every token of the view.
-                try backend.batchNormBackward(inputGradient: g.branch.reshaped([R, C]),
+                try batchNorm.backward(backend, inputGradient: g.branch.reshaped([R, C]),
                                               weightGradient: blockGradient.norm2Weight,
                                               biasGradient: blockGradient.norm2Bias,
                                               outputGradient: g.normalized.reshaped([R, C]),

@@ -147,10 +147,13 @@ struct BackboneForward {
     let average: Tensor?
     /// (B, N, C) scratch for the proj and fc2 outputs before their residual add (not needed by the backward).
     let branch: Tensor
+    /// ViT-BN's norm2: the backend's BN, or SyncBN across a data-parallel group.
+    let batchNorm: BatchNormRunner
 
-    init(backend: any Backend, config: ViTConfig, batchSize: Int) throws {
+    init(backend: any Backend, config: ViTConfig, batchSize: Int, batchNorm: BatchNormRunner = BatchNormRunner()) throws {
         self.config = config
         self.batchSize = batchSize
+        self.batchNorm = batchNorm
         ones = try backend.makeTensor([Float](repeating: 1, count: batchSize), shape: [batchSize, 1])
         one = try backend.makeTensor([Float(1)], shape: [1])
         let patches = config.tokens - 1
@@ -218,7 +221,7 @@ struct BackboneForward {
                 guard let statistics = block.norm2Statistics else {
                     throw ModelConfigError("ViT-BN trunk without views of its norm2 running statistics")
                 }
-                try backend.batchNormForward(output: s.norm2.reshaped([R, C]), savedMean: s.norm2Mean,
+                try batchNorm.forward(backend, output: s.norm2.reshaped([R, C]), savedMean: s.norm2Mean,
                                              savedReciprocalStd: s.norm2ReciprocalStd,
                                              input: s.afterAttention.reshaped([R, C]), weight: block.norm2Weight,
                                              bias: block.norm2Bias, runningMean: statistics.mean,

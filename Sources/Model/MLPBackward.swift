@@ -30,6 +30,7 @@ struct MLPGradients {
 /// gradient buffer that mirror `weights`).
 struct MLPBackward {
     let batchSize: Int
+    var batchNorm = BatchNormRunner()
 
     /// - Parameters:
     ///   - outputGradient: ∂loss/∂(head output) (B, out_last).
@@ -50,7 +51,7 @@ struct MLPBackward {
                 try backend.reluBackward(inputGradient: normOutput, outputGradient: gradient, output: s.output)
                 normGradient = normOutput
             }
-            try backend.batchNormBackward(inputGradient: g.linear, weightGradient: parameterGradient.normWeight,
+            try batchNorm.backward(backend, inputGradient: g.linear, weightGradient: parameterGradient.normWeight,
                                           biasGradient: parameterGradient.normBias, outputGradient: normGradient,
                                           input: s.linear, savedMean: s.normMean, savedReciprocalStd: s.normReciprocalStd,
                                           weight: layer.normWeight)

@@ -62,9 +62,12 @@ struct MLPForward {
     let batchSize: Int
     /// (1) holding 1: num_batches_tracked += 1 per training-mode forward, as PyTorch counts.
     let one: Tensor
+    /// The backend's BN, or SyncBN across a data-parallel group.
+    let batchNorm: BatchNormRunner
 
-    init(backend: any Backend, batchSize: Int) throws {
+    init(backend: any Backend, batchSize: Int, batchNorm: BatchNormRunner = BatchNormRunner()) throws {
         self.batchSize = batchSize
+        self.batchNorm = batchNorm
         one = try backend.makeTensor([Float(1)], shape: [1])
     }
 
@@ -78,7 +81,7 @@ struct MLPForward {
             var shape = GEMMShape(m: batchSize, n: layer.outputs, k: layer.inputs, transposeB: true)
             shape.lda = stride
             try backend.gemm(shape, alpha: 1, a: x, b: layer.weight, beta: 0, c: s.linear)
-            try backend.batchNormForward(output: s.output, savedMean: s.normMean, savedReciprocalStd: s.normReciprocalStd,
+            try batchNorm.forward(backend, output: s.output, savedMean: s.normMean, savedReciprocalStd: s.normReciprocalStd,
                                          input: s.linear, weight: layer.normWeight, bias: layer.normBias,
                                          runningMean: layer.statistics.mean, runningVariance: layer.statistics.variance,
                                          momentum: Self.normMomentum, epsilon: Self.normEpsilon, training: true)

@@ -73,12 +73,12 @@ extension MoCoModel {
         let temperature = Float(parameters.config.temperature)
         let t = training
         let trunk = BackboneBackward(config: vit, batchSize: B, forward: backbone)
-        let mlp = MLPBackward(batchSize: B)
+        let mlp = MLPBackward(batchSize: B, batchNorm: head.batchNorm)
         for (index, images) in [x1, x2].enumerated().reversed() {
             // Term `index` is ctr(q_index, k_other); softmaxCrossEntropy already wrote
             // ∂loss/∂logits (with the 2T/B scale). logits = q̂·k̂ᵀ/T, so ∂q̂ = (1/T)·∂logits·k̂.
             let term = lossTerms[index]
-            try backend.gemm(GEMMShape(m: B, n: d, k: B), alpha: 1 / temperature, a: term.logitsGradient,
+            try backend.gemm(GEMMShape(m: B, n: d, k: globalBatchSize), alpha: 1 / temperature, a: term.logitsGradient,
                              b: term.keys, beta: 0, c: t.normalizedQueryGradient)
             try backend.l2NormalizeBackward(inputGradient: t.queryGradient, outputGradient: t.normalizedQueryGradient,
                                             output: term.queries, norms: term.queryNorms)

@@ -1,3 +1,4 @@
+import Collective
 import Tensors
 
 /// MoCo v3 around a ViT on one ``Backend``: parameters, BN buffers and every activation of one
@@ -15,7 +16,13 @@ import Tensors
 public final class MoCoModel {
     public let parameters: MoCoParameters
     public let backend: any Backend
+    /// Images per view on this rank (the global batch / the group's size).
     public let batchSize: Int
+    /// The data-parallel group (``SingleProcess`` by default): keys are gathered across it and
+    /// every BatchNorm is synchronised over it (SPEC A.3, A.4).
+    public let communicator: any Communicator
+    /// Images per view across the group: the number of keys each query is contrasted with.
+    public var globalBatchSize: Int { batchSize * communicator.size }
 
     /// Every parameter: base encoder | predictor | momentum encoder (``MoCoParameters``).
     public let parameterTensor: Tensor
@@ -36,7 +43,7 @@ public final class MoCoModel {
     let projectorWeights: MLPWeights, momentumProjectorWeights: MLPWeights, predictorWeights: MLPWeights
     let backbone: BackboneForward
     let head: MLPForward
-    let labels: Tensor                                       // (B) int32 arange(B)
+    let labels: Tensor                                       // (B) int32 arange(B) + B·rank
     /// Gradients and backward scratch (MoCoModel+Backward.swift).
     let training: MoCoGradientState
 
@@ -48,8 +55,11 @@ public final class MoCoModel {
 
     /// - Parameter initial: flat parameters and buffers in `parameters`' layout (e.g.
     ///   ``MoCoParameters/initialValues(seed:)``, or tensors loaded by name through the tables).
+    ///   - batchSize: the images per view on this rank.
+    ///   - communicator: the data-parallel group this model trains in.
     public init(parameters: MoCoParameters, backend: any Backend, batchSize: Int,
-                initial: (parameters: [Float], buffers: [Float])) throws {
+                initial: (parameters: [Float], buffers: [Float]),
+                communicator: any Communicator = SingleProcess()) throws {
         let config = parameters.config
         guard batchSize > 1 else {
             throw ModelConfigError("batch size must be at least 2 (training-mode BatchNorm), got \(batchSize)")
@@ -61,6 +71,7 @@ public final class MoCoModel {
         self.parameters = parameters
         self.backend = backend
         self.batchSize = batchSize
+        self.communicator = communicator
         parameterTensor = try backend.makeTensor(initial.parameters, shape: [parameters.table.count])
         bufferTensor = try backend.makeTensor(initial.buffers, shape: [parameters.buffers.count])
 
@@ -92,10 +103,17 @@ public final class MoCoModel {
         momentumProjectorActivations = try (0..<2).map { _ in
             try MLPActivations(backend: backend, widths: [h, h, d], batchSize: batchSize)
         }
-        lossTerms = try (0..<2).map { _ in try ContrastiveLossActivations(backend: backend, batchSize: batchSize, width: d) }
-        backbone = try BackboneForward(backend: backend, config: config.vit, batchSize: batchSize)
-        head = try MLPForward(backend: backend, batchSize: batchSize)
-        labels = try backend.makeTensor((0..<batchSize).map { Int32($0) }, shape: [batchSize])
+        let keyCount = batchSize * communicator.size
+        lossTerms = try (0..<2).map { _ in
+            try ContrastiveLossActivations(backend: backend, batchSize: batchSize, keys: keyCount, width: d,
+                                           distributed: communicator.isDistributed)
+        }
+        let batchNorm = BatchNormRunner(communicator: communicator)
+        try batchNorm.prepare(backend: backend, widths: [h, d] + (config.vit.mlpNormalization == .batchNorm ? [config.vit.embedDim] : []))
+        backbone = try BackboneForward(backend: backend, config: config.vit, batchSize: batchSize, batchNorm: batchNorm)
+        head = try MLPForward(backend: backend, batchSize: batchSize, batchNorm: batchNorm)
+        let offset = batchSize * communicator.rank
+        labels = try backend.makeTensor((0..<batchSize).map { Int32(offset + $0) }, shape: [batchSize])
         training = try MoCoGradientState(parameters: parameters, backend: backend, batchSize: batchSize,
                                          bufferTensor: bufferTensor)
     }
@@ -138,45 +156,57 @@ public final class MoCoModel {
                      weights: momentumProjectorWeights, activations: momentumProjectorActivations[index])
         }
         let temperature = Float(parameters.config.temperature)
-        try lossTerms[0](backend, queries: q1, keys: k2, labels: labels, temperature: temperature)
-        try lossTerms[1](backend, queries: q2, keys: k1, labels: labels, temperature: temperature)
-        // Summed on the host in Double: 2·B floats.
-        var loss = 0.0
-        for term in lossTerms { loss += try backend.download(term.losses).reduce(0) { $0 + Double($1) } }
-        return Float(loss)
+        try lossTerms[0](backend, queries: q1, keys: k2, labels: labels, temperature: temperature, communicator: communicator)
+        try lossTerms[1](backend, queries: q2, keys: k1, labels: labels, temperature: temperature, communicator: communicator)
+        // Summed on the host in Double: 2·B floats (and over the group: each rank's terms are its share).
+        var loss = [0.0]
+        for term in lossTerms { loss[0] += try backend.download(term.losses).reduce(0) { $0 + Double($1) } }
+        try communicator.allReduceSum(&loss)
+        return Float(loss[0])
     }
 }
 
-/// `contrastive_loss(q, k)` (SPEC A.4, one device): `2T · CE(q̂·k̂ᵀ / T, arange(B))`, with the
-/// per-row losses and the logits gradient kept for the backward.
+/// `contrastive_loss(q, k)` (SPEC A.4): `2T · CE(q̂·k̂ᵀ / T, arange(B) + B·rank)` of this rank's B
+/// queries against the keys of the whole group (`concat_all_gather`, no gradient), with the
+/// per-row losses and the logits gradient kept for the backward. Each row's loss is scaled by
+/// 2T/K for K keys, so the group's rows sum to the mean over the global batch × 2T, and the sum
+/// of the ranks' gradients is the one-process gradient of that batch.
 public struct ContrastiveLossActivations {
     public let queries: Tensor          // (B, d) q / ‖q‖
     public let queryNorms: Tensor       // (B)
-    public let keys: Tensor             // (B, d) k / ‖k‖
+    public let keys: Tensor             // (K, d) k / ‖k‖ of every rank, K = B·ranks
+    /// This rank's normalised keys before the gather (nil in one process: `keys` is written directly).
+    let localKeys: Tensor?              // (B, d)
     public let keyNorms: Tensor         // (B)
-    public let logits: Tensor           // (B, B) q̂·k̂ᵀ / T
-    public let logitsGradient: Tensor   // (B, B) ∂loss/∂logits
-    /// Per-query losses, each already × 2T/B, so their sum is the term (mean CE × 2T).
+    public let logits: Tensor           // (B, K) q̂·k̂ᵀ / T
+    public let logitsGradient: Tensor   // (B, K) ∂loss/∂logits
+    /// Per-query losses, each already × 2T/K, so their sum over the group is the term (mean CE × 2T).
     public let losses: Tensor           // (B)
 
-    init(backend: any Backend, batchSize B: Int, width d: Int) throws {
+    init(backend: any Backend, batchSize B: Int, keys K: Int, width d: Int, distributed: Bool) throws {
         queries = try backend.makeTensor(shape: [B, d])
         queryNorms = try backend.makeTensor(shape: [B])
-        keys = try backend.makeTensor(shape: [B, d])
+        keys = try backend.makeTensor(shape: [K, d])
+        localKeys = distributed ? try backend.makeTensor(shape: [B, d]) : nil
         keyNorms = try backend.makeTensor(shape: [B])
-        logits = try backend.makeTensor(shape: [B, B])
-        logitsGradient = try backend.makeTensor(shape: [B, B])
+        logits = try backend.makeTensor(shape: [B, K])
+        logitsGradient = try backend.makeTensor(shape: [B, K])
         losses = try backend.makeTensor(shape: [B])
     }
 
     func callAsFunction(_ backend: any Backend, queries q: Tensor, keys k: Tensor, labels: Tensor,
-                        temperature: Float) throws {
-        let (B, d) = (q.shape[0], q.shape[1])
+                        temperature: Float, communicator: any Communicator) throws {
+        let (B, d, K) = (q.shape[0], q.shape[1], keys.shape[0])
         try backend.l2NormalizeForward(output: queries, norms: queryNorms, input: q)
-        try backend.l2NormalizeForward(output: keys, norms: keyNorms, input: k)
-        try backend.gemm(GEMMShape(m: B, n: B, k: d, transposeB: true), alpha: 1 / temperature, a: queries, b: keys,
+        if let localKeys {
+            try backend.l2NormalizeForward(output: localKeys, norms: keyNorms, input: k)
+            try backend.upload(try communicator.allGather(try backend.download(localKeys)), to: keys)
+        } else {
+            try backend.l2NormalizeForward(output: keys, norms: keyNorms, input: k)
+        }
+        try backend.gemm(GEMMShape(m: B, n: K, k: d, transposeB: true), alpha: 1 / temperature, a: queries, b: keys,
                          beta: 0, c: logits)
         try backend.softmaxCrossEntropy(losses: losses, logitsGradient: logitsGradient, logits: logits, labels: labels,
-                                        scale: 2 * temperature / Float(B))
+                                        scale: 2 * temperature / Float(K))
     }
 }

@@ -13,8 +13,17 @@ import Foundation
 /// on timing, and every caller writes disjoint outputs per chunk or reduces in a fixed order, so
 /// a host run is bit-identical from run to run (the trainer's resume test relies on it).
 public enum HostParallel {
-    /// Chunks per parallel loop: the active cores (2 on the development VM).
-    public static let chunkCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// Chunks per parallel loop: the active cores (2 on the development VM), or this process's
+    /// share of them (``limitThreads(to:)``).
+    nonisolated(unsafe) public private(set) static var chunkCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    /// Limits this process to `threads` cores, its loops and OpenBLAS's: a data-parallel rank
+    /// takes cores / ranks-per-machine, so the ranks of one machine do not oversubscribe it.
+    /// Call it before the first step.
+    public static func limitThreads(to threads: Int) {
+        chunkCount = max(1, threads)
+        openblas_set_num_threads(Int32(chunkCount))
+    }
 
     /// Calls `body` on contiguous, disjoint ranges covering `0..<count`, in parallel when there is
     /// enough work: at most ``chunkCount`` chunks, none shorter than `minimumChunk` (so small

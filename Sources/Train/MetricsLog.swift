@@ -5,10 +5,28 @@ import Foundation
 /// in the same file). `"type": "iteration"` lines carry loss, lr, m, img/s, the dense kNN
 /// monitor and the per-layer gradient norms; `"type": "evaluation"` lines carry `knn_top1`.
 final class MetricsLog {
-    let file: AppendFile
+    /// Nil on a data-parallel rank other than 0, which writes nothing but keeps the count.
+    let file: AppendFile?
+    let url: URL
+    private var discardedLength = 0
 
     init(url: URL) throws {
+        self.url = url
         file = try AppendFile(url)
+    }
+
+    /// A log that writes nothing (ranks other than 0) and counts the bytes it would have written.
+    init(discardingFor url: URL) {
+        self.url = url
+        file = nil
+    }
+
+    /// The file's length in bytes (what a discarding log would have written).
+    var length: Int { file?.length ?? discardedLength }
+
+    /// Cuts the log back to `length` bytes.
+    func truncate(to length: Int) throws {
+        if let file { try file.truncate(to: length) } else { discardedLength = min(discardedLength, length) }
     }
 
     func write(_ metrics: IterationMetrics) throws {
@@ -61,6 +79,10 @@ final class MetricsLog {
 
     private func append(_ fields: [(String, String)]) throws {
         let line = "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}\n"
+        guard let file else {
+            discardedLength += line.utf8.count
+            return
+        }
         do { try file.append(line) } catch let error as FileSystemError {
             throw error.adding(consequence: "The metrics up to this line are intact and the last checkpoint is loadable")
         }

@@ -53,6 +53,12 @@ public final class MoCoTrainingStep {
         try afterForward?(model, step)
         try model.zeroGradients()
         try model.backward(x1: x1, x2: x2)
+        if model.communicator.isDistributed {
+            // The ranks' gradients summed (each rank's loss is its share of the global batch's).
+            var gradients = try backend.download(model.gradientTensor)
+            try model.communicator.allReduceSum(&gradients)
+            try backend.upload(gradients, to: model.gradientTensor)
+        }
         try backend.squaredNorms(output: squaredNorms, input: model.gradientTensor, segments: model.trainableSegments)
         let squared = try backend.download(squaredNorms)
         guard loss.isFinite, squared.allSatisfy(\.isFinite) else {

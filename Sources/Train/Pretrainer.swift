@@ -1,4 +1,5 @@
 import Augment
+import Collective
 import Datasets
 import FileSystem
 import Foundation
@@ -92,6 +93,10 @@ public final class Pretrainer {
     var replayEnd: Int?
     /// The last batch whose update was applied: the one to blame when the parameters are non-finite.
     var lastApplied: (epoch: Int, batch: Int)?
+    /// The data-parallel group: this rank trains on its slice of every global batch; rank 0 alone
+    /// writes the run folder (metrics, checkpoints, report) and holds its lock.
+    public let communicator: any Communicator
+    var isWriter: Bool { communicator.rank == 0 }
     let x1: Tensor, x2: Tensor
 
     /// Validates `configuration` (one ``PretrainPlan``), then as ``init(plan:backend:data:runFolder:resume:workers:report:)``.
@@ -102,10 +107,11 @@ public final class Pretrainer {
                             runFolder: URL, resume: TrainingCheckpoint.Contents? = nil,
                             workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                             savePolicy: SavePolicy = .default, dipDrop: Double = KNNDipDetector.defaultDrop,
-                            nonFinite: NonFinitePolicy = .stop, report: @escaping (TrainingEvent) -> Void) throws {
+                            nonFinite: NonFinitePolicy = .stop, communicator: any Communicator = SingleProcess(),
+                            report: @escaping (TrainingEvent) -> Void) throws {
         try self.init(plan: resume?.plan ?? PretrainPlan(configuration), backend: backend, data: data,
                       runFolder: runFolder, resume: resume, workers: workers, savePolicy: savePolicy, dipDrop: dipDrop,
-                      nonFinite: nonFinite, report: report)
+                      nonFinite: nonFinite, communicator: communicator, report: report)
     }
 
     /// - Parameters:
@@ -113,20 +119,36 @@ public final class Pretrainer {
     ///   - resume: a checkpoint to continue from: its weights, optimizer state, bank and position.
     ///   - savePolicy: when mid-epoch checkpoints are written (``SavePolicy``).
     ///   - nonFinite: stop or roll back when an iteration goes non-finite (``NonFinitePolicy``).
+    ///   - communicator: the data-parallel group (every rank constructs its trainer with the same
+    ///     plan; `-b` is the global batch, each rank takes its B/N slice).
     public init(plan: PretrainPlan, backend: any Backend, data: DatasetSplits, runFolder: URL,
                 resume: TrainingCheckpoint.Contents? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                 savePolicy: SavePolicy = .default, dipDrop: Double = KNNDipDetector.defaultDrop,
-                nonFinite: NonFinitePolicy = .stop, report: @escaping (TrainingEvent) -> Void) throws {
+                nonFinite: NonFinitePolicy = .stop, communicator: any Communicator = SingleProcess(),
+                report: @escaping (TrainingEvent) -> Void) throws {
         let configuration = plan.configuration
         self.configuration = configuration
+        self.communicator = communicator
         let config = plan.layout.config
         layout = plan.layout
         guard data.train.count >= configuration.batchSize else {
             throw PretrainError("\(data.name) has \(data.train.count) training images, fewer than one batch of "
                 + "\(configuration.batchSize); lower -b/--batch-size")
         }
-        model = try MoCoModel(parameters: layout, backend: backend, batchSize: configuration.batchSize,
-                              initial: resume?.initial ?? layout.initialValues(seed: configuration.seed))
+        let ranks = communicator.size
+        guard configuration.batchSize >= ranks else {
+            throw PretrainError("-b/--batch-size \(configuration.batchSize) is smaller than the \(ranks) processes: each rank "
+                + "needs at least one image of every global batch; start fewer processes (mpirun -np) or raise -b")
+        }
+        guard configuration.batchSize % ranks == 0 else {
+            throw PretrainError("-b/--batch-size \(configuration.batchSize) does not split over \(ranks) processes: the global "
+                + "batch must be a multiple of mpirun -np (e.g. -b \(configuration.batchSize / ranks * ranks) or "
+                + "\((configuration.batchSize / ranks + 1) * ranks))")
+        }
+        try Self.checkSameRun(plan: plan, resume: resume, communicator: communicator)
+        model = try MoCoModel(parameters: layout, backend: backend, batchSize: configuration.batchSize / ranks,
+                              initial: resume?.initial ?? layout.initialValues(seed: configuration.seed),
+                              communicator: communicator)
         optimizer = try configuration.optimizer.make(backend: backend, segments: model.trainableSegments,
                                                      weightDecay: configuration.weightDecay)
         if let resume { try optimizer.restore(resume.optimizerState, on: backend) }
@@ -154,37 +176,45 @@ public final class Pretrainer {
         position = resume?.position ?? TrainingPosition()
         self.workers = max(1, workers)
         self.report = report
-        try FileSystem.createDirectory(runFolder)
-        lock = try RunLock(folder: runFolder)
-        Self.removeStaleTemporaryFiles(in: runFolder)
-        try Self.reportSkippedFiles(data, in: runFolder) { report(.message($0)) }
-        metrics = try MetricsLog(url: runFolder.appendingPathComponent("metrics.jsonl"))
-        let shape = [configuration.batchSize, 3, configuration.imageSize, configuration.imageSize]
+        let metricsURL = runFolder.appendingPathComponent("metrics.jsonl")
+        if communicator.rank == 0 {
+            try FileSystem.createDirectory(runFolder)
+            lock = try RunLock(folder: runFolder)
+            Self.removeStaleTemporaryFiles(in: runFolder)
+            try Self.reportSkippedFiles(data, in: runFolder) { report(.message($0)) }
+            metrics = try MetricsLog(url: metricsURL)
+        } else {
+            metrics = MetricsLog(discardingFor: metricsURL)
+        }
+        let shape = [configuration.batchSize / ranks, 3, configuration.imageSize, configuration.imageSize]
         x1 = try backend.makeTensor(shape: shape)
         x2 = try backend.makeTensor(shape: shape)
-        if resume == nil, metrics.file.length > 0 {
+        if resume == nil, metrics.length > 0 {
             // A new run (the CLI refuses a folder with checkpoints unless resuming): what an earlier
             // attempt logged before it died without a checkpoint describes nothing that is kept.
-            report(.message("\(metrics.file.url.path) held lines of an earlier attempt that left no checkpoint; starting it afresh"))
-            try metrics.file.truncate(to: 0)
+            report(.message("\(metrics.url.path) held lines of an earlier attempt that left no checkpoint; starting it afresh"))
+            try metrics.truncate(to: 0)
         }
-        if let resume, let saved = resume.metricsBytes {
+        if let resume, let saved = resume.metricsBytes, communicator.rank == 0 {
             // Lines written after the checkpoint (a kill -9 may leave a torn one) are the resumed
             // run's to write again: cut back to the checkpoint, so no line is duplicated.
-            let length = metrics.file.length
+            let length = metrics.length
             if length > saved {
-                try metrics.file.truncate(to: saved)
+                try metrics.truncate(to: saved)
             } else if length < saved {
-                report(.message("warning: \(metrics.file.url.path) is shorter (\(length) bytes) than when \(resume.source) "
+                report(.message("warning: \(metrics.url.path) is shorter (\(length) bytes) than when \(resume.source) "
                     + "was saved (\(saved) bytes); the metrics before the resume are incomplete"))
             }
-            redoEvaluation = position.batch == 0 && position.epoch > 0 && isEvaluationDue(after: position.epoch)
         }
         if resume != nil {
+            redoEvaluation = resume?.metricsBytes != nil && position.batch == 0 && position.epoch > 0
+                && isEvaluationDue(after: position.epoch)
+        }
+        if resume != nil, communicator.rank == 0 {
             // The dip detector's state is a function of the monitor values logged so far: replay them.
             let dips = self.dips
             var replayed = dips
-            try MetricsLines.forEach(in: metrics.file.url) { _, object in
+            try MetricsLines.forEach(in: metrics.url) { _, object in
                 guard let object, object["type"] as? String == "iteration", let value = object["knn_monitor"] as? Double else { return }
                 _ = replayed.record(value, iteration: object["step"] as? Int ?? 0)
             }
@@ -240,9 +270,11 @@ public final class Pretrainer {
         var trainingSeconds = 0.0
         training: while position.epoch < configuration.epochs {
             let epoch = position.epoch
+            let local = configuration.batchSize / communicator.size
             let loader = TrainingBatches(dataset: data.train, augmentation: augmentation,
                                          batchSize: configuration.batchSize, seed: configuration.seed, epoch: epoch,
-                                         startBatch: position.batch, workers: workers)
+                                         startBatch: position.batch, rows: (communicator.rank * local)..<((communicator.rank + 1) * local),
+                                         workers: workers)
             defer { loader.cancel() }
             var reportedSkips = 0
             var last = Date()
@@ -256,7 +288,7 @@ public final class Pretrainer {
                     try takeSnapshotIfDue()
                     let replaying = replayEnd.map { batch.batchIndex < $0 } ?? false
                     if !replaying { replayEnd = nil }
-                    lineOffsets[batch.batchIndex] = metrics.file.length
+                    lineOffsets[batch.batchIndex] = metrics.length
                     let metrics = try iterate(batch, epoch: epoch, start: last, dataSeconds: Date().timeIntervalSince(last),
                                               silent: replaying)
                     let now = Date()
@@ -269,13 +301,17 @@ public final class Pretrainer {
                     let skippedSamples = loader.errorDescriptions
                     for description in skippedSamples.dropFirst(reportedSkips) { report(.message("skipped unreadable sample: \(description)")) }
                     reportedSkips = skippedSamples.count
-                    if shouldStop(), position.batch < batchesPerEpoch {
+                    sinceSave.iterations += 1
+                    // Every rank must stop and save at the same iteration (Ctrl-C reaches them at
+                    // different moments, and their clocks differ): rank 0's decision is everyone's.
+                    let (stop, saveDue) = try agree(shouldStop(),
+                                                    savePolicy.isDue(iterations: sinceSave.iterations,
+                                                                     seconds: now.timeIntervalSince(sinceSave.start)))
+                    if stop, position.batch < batchesPerEpoch {
                         summary.lastCheckpoint = try saveCheckpoint()
                         break training
                     }
-                    sinceSave.iterations += 1
-                    if position.batch < batchesPerEpoch,
-                       savePolicy.isDue(iterations: sinceSave.iterations, seconds: now.timeIntervalSince(sinceSave.start)) {
+                    if position.batch < batchesPerEpoch, saveDue {
                         summary.lastCheckpoint = try saveCheckpoint()
                         sinceSave = (0, Date())
                     }
@@ -291,13 +327,14 @@ public final class Pretrainer {
                 report(.message("epoch \(epoch + 1): \(loader.skippedSamples) unreadable samples were skipped and replaced"))
             }
             sinceSave = (0, Date())
+            try checkRanksAgree(after: position.epoch)
             if isEvaluationDue(after: position.epoch), let top1 = try evaluate(epoch: position.epoch) {
                 summary.knnTop1[position.epoch] = top1
             }
-            writeReport(seconds: Date().timeIntervalSince(start))
-            if shouldStop(), position.epoch < configuration.epochs { break training }
+            if isWriter { writeReport(seconds: Date().timeIntervalSince(start)) }
+            if try agree(shouldStop(), false).0, position.epoch < configuration.epochs { break training }
         }
-        summary.alarms = AlarmSummary(folder: runFolder)
+        if isWriter { summary.alarms = AlarmSummary(folder: runFolder) }
         summary.completed = position.epoch >= configuration.epochs
         summary.position = position
         summary.seconds = Date().timeIntervalSince(start)
@@ -353,11 +390,16 @@ public final class Pretrainer {
                 let predicted = try classifier.predict(
                     queries: backend.makeTensor(queries, shape: [queries.count / width, width]),
                     bank: deviceBank.features, bankLabels: deviceBank.labels, on: backend)
-                knn = KNNClassifier.accuracy(predicted, labels: batch.labels)
+                // The accuracy over the global batch: each rank votes for its own queries.
+                var counts = [Double(zip(predicted, batch.labels).filter { $0 == $1 }.count), Double(batch.labels.count)]
+                try communicator.allReduceSum(&counts)
+                knn = counts[0] / max(counts[1], 1)
             }
-            let keys = try model.momentumFeatures()
+            // Every rank enqueues the keys of the whole global batch, so the banks stay equal.
+            let keys = try communicator.allGather(try model.momentumFeatures())
+            let keyLabels = try communicator.allGather(batch.labels)
             let start = bank!.pointer
-            let written = bank!.enqueue(keys, labels: batch.labels)
+            let written = bank!.enqueue(keys, labels: keyLabels)
             try deviceBank.update(from: bank!, writtenFrom: start, count: written)
         }
         let seconds = Date().timeIntervalSince(start)
@@ -369,7 +411,7 @@ public final class Pretrainer {
             knnDip: knn.flatMap { dips.record($0, iteration: position.step) })
         if !silent {
             try self.metrics.write(metrics)
-            report(.iteration(metrics))
+            if isWriter { report(.iteration(metrics)) }
         }
         return metrics
     }
@@ -438,10 +480,11 @@ public final class Pretrainer {
                 + "no checkpoint was written and \(lastGoodCheckpoint()). Try a lower --lr"))
         }
         let url = runFolder.appendingPathComponent(TrainingCheckpoint.fileName(for: position))
+        guard isWriter else { return url.path }
         do {
             try TrainingCheckpoint.write(to: url, model: model, optimizer: optimizer, configuration: configuration,
                                          position: position, bank: bank, monitor: gradients,
-                                         metricsBytes: metrics.file.length, skipped: skipped)
+                                         metricsBytes: metrics.length, skipped: skipped)
         } catch let error as FileSystemError {
             throw error.adding(consequence: "No checkpoint was written for epoch \(position.epoch), batch "
                 + "\(position.batch), and \(lastGoodCheckpoint()): resume from it with --resume auto")
@@ -449,6 +492,54 @@ public final class Pretrainer {
         report(.checkpoint(path: url.path))
         try pruneMidEpochCheckpoints()
         return url.path
+    }
+
+    // MARK: Data parallel
+
+    /// Every rank must train the same run: the plan's configuration and the resumed position
+    /// (flags that differ across ranks would silently train different models).
+    static func checkSameRun(plan: PretrainPlan, resume: TrainingCheckpoint.Contents?, communicator: any Communicator) throws {
+        guard communicator.isDistributed else { return }
+        let position = resume?.position ?? TrainingPosition()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let mine = try encoder.encode(plan.configuration) + Data("@\(position.epoch).\(position.batch).\(position.step)".utf8)
+        let all = try communicator.allGatherBytes([UInt8](mine))
+        if let other = all.indices.first(where: { all[$0] != all[0] }) {
+            throw PretrainError("rank \(other) was started with other flags or another checkpoint than rank 0 "
+                + "(\(String(decoding: all[other], as: UTF8.self)) against \(String(decoding: all[0], as: UTF8.self))); "
+                + "start every rank with the same command line")
+        }
+    }
+
+    /// Rank 0's two decisions (stop, save) for every rank (a no-op in one process).
+    func agree(_ stop: Bool, _ save: Bool) throws -> (Bool, Bool) {
+        guard communicator.isDistributed else { return (stop, save) }
+        var flags: [Float] = communicator.rank == 0 ? [stop ? 1 : 0, save ? 1 : 0] : [0, 0]
+        try communicator.allReduceSum(&flags)
+        return (flags[0] > 0, flags[1] > 0)
+    }
+
+    /// After every epoch: the ranks' weights, BN buffers and optimizer state must be bitwise equal
+    /// (they apply the same all-reduced gradients); a hash of each is compared, and a difference
+    /// stops the run naming the rank.
+    func checkRanksAgree(after epoch: Int) throws {
+        guard communicator.isDistributed else { return }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ values: [Float]) {
+            for value in values {
+                hash = (hash ^ UInt64(value.bitPattern)) &* 0x0000_0100_0000_01b3
+            }
+        }
+        mix(try model.backend.download(model.parameterTensor))
+        mix(try model.backend.download(model.bufferTensor))
+        for (_, values) in try optimizer.stateValues(on: model.backend) { mix(values) }
+        let all = try communicator.allGatherBytes(withUnsafeBytes(of: hash) { [UInt8]($0) })
+        if let other = all.indices.first(where: { all[$0] != all[0] }) {
+            throw PretrainError("after epoch \(epoch) the weights of rank \(other) differ from rank 0's; the ranks no longer "
+                + "train one model (a device or library that computes differently on one machine?). The last checkpoint "
+                + "is rank 0's; resume from it")
+        }
     }
 
     /// A non-finite parameter found between iterations: the last update applied is to blame.
@@ -495,7 +586,7 @@ public final class Pretrainer {
             throw PretrainError("\(divergence.error.description) No in-memory snapshot precedes epoch \(divergence.epoch + 1), "
                 + "batch \(divergence.batch + 1), so there is nothing to roll back to")
         }
-        if let offset = lineOffsets[divergence.batch], offset < metrics.file.length { try metrics.file.truncate(to: offset) }
+        if let offset = lineOffsets[divergence.batch], offset < metrics.length { try metrics.truncate(to: offset) }
         let backend = model.backend
         try backend.upload(snapshot.parameters, to: model.parameterTensor)
         try backend.upload(snapshot.buffers, to: model.bufferTensor)

@@ -23,4 +23,20 @@ struct DeviceOptions: ParsableArguments {
         try DeviceCatalog().makeBackend(requested: device, gemmProvider: try gemm.map(GEMMProvider.init(parsing:)),
                                         kernelCache: noKernelCache ? nil : KernelBinaryCache.fromEnvironment())
     }
+
+    /// A data-parallel rank's backend: `--device gpu` (or no flag, where the first device is a GPU)
+    /// means gpu<local rank>, `cpu` cpu<local rank>, each modulo the machine's count of that class;
+    /// an explicit name (`gpu1`, `host`) is taken as given.
+    func makeBackend(localRank: Int) throws -> any Backend {
+        let catalog = DeviceCatalog()
+        let requested = device?.lowercased() ?? catalog.defaultName.filter(\.isLetter)
+        var name = device
+        for kind in ["gpu", "cpu"] where requested == kind {
+            let devices = catalog.names.filter { $0.hasPrefix(kind) && $0.dropFirst(kind.count).allSatisfy(\.isNumber) }
+            guard !devices.isEmpty else { throw ValidationError("--device \(kind): this machine has no \(kind) device") }
+            name = devices[localRank % devices.count]
+        }
+        return try catalog.makeBackend(requested: name, gemmProvider: try gemm.map(GEMMProvider.init(parsing:)),
+                                       kernelCache: noKernelCache ? nil : KernelBinaryCache.fromEnvironment())
+    }
 }

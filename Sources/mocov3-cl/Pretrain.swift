@@ -1,8 +1,10 @@
 import ArgumentParser
+import Collective
 import Datasets
 import Dispatch
 import Foundation
 import Model
+import Tensors
 import Train
 
 /// `mocov3-cl pretrain`: MoCo v3 pre-training with the reference's `main_moco.py` flags.
@@ -148,6 +150,17 @@ struct Pretrain: ParsableCommand {
     }
 
     func run() throws {
+        let group = try ProcessGroup.fromEnvironment()
+        guard group.isDistributed else { return try train(group: group) }
+        // A rank that fails ends the whole job at once, with its message, instead of leaving the
+        // others waiting in a collective.
+        do { try train(group: group) } catch {
+            FileHandle.standardError.write(Data("\(group.messagePrefix)error: \(error)\n".utf8))
+            group.abort(code: 1)
+        }
+    }
+
+    func train(group: any Communicator) throws {
         let folder = URL(fileURLWithPath: output)
         var resumed: TrainingCheckpoint.Contents?
         if let resume { resumed = try loadResume(resume, folder: folder) }
@@ -166,23 +179,32 @@ struct Pretrain: ParsableCommand {
             stored.plan = plan
             resumed = stored
         } else {
-            guard TrainingCheckpoint.candidates(in: folder).isEmpty else {
+            guard group.rank != 0 || TrainingCheckpoint.candidates(in: folder).isEmpty else {
                 throw ValidationError("\(folder.path) already holds checkpoints of a run; continue it with --resume auto, "
                     + "or choose another --output")
             }
             do { plan = try PretrainPlan(configuration) } catch { throw ValidationError("\(error)") }
         }
-        let backend = try deviceOptions.makeBackend()
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let threads = group.isDistributed ? max(1, cores / group.localSize) : cores
+        if group.isDistributed { HostParallel.limitThreads(to: threads) }
+        let backend = try group.isDistributed ? deviceOptions.makeBackend(localRank: group.localRank) : deviceOptions.makeBackend()
         let splits = try DatasetSource.open(configuration.data == "fashion-mnist" ? nil : configuration.data)
-        let display = ProgressDisplay(printFrequency: printFreq, epochs: configuration.epochs)
+        let display = ProgressDisplay(printFrequency: printFreq, epochs: configuration.epochs, quiet: group.rank != 0)
+        if group.isDistributed {
+            display.log("data parallel: \(group.size) processes (\(group.localSize) on this machine, \(threads) threads each); "
+                + "rank 0 on \(backend.name), \(configuration.batchSize / max(group.size, 1)) images per rank of every batch of "
+                + "\(configuration.batchSize)")
+        }
         display.log("mocov3-cl pretrain on \(backend.name): \(splits.name), \(splits.train.summary)")
         if let test = splits.test { display.log("held-out split: \(test.summary)") }
         for line in plan.layout.summary(batchSize: configuration.batchSize) { display.log(line) }
         let trainer = try Pretrainer(plan: plan, backend: backend, data: splits, runFolder: folder, resume: resumed,
-                                     workers: workers ?? ProcessInfo.processInfo.activeProcessorCount,
+                                     workers: workers ?? threads,
                                      savePolicy: try SavePolicy(parsing: saveEvery, keep: keep), dipDrop: dipPoints / 100,
-                                     nonFinite: try nonFinitePolicy, report: display.handle)
-        try writeJSON(plan.configuration, to: folder.appendingPathComponent("config.json"))
+                                     nonFinite: try nonFinitePolicy, communicator: group,
+                                     report: group.rank == 0 ? display.handle : { _ in })
+        if group.rank == 0 { try writeJSON(plan.configuration, to: folder.appendingPathComponent("config.json")) }
         if let resumed {
             display.log("resuming from \(resumed.source) at epoch \(resumed.position.epoch + 1), "
                 + "batch \(resumed.position.batch + 1), step \(resumed.position.step)")

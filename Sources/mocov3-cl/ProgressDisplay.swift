@@ -13,9 +13,13 @@ final class ProgressDisplay: @unchecked Sendable {
     private var secondsPerIteration: Double?
     private var lastTime: Date?
 
-    init(printFrequency: Int, epochs: Int) {
+    /// Prints nothing (a data-parallel rank other than 0: rank 0 speaks for the job).
+    let quiet: Bool
+
+    init(printFrequency: Int, epochs: Int, quiet: Bool = false) {
         self.printFrequency = printFrequency
         self.epochs = epochs
+        self.quiet = quiet
     }
 
     func handle(_ event: TrainingEvent) {
@@ -82,6 +86,7 @@ final class ProgressDisplay: @unchecked Sendable {
     }
 
     func log(_ text: String) {
+        guard !quiet else { return }
         if lineOpen {
             print("")
             lineOpen = false
