@@ -25,6 +25,22 @@ public protocol Communicator: AnyObject {
     /// Ends every rank of the job with `code` (after this rank printed why): a rank that fails
     /// must not leave the others waiting in a collective.
     func abort(code: Int32) -> Never
+    /// Wall seconds this rank has spent inside collectives, and the bytes it sent into them.
+    var statistics: CollectiveStatistics { get }
+}
+
+/// What a rank's collectives cost so far (the trainer reports it at the end of a run).
+public struct CollectiveStatistics: Sendable {
+    public var seconds = 0.0
+    public var bytes = 0
+    public var calls = 0
+    public init() {}
+
+    mutating func record(since start: DispatchTime, bytes: Int) {
+        seconds += Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+        self.bytes += bytes
+        calls += 1
+    }
 }
 
 extension Communicator {
@@ -53,6 +69,7 @@ public final class SingleProcess: Communicator {
     public func allGather(_ values: [Int32]) throws -> [Int32] { values }
     public func allGatherBytes(_ bytes: [UInt8]) throws -> [[UInt8]] { [bytes] }
     public func abort(code: Int32) -> Never { exit(code) }
+    public var statistics: CollectiveStatistics { CollectiveStatistics() }
 }
 
 /// The process group this process was launched into: Open MPI's when `mpirun` (or a launcher

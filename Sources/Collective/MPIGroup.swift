@@ -35,6 +35,7 @@ public final class MPIGroup: Communicator {
     let abortCall: AbortFunction
     let finalizeCall: FinalizeFunction
     static let inPlace = UnsafeRawPointer(bitPattern: 1)
+    public private(set) var statistics = CollectiveStatistics()
 
     /// The library names tried, in order (`MOCOV3_MPI_LIBRARY` first when set).
     static var libraryNames: [String] {
@@ -106,23 +107,29 @@ public final class MPIGroup: Communicator {
 
     public func allReduceSum(_ values: inout [Float]) throws {
         let n = try Self.count(values.count, "MPI_Allreduce")
+        let start = DispatchTime.now()
         let code = values.withUnsafeMutableBytes { allreduceCall(Self.inPlace, $0.baseAddress, n, float, sum, world) }
+        statistics.record(since: start, bytes: 4 * values.count)
         try Self.check(code, "MPI_Allreduce")
     }
 
     public func allReduceSum(_ values: inout [Double]) throws {
         let n = try Self.count(values.count, "MPI_Allreduce")
+        let start = DispatchTime.now()
         let code = values.withUnsafeMutableBytes { allreduceCall(Self.inPlace, $0.baseAddress, n, double, sum, world) }
+        statistics.record(since: start, bytes: 8 * values.count)
         try Self.check(code, "MPI_Allreduce")
     }
 
     func gather<T>(_ values: [T], type: Handle, zero: T) throws -> [T] {
+        // MPI's counts are per rank; the gathered whole may pass 2³¹ elements.
         let n = try Self.count(values.count, "MPI_Allgather")
-        _ = try Self.count(values.count * size, "MPI_Allgather")
         var result = [T](repeating: zero, count: values.count * size)
+        let start = DispatchTime.now()
         let code = values.withUnsafeBytes { send in
             result.withUnsafeMutableBytes { allgatherCall(send.baseAddress, n, type, $0.baseAddress, n, type, world) }
         }
+        statistics.record(since: start, bytes: MemoryLayout<T>.stride * values.count)
         try Self.check(code, "MPI_Allgather")
         return result
     }

@@ -59,6 +59,7 @@ public final class ThreadGroup: @unchecked Sendable {
         var size: Int { group.size }
         var localRank: Int { rank }
         var localSize: Int { group.size }
+        var statistics: CollectiveStatistics { CollectiveStatistics() }
 
         func allReduceSum(_ values: inout [Float]) throws {
             let all = try group.exchange(values, rank: rank).map { $0 as! [Float] }

@@ -1,4 +1,5 @@
 import Augment
+import Collective
 import Datasets
 import Foundation
 import Model
@@ -28,9 +29,13 @@ public struct KNNEvaluation: Sendable {
     }
 
     /// Top-1 of the features `extractor` computes; the classifier runs on the extractor's backend.
-    public func accuracy(extractor: FeatureExtractor, train: any ImageDataset, test: any ImageDataset) throws -> Result {
+    /// Across a data-parallel group each rank encodes a contiguous shard of both splits and the
+    /// features are gathered in rank order, so every rank classifies the same bank and queries as
+    /// one process would, in a 1/N of its encoder time.
+    public func accuracy(extractor: FeatureExtractor, train: any ImageDataset, test: any ImageDataset,
+                         communicator: any Communicator = SingleProcess()) throws -> Result {
         try accuracy(train: train, test: test, width: extractor.config.embedDim, imageSize: extractor.config.imageSize,
-                     batchSize: extractor.batchSize, on: extractor.backend) {
+                     batchSize: extractor.batchSize, on: extractor.backend, communicator: communicator) {
             try extractor.features(of: $0.x, count: $0.labels.count)
         }
     }
@@ -46,11 +51,25 @@ public struct KNNEvaluation: Sendable {
     /// `represent` maps each evaluation batch to its (count, width) vectors; the training split's
     /// form the bank, the held-out split's are classified against it.
     func accuracy(train: any ImageDataset, test: any ImageDataset, width: Int, imageSize: Int, batchSize: Int,
-                  on backend: any Backend, represent: (EvalBatch) throws -> [Float]) throws -> Result {
+                  on backend: any Backend, communicator: any Communicator = SingleProcess(),
+                  represent: (EvalBatch) throws -> [Float]) throws -> Result {
         func collect(_ dataset: any ImageDataset) throws -> ([Float], [Int32]) {
-            let result = try Embeddings.collect(dataset, imageSize: imageSize, width: width, batchSize: batchSize,
+            let shard = communicator.isDistributed ? ShardDataset(dataset, rank: communicator.rank, of: communicator.size) : dataset
+            let result = try Embeddings.collect(shard, imageSize: imageSize, width: width, batchSize: batchSize,
                                                 workers: workers, represent: represent)
-            return (KNNClassifier.normalized(result.features, width: width), result.labels)
+            var (features, labels) = (result.features, result.labels)
+            if communicator.isDistributed {
+                // Shards differ by a row at most (and by skipped samples): gather padded to the largest.
+                let counts = try communicator.allGather([Int32(labels.count)]).map(Int.init)
+                let rows = counts.max() ?? 0
+                let paddedFeatures = features + [Float](repeating: 0, count: (rows - labels.count) * width)
+                let paddedLabels = labels + [Int32](repeating: -1, count: rows - labels.count)
+                let allFeatures = try communicator.allGather(paddedFeatures)
+                let allLabels = try communicator.allGather(paddedLabels)
+                features = counts.enumerated().flatMap { rank, count in allFeatures[(rank * rows * width)..<((rank * rows + count) * width)] }
+                labels = counts.enumerated().flatMap { rank, count in allLabels[(rank * rows)..<(rank * rows + count)] }
+            }
+            return (KNNClassifier.normalized(features, width: width), labels)
         }
         let start = Date()
         let (bank, bankLabels) = try collect(train)
@@ -62,4 +81,21 @@ public struct KNNEvaluation: Sendable {
         return Result(top1: top1, featureSeconds: classifierStart.timeIntervalSince(start),
                       classifierSeconds: Date().timeIntervalSince(classifierStart))
     }
+}
+
+/// Rank `rank`'s contiguous share of `base` (N near-equal slices in order), for sharded evaluation.
+struct ShardDataset: ImageDataset {
+    let base: any ImageDataset
+    let range: Range<Int>
+
+    init(_ base: any ImageDataset, rank: Int, of ranks: Int) {
+        self.base = base
+        range = (rank * base.count / ranks)..<((rank + 1) * base.count / ranks)
+    }
+
+    var count: Int { range.count }
+    var classNames: [String] { base.classNames }
+    func label(at index: Int) -> Int? { base.label(at: range.lowerBound + index) }
+    func image(at index: Int) throws -> Image { try base.image(at: range.lowerBound + index) }
+    var summary: String { "\(base.summary), images \(range.lowerBound)..<\(range.upperBound)" }
 }

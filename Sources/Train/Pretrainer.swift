@@ -47,6 +47,8 @@ public struct TrainingSummary: Sendable {
     public var lastCheckpoint: String?
     /// The gradient spikes and kNN dips of the whole run (all its resumed parts), from metrics.jsonl.
     public var alarms = AlarmSummary()
+    /// Data parallel: what this rank's collectives cost during the run.
+    public var collectives = CollectiveStatistics()
 }
 
 /// `mocov3-cl pretrain`: the MoCo v3 training loop (SPEC A.1) over a dataset, with the per-
@@ -145,7 +147,11 @@ public final class Pretrainer {
                 + "batch must be a multiple of mpirun -np (e.g. -b \(configuration.batchSize / ranks * ranks) or "
                 + "\((configuration.batchSize / ranks + 1) * ranks))")
         }
-        try Self.checkSameRun(plan: plan, resume: resume, communicator: communicator)
+        guard configuration.batchSize / ranks >= 2 || ranks == 1 else {
+            throw PretrainError("-b/--batch-size \(configuration.batchSize) over \(ranks) processes leaves each rank one image "
+                + "of every batch; each rank needs at least 2: raise -b or start fewer processes")
+        }
+        try Self.checkSameRun(plan: plan, data: data, resume: resume, communicator: communicator)
         model = try MoCoModel(parameters: layout, backend: backend, batchSize: configuration.batchSize / ranks,
                               initial: resume?.initial ?? layout.initialValues(seed: configuration.seed),
                               communicator: communicator)
@@ -335,6 +341,7 @@ public final class Pretrainer {
             if try agree(shouldStop(), false).0, position.epoch < configuration.epochs { break training }
         }
         if isWriter { summary.alarms = AlarmSummary(folder: runFolder) }
+        summary.collectives = communicator.statistics
         summary.completed = position.epoch >= configuration.epochs
         summary.position = position
         summary.seconds = Date().timeIntervalSince(start)
@@ -498,9 +505,19 @@ public final class Pretrainer {
 
     /// Every rank must train the same run: the plan's configuration and the resumed position
     /// (flags that differ across ranks would silently train different models).
-    static func checkSameRun(plan: PretrainPlan, resume: TrainingCheckpoint.Contents?, communicator: any Communicator) throws {
+    static func checkSameRun(plan: PretrainPlan, data: DatasetSplits, resume: TrainingCheckpoint.Contents?,
+                             communicator: any Communicator) throws {
         guard communicator.isDistributed else { return }
         let position = resume?.position ?? TrainingPosition()
+        // The datasets too: a rank that read fewer files (or no held-out split) would run another
+        // number of iterations or evaluations, and the ranks' collectives would no longer pair up.
+        let dataFacts = "train \(data.train.count) images, \(data.train.classNames.count) classes; held-out "
+            + (data.test.map { "\($0.count) images, \($0.classNames.count) classes" } ?? "none")
+        let sizes = try communicator.allGatherBytes([UInt8](dataFacts.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        if let other = sizes.indices.first(where: { sizes[$0] != sizes[0] }) {
+            throw PretrainError("rank \(other) read another dataset than rank 0 (\(sizes[other]) against \(sizes[0])); every "
+                + "rank must see the same files at the same --data path (a shared file system or identical copies)")
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         let mine = try encoder.encode(plan.configuration) + Data("@\(position.epoch).\(position.batch).\(position.step)".utf8)
@@ -624,7 +641,7 @@ public final class Pretrainer {
                                              bufferTensor: model.bufferTensor, backend: model.backend,
                                              batchSize: min(256, configuration.batchSize))
         let top1 = try KNNEvaluation(k: configuration.knnK, temperature: configuration.knnT, workers: workers)
-            .accuracy(extractor: extractor, train: data.train, test: test).top1
+            .accuracy(extractor: extractor, train: data.train, test: test, communicator: communicator).top1
         let seconds = Date().timeIntervalSince(start)
         try metrics.writeEvaluation(epoch: epoch, knnTop1: top1, seconds: seconds)
         report(.evaluation(epoch: epoch, knnTop1: top1, seconds: seconds))

@@ -213,6 +213,11 @@ struct Pretrain: ParsableCommand {
         let summary = try trainer.run(shouldStop: { interrupt.isSet })
         display.finish()
         display.log("alarms: \(summary.alarms)")
+        if group.isDistributed {
+            let c = summary.collectives
+            display.log(String(format: "collectives on rank 0: %.1f s of %.1f s (%.1f %%), %d calls, %.1f MB sent", c.seconds,
+                               summary.seconds, 100 * c.seconds / max(summary.seconds, 1e-9), c.calls, Double(c.bytes) / 1e6))
+        }
         if summary.completed {
             let knn = summary.knnTop1.sorted { $0.key < $1.key }
                 .map { String(format: "epoch %d %.2f%%", $0.key, 100 * $0.value) }.joined(separator: ", ")

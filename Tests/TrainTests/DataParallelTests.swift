@@ -31,6 +31,8 @@ import TestSupport
         /// The (all-reduced) gradient of the first 5 iterations.
         var gradients: [[Float]]
         var losses: [Double], knn: [Double?]
+        /// The kNN evaluations (sharded across the ranks).
+        var knnTop1: [Int: Double]
         var files: [String]
     }
 
@@ -43,7 +45,8 @@ import TestSupport
             trainer.trainingStep.afterUpdate = { model, step in
                 if step <= 5 { gradients.append(try model.backend.download(model.gradientTensor)) }
             }
-            #expect(try trainer.run().completed)
+            let summary = try trainer.run()
+            #expect(summary.completed)
             let backend = trainer.model.backend
             let lines = (try? String(contentsOf: folder.appendingPathComponent("metrics.jsonl"), encoding: .utf8)) ?? ""
             let iterations = lines.split(separator: "\n").compactMap {
@@ -54,7 +57,7 @@ import TestSupport
                             optimizer: try trainer.optimizer.stateValues(on: backend).map(\.values),
                             bank: trainer.bank?.features ?? [], gradients: gradients,
                             losses: rank == 0 ? iterations.compactMap { $0["loss"] as? Double } : events.iterations.map(\.loss),
-                            knn: iterations.map { $0["knn_monitor"] as? Double },
+                            knn: iterations.map { $0["knn_monitor"] as? Double }, knnTop1: summary.knnTop1,
                             files: (try? FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()) ?? [])
         }
     }
@@ -82,6 +85,14 @@ import TestSupport
         #expect(ranks[0].losses.count == 8 && single.losses.count == 8)
         for (a, b) in zip(ranks[0].losses, single.losses) { #expect(abs(a - b) <= 1e-5 * abs(b), "loss \(a) vs \(b)") }
         #expect(ranks[0].knn.count == single.knn.count)
+        // The dense monitor over the global batch, and the evaluations (each rank encodes half of
+        // each split), as one process's: 12 held-out images, so float rounding may move one.
+        for (a, b) in zip(ranks[0].knn, single.knn) { #expect(abs((a ?? -1) - (b ?? -1)) <= 1.0 / 8 + 1e-9, "monitor \(a ?? -1) vs \(b ?? -1)") }
+        #expect(single.knnTop1.count == 3)
+        for rank in ranks {
+            #expect(rank.knnTop1.keys.sorted() == single.knnTop1.keys.sorted())
+            for (epoch, top1) in single.knnTop1 { #expect(abs((rank.knnTop1[epoch] ?? -1) - top1) <= 1.0 / 12 + 1e-9, "epoch \(epoch)") }
+        }
         let layout = try PretrainPlan(configuration).layout
         let trainable = layout.table.entries.filter { $0.trainable && $0.offset + $0.count <= layout.trainableRegion.upperBound }
         for rank in ranks {
