@@ -105,21 +105,16 @@ public final class MPIGroup: Communicator {
         return Int32(n)
     }
 
-    public func allReduceSum(_ values: inout [Float]) throws {
+    func reduce<T>(_ values: inout [T], type: Handle) throws {
         let n = try Self.count(values.count, "MPI_Allreduce")
         let start = DispatchTime.now()
-        let code = values.withUnsafeMutableBytes { allreduceCall(Self.inPlace, $0.baseAddress, n, float, sum, world) }
-        statistics.record(since: start, bytes: 4 * values.count)
+        let code = values.withUnsafeMutableBytes { allreduceCall(Self.inPlace, $0.baseAddress, n, type, sum, world) }
+        statistics.record(since: start, bytes: MemoryLayout<T>.stride * values.count)
         try Self.check(code, "MPI_Allreduce")
     }
 
-    public func allReduceSum(_ values: inout [Double]) throws {
-        let n = try Self.count(values.count, "MPI_Allreduce")
-        let start = DispatchTime.now()
-        let code = values.withUnsafeMutableBytes { allreduceCall(Self.inPlace, $0.baseAddress, n, double, sum, world) }
-        statistics.record(since: start, bytes: 8 * values.count)
-        try Self.check(code, "MPI_Allreduce")
-    }
+    public func allReduceSum(_ values: inout [Float]) throws { try reduce(&values, type: float) }
+    public func allReduceSum(_ values: inout [Double]) throws { try reduce(&values, type: double) }
 
     func gather<T>(_ values: [T], type: Handle, zero: T) throws -> [T] {
         // MPI's counts are per rank; the gathered whole may pass 2³¹ elements.

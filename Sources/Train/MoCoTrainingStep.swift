@@ -11,6 +11,8 @@ public final class MoCoTrainingStep {
     public let optimizer: any Optimizer
     /// One element per trainable tensor (``MoCoModel/trainableSegments``).
     let squaredNorms: Tensor
+    /// Data parallel: the host copy the gradient is all-reduced in, allocated once.
+    private var reductionBuffer: [Float] = []
     /// Test hook: called after the forward with the model and the 1-based step number, before the
     /// checks (a test poisons a weight here to exercise the non-finite stop).
     public var afterForward: ((MoCoModel, Int) throws -> Void)?
@@ -55,9 +57,12 @@ public final class MoCoTrainingStep {
         try model.backward(x1: x1, x2: x2)
         if model.communicator.isDistributed {
             // The ranks' gradients summed (each rank's loss is its share of the global batch's).
-            var gradients = try backend.download(model.gradientTensor)
-            try model.communicator.allReduceSum(&gradients)
-            try backend.upload(gradients, to: model.gradientTensor)
+            if reductionBuffer.count != model.gradientTensor.count {
+                reductionBuffer = [Float](repeating: 0, count: model.gradientTensor.count)
+            }
+            try reductionBuffer.withUnsafeMutableBufferPointer { try backend.download(model.gradientTensor, into: $0) }
+            try model.communicator.allReduceSum(&reductionBuffer)
+            try reductionBuffer.withUnsafeBufferPointer { try backend.upload($0, to: model.gradientTensor) }
         }
         try backend.squaredNorms(output: squaredNorms, input: model.gradientTensor, segments: model.trainableSegments)
         let squared = try backend.download(squaredNorms)

@@ -218,7 +218,6 @@ public final class Pretrainer {
         }
         if resume != nil, communicator.rank == 0 {
             // The dip detector's state is a function of the monitor values logged so far: replay them.
-            let dips = self.dips
             var replayed = dips
             try MetricsLines.forEach(in: metrics.url) { _, object in
                 guard let object, object["type"] as? String == "iteration", let value = object["knn_monitor"] as? Double else { return }
@@ -276,7 +275,7 @@ public final class Pretrainer {
         var trainingSeconds = 0.0
         training: while position.epoch < configuration.epochs {
             let epoch = position.epoch
-            let local = configuration.batchSize / communicator.size
+            let local = model.batchSize
             let loader = TrainingBatches(dataset: data.train, augmentation: augmentation,
                                          batchSize: configuration.batchSize, seed: configuration.seed, epoch: epoch,
                                          startBatch: position.batch, rows: (communicator.rank * local)..<((communicator.rank + 1) * local),
@@ -294,7 +293,7 @@ public final class Pretrainer {
                     try takeSnapshotIfDue()
                     let replaying = replayEnd.map { batch.batchIndex < $0 } ?? false
                     if !replaying { replayEnd = nil }
-                    lineOffsets[batch.batchIndex] = metrics.length
+                    if nonFinite.action == .rollback { lineOffsets[batch.batchIndex] = metrics.length }
                     let metrics = try iterate(batch, epoch: epoch, start: last, dataSeconds: Date().timeIntervalSince(last),
                                               silent: replaying)
                     let now = Date()
@@ -370,10 +369,10 @@ public final class Pretrainer {
         let (loss, squared) = (outcome.loss, outcome.squaredNorms)
         guard outcome.applied else {
             let parameter = try firstNonFiniteParameter()
-            // Parameters already non-finite: the last update broke them, not this batch.
-            let blamed = parameter != nil ? (lastApplied.flatMap { $0.epoch == epoch ? $0.batch : nil } ?? batch.batchIndex)
-                : batch.batchIndex
-            throw Divergence(epoch: epoch, batch: blamed, step: parameter != nil && blamed != batch.batchIndex ? position.step : position.step + 1,
+            // Parameters already non-finite: the last update (its batch and step) broke them, not this batch.
+            var blamed = (batch: batch.batchIndex, step: position.step + 1)
+            if parameter != nil, let last = lastApplied, last.epoch == epoch { blamed = (last.batch, position.step) }
+            throw Divergence(epoch: epoch, batch: blamed.batch, step: blamed.step,
                              summary: "iteration \(position.step + 1) (epoch \(epoch + 1), batch \(batch.batchIndex + 1)) "
                                 + "went non-finite" + (parameter.map { ": the parameter \($0) is not finite" } ?? ""),
                              error: nonFiniteError(loss: loss, squared: squared, parameter: parameter, epoch: epoch,
@@ -445,11 +444,12 @@ public final class Pretrainer {
     }
 
     func firstNonFiniteParameter() throws -> String? {
-        let values = try model.backend.download(model.parameterTensor)
-        for entry in layout.table.entries where values[entry.offset..<(entry.offset + entry.count)].contains(where: { !$0.isFinite }) {
-            return entry.name
-        }
-        return nil
+        firstNonFinite(in: try model.backend.download(model.parameterTensor))
+    }
+
+    /// The first tensor of the layout with a non-finite element in `values` (the flat parameters).
+    func firstNonFinite(in values: [Float]) -> String? {
+        layout.table.entries.first { values[$0.offset..<($0.offset + $0.count)].contains { !$0.isFinite } }?.name
     }
 
     /// Rewrites `report.html` from the run folder's metrics (a failure is a warning: the run goes on).
@@ -577,8 +577,8 @@ public final class Pretrainer {
            position.step - snapshot.position.step < nonFinite.snapshotEvery { return }
         let backend = model.backend
         let parameters = try backend.download(model.parameterTensor)
-        if let entry = layout.table.entries.first(where: { parameters[$0.offset..<($0.offset + $0.count)].contains { !$0.isFinite } }) {
-            throw parameterDivergence(entry.name, PretrainError("after iteration \(position.step) the parameter \(entry.name) is not "
+        if let name = firstNonFinite(in: parameters) {
+            throw parameterDivergence(name, PretrainError("after iteration \(position.step) the parameter \(name) is not "
                 + "finite; \(lastGoodCheckpoint()). Try a lower --lr"))
         }
         var state: [String: [Float]] = [:]
