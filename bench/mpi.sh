@@ -2,7 +2,9 @@
 # Data parallel on one machine: 1 process × all cores against N processes × cores/N threads
 # (mpirun -np N), on the default pre-training model and ViT-Tiny/4 @32, with the user's OpenBLAS
 # (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset). Prints, per configuration, the trainer's img/s
-# over one epoch of a synthetic CIFAR-format set and rank 0's time in collectives.
+# over one epoch of a synthetic CIFAR-format set and rank 0's time in collectives, with the
+# gradient all-reduced whole after the backward (--bucket-mib 0) and in 4 MiB buckets started
+# during it; the hidden fraction is 1 − (wait after the backward, bucketed) / (the same, whole).
 #
 #   bench/mpi.sh [BINARY] [N]        # default: .build/release/mocov3-cl, N = 2
 set -euo pipefail
@@ -23,11 +25,19 @@ run() {  # name, images, flags…
     local name="$1" images="$2"; shift 2
     python3 tools/tiny_cifar.py "$work/data-$name" --train "$images" --test 64 >/dev/null
     local common=(pretrain --device host --data "$work/data-$name" --epochs 1 --eval-every 0 --save-every never -p 1000 "$@")
-    local one two
+    local one whole buckets
     one="$("$binary" "${common[@]}" --output "$work/one-$name" | grep -E '^done in')"
-    two="$("${mpirun[@]}" "$binary" "${common[@]}" --output "$work/two-$name" | grep -E '^done in|^collectives')"
+    whole="$("${mpirun[@]}" "$binary" "${common[@]}" --bucket-mib 0 --output "$work/whole-$name" | grep -E '^done in|^collectives')"
+    buckets="$("${mpirun[@]}" "$binary" "${common[@]}" --output "$work/buckets-$name" | grep -E '^done in|^collectives')"
     echo "$name, 1 process × $(nproc) threads: $one"
-    echo "$name, $ranks processes × $(( $(nproc) / ranks )) threads: $(echo "$two" | tr '\n' ' ')"
+    echo "$name, $ranks processes × $(( $(nproc) / ranks )) threads, one all-reduce after the backward: $(echo "$whole" | tr '\n' ' ')"
+    echo "$name, $ranks processes × $(( $(nproc) / ranks )) threads, 4 MiB buckets during the backward: $(echo "$buckets" | tr '\n' ' ')"
+    python3 - "$whole" "$buckets" <<'PY'
+import re, sys
+waits = [float(re.search(r"waited ([0-9.]+) s", text).group(1)) for text in sys.argv[1:]]
+print(f"  hidden: {100 * (1 - waits[1] / waits[0]):.0f} % of the {waits[0]:.1f} s the whole all-reduce kept rank 0 waiting"
+      if waits[0] > 0 else "  hidden: no wait to hide")
+PY
 }
 
 # The default run's model (README): C 128, 4 blocks, patch 7 on 28 px, batch 256, heads 1024 wide.

@@ -22,6 +22,7 @@ import array
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -203,6 +204,21 @@ def main() -> int:
         listing = lambda folder: sorted(n for n in os.listdir(folder) if not n.startswith("."))  # noqa: E731
         if listing(one) != listing(two):
             problems.append(f"the run folders differ: {listing(one)} against {listing(two)}")
+
+        # The gradient in buckets of ~200 bytes, each started as the backward finishes it
+        # (non-blocking MPI_Iallreduce), against the default run's (the tiny model fits one 4 MiB
+        # bucket, reduced after the backward): the same sums of two ranks, so the same bits.
+        small = os.path.join(work, "small-buckets")
+        bucketed = run(mpirun(2) + flags(arguments.binary, data, small) + ["--bucket-mib", "0.0002"])
+        if bucketed.returncode != 0:
+            raise AssertionError(f"mpirun -np 2 --bucket-mib 0.0002 failed ({bucketed.returncode}):\n{bucketed.stdout[-3000:]}")
+        counts = [int(m) for m in re.findall(r"gradient's (\d+) bucket all-reduces", bucketed.stdout + double.stdout)]
+        result["buckets"] = {"small": counts[0] if counts else None, "default": counts[1] if len(counts) > 1 else None}
+        if len(counts) != 2 or counts[1] != len(losses) or counts[0] <= 3 * len(losses):
+            problems.append(f"expected one bucket per iteration by default and several with --bucket-mib 0.0002: {counts}")
+        name = f"checkpoint_{EPOCHS:04d}.safetensors"
+        if tensors(os.path.join(small, name)) != tensors(os.path.join(two, name)):
+            problems.append("small all-reduce buckets during the backward trained other weights than one bucket after it")
 
         # Resume across process counts.
         for name, first, second in [("2 → 1", mpirun(2), []), ("1 → 2", [], mpirun(2))]:

@@ -17,6 +17,10 @@ public protocol Communicator: AnyObject {
     /// Element-wise sums over all ranks, in place; every rank receives the same values.
     func allReduceSum(_ values: inout [Float]) throws
     func allReduceSum(_ values: inout [Double]) throws
+    /// Starts an element-wise sum over all ranks in place, without waiting for it: the caller
+    /// keeps `values` alive and untouched until the returned reduction is complete. Every rank
+    /// starts the same reductions in the same order. (The default runs it to completion at once.)
+    func startAllReduceSum(_ values: UnsafeMutableBufferPointer<Float>) throws -> any PendingReduction
     /// Every rank's `values` (the same count on each), concatenated in rank order.
     func allGather(_ values: [Float]) throws -> [Float]
     func allGather(_ values: [Int32]) throws -> [Int32]
@@ -29,6 +33,21 @@ public protocol Communicator: AnyObject {
     var statistics: CollectiveStatistics { get }
 }
 
+/// A reduction started by ``Communicator/startAllReduceSum(_:)``.
+public protocol PendingReduction: AnyObject {
+    /// True once the sum is in the buffer; each call also lets the library move the reduction on
+    /// (Open MPI progresses non-blocking collectives inside its calls).
+    func isComplete() throws -> Bool
+    /// Blocks until the sum is in the buffer.
+    func wait() throws
+}
+
+/// A reduction that was complete when it was started.
+final class CompletedReduction: PendingReduction {
+    func isComplete() throws -> Bool { true }
+    func wait() throws {}
+}
+
 /// What a rank's collectives cost so far (the trainer reports it at the end of a run).
 public struct CollectiveStatistics: Sendable {
     public var seconds = 0.0
@@ -36,15 +55,23 @@ public struct CollectiveStatistics: Sendable {
     public var calls = 0
     public init() {}
 
-    mutating func record(since start: DispatchTime, bytes: Int) {
+    /// Time since `start` inside a collective; `bytes` and a call when the collective begins there.
+    mutating func record(since start: DispatchTime, bytes: Int, call: Bool = true) {
         seconds += Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
         self.bytes += bytes
-        calls += 1
+        if call { calls += 1 }
     }
 }
 
 extension Communicator {
     public var isDistributed: Bool { size > 1 }
+
+    public func startAllReduceSum(_ values: UnsafeMutableBufferPointer<Float>) throws -> any PendingReduction {
+        var copy = Array(values)
+        try allReduceSum(&copy)
+        _ = copy.withUnsafeBufferPointer { values.update(fromContentsOf: $0) }
+        return CompletedReduction()
+    }
 
     /// "rank 1/2: " in a distributed run, "" otherwise: the prefix of a rank's own messages.
     public var messagePrefix: String { isDistributed ? "rank \(rank)/\(size): " : "" }

@@ -22,6 +22,11 @@ public final class MPIGroup: Communicator {
     typealias AllreduceFunction = @convention(c) (UnsafeRawPointer?, UnsafeMutableRawPointer?, Int32, Handle, Handle, Handle) -> Int32
     typealias AllgatherFunction = @convention(c) (UnsafeRawPointer?, Int32, Handle, UnsafeMutableRawPointer?, Int32, Handle,
                                                   Handle) -> Int32
+    typealias IallreduceFunction = @convention(c) (UnsafeRawPointer?, UnsafeMutableRawPointer?, Int32, Handle, Handle, Handle,
+                                                   UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> Int32
+    typealias TestFunction = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, UnsafeMutablePointer<Int32>,
+                                             UnsafeMutableRawPointer?) -> Int32
+    typealias WaitFunction = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, UnsafeMutableRawPointer?) -> Int32
     typealias AbortFunction = @convention(c) (Handle, Int32) -> Int32
     typealias FinalizeFunction = @convention(c) () -> Int32
 
@@ -32,6 +37,9 @@ public final class MPIGroup: Communicator {
     let world: Handle, float: Handle, double: Handle, int32: Handle, byte: Handle, sum: Handle
     let allreduceCall: AllreduceFunction
     let allgatherCall: AllgatherFunction
+    let iallreduceCall: IallreduceFunction
+    let testCall: TestFunction
+    let waitCall: WaitFunction
     let abortCall: AbortFunction
     let finalizeCall: FinalizeFunction
     static let inPlace = UnsafeRawPointer(bitPattern: 1)
@@ -74,6 +82,9 @@ public final class MPIGroup: Communicator {
         sum = try symbol("ompi_mpi_op_sum")
         allreduceCall = try function("MPI_Allreduce", as: AllreduceFunction.self)
         allgatherCall = try function("MPI_Allgather", as: AllgatherFunction.self)
+        iallreduceCall = try function("MPI_Iallreduce", as: IallreduceFunction.self)
+        testCall = try function("MPI_Test", as: TestFunction.self)
+        waitCall = try function("MPI_Wait", as: WaitFunction.self)
         abortCall = try function("MPI_Abort", as: AbortFunction.self)
         finalizeCall = try function("MPI_Finalize", as: FinalizeFunction.self)
         var initialized: Int32 = 0
@@ -115,6 +126,50 @@ public final class MPIGroup: Communicator {
 
     public func allReduceSum(_ values: inout [Float]) throws { try reduce(&values, type: float) }
     public func allReduceSum(_ values: inout [Double]) throws { try reduce(&values, type: double) }
+
+    public func startAllReduceSum(_ values: UnsafeMutableBufferPointer<Float>) throws -> any PendingReduction {
+        let n = try Self.count(values.count, "MPI_Iallreduce")
+        let request = Request(group: self)
+        let start = DispatchTime.now()
+        let code = iallreduceCall(Self.inPlace, values.baseAddress, n, float, sum, world, request.handle)
+        statistics.record(since: start, bytes: MemoryLayout<Float>.stride * values.count)
+        try Self.check(code, "MPI_Iallreduce")
+        return request
+    }
+
+    /// An `MPI_Request` (in Open MPI a pointer), polled with `MPI_Test` and finished with
+    /// `MPI_Wait`; the time inside both counts as time in collectives (it is not hidden).
+    final class Request: PendingReduction {
+        let group: MPIGroup
+        let handle = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 1)
+        var complete = false
+        init(group: MPIGroup) {
+            self.group = group
+            handle.initialize(to: nil)
+        }
+        deinit { handle.deallocate() }
+
+        func isComplete() throws -> Bool {
+            guard !complete else { return true }
+            var flag: Int32 = 0
+            let start = DispatchTime.now()
+            // MPI_STATUS_IGNORE is a null pointer in Open MPI.
+            let code = group.testCall(handle, &flag, nil)
+            group.statistics.record(since: start, bytes: 0, call: false)
+            try MPIGroup.check(code, "MPI_Test")
+            complete = flag != 0
+            return complete
+        }
+
+        func wait() throws {
+            guard !complete else { return }
+            let start = DispatchTime.now()
+            let code = group.waitCall(handle, nil)
+            group.statistics.record(since: start, bytes: 0, call: false)
+            try MPIGroup.check(code, "MPI_Wait")
+            complete = true
+        }
+    }
 
     func gather<T>(_ values: [T], type: Handle, zero: T) throws -> [T] {
         // MPI's counts are per rank; the gathered whole may pass 2³¹ elements.

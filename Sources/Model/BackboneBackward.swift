@@ -67,7 +67,8 @@ struct BackboneBackward {
     /// the patch projection.
     func callAsFunction(_ backend: any Backend, images: Tensor, weights w: BackboneWeights,
                         gradients dw: BackboneWeights, activations a: BackboneActivations,
-                        scratch g: BackboneGradients, dropPath: DropPath? = nil) throws {
+                        scratch g: BackboneGradients, dropPath: DropPath? = nil,
+                        finished: ((Part) throws -> Void)? = nil) throws {
         let (B, N, C) = (batchSize, config.tokens, config.embedDim)
         let (R, hidden) = (B * N, config.mlpHiddenDim)
         let blockInputs = [a.embedded] + a.blocks.dropLast().map(\.output)
@@ -85,6 +86,7 @@ struct BackboneBackward {
                                       biasGradient: dw.normBias, outputGradient: g.normalized,
                                       input: a.blocks.last?.output ?? a.embedded, mean: a.normMean,
                                       reciprocalStd: a.normReciprocalStd, weight: w.normWeight)
+        try finished?(.norm)
         for index in stride(from: w.blocks.count - 1, through: 0, by: -1) {
             let (block, blockGradient, s) = (w.blocks[index], dw.blocks[index], a.blocks[index])
             // x = x + fc2(GELU(fc1(LN2(x)))): g.residual is ∂loss/∂(block output); the branch's
@@ -138,6 +140,7 @@ struct BackboneBackward {
                                           input: blockInputs[index], mean: s.norm1Mean,
                                           reciprocalStd: s.norm1ReciprocalStd, weight: block.norm1Weight)
             try backend.add(output: g.residual, g.residual, g.branch)
+            try finished?(.block(index))
         }
         // g.residual = ∂loss/∂embedded. pos_embed is frozen (SPEC A.2): no gradient.
         // cls_token (1, 1, C) += Σ_b row 0 of image b: onesᵀ (1, B) · rows 0 (B, C) at ld N·C.
@@ -149,5 +152,14 @@ struct BackboneBackward {
                                            outputGradient: g.residual, images: images, patchSize: config.patchSize,
                                            firstToken: 1)
         }
+        try finished?(.embedding)
+    }
+
+    /// A part of the trunk whose weight gradients a backward has just finished writing, in the
+    /// order it finishes them (data parallel starts reducing them while the rest runs).
+    enum Part {
+        case norm, block(Int)
+        /// `cls_token` and the patch projection (and the frozen `pos_embed` before them).
+        case embedding
     }
 }

@@ -67,14 +67,22 @@ extension MoCoModel {
     /// `loss = ctr(q1, k2) + ctr(q2, k1)`, in exact reverse order of the forward. The keys get no
     /// gradient (the momentum encoder runs under no_grad, SPEC A.1). The caller zeroes the
     /// gradient first (``zeroGradients()``; Train's one training step does).
-    public func backward(x1: Tensor, x2: Tensor) throws {
+    ///
+    /// - Parameter finished: called with each span of ``gradientTensor`` as soon as no later
+    ///   work of this backward writes it again (during the last view's pass: the predictor, the
+    ///   projector, the trunk's norm, each block from the last, then the embedding), so data
+    ///   parallel training can start reducing it; together the spans cover the whole gradient.
+    public func backward(x1: Tensor, x2: Tensor, finished: ((Range<Int>) throws -> Void)? = nil) throws {
         let vit = parameters.config.vit
         let (B, d) = (batchSize, parameters.config.mocoDim)
         let temperature = Float(parameters.config.temperature)
         let t = training
         let trunk = BackboneBackward(config: vit, batchSize: B, forward: backbone)
         let mlp = MLPBackward(batchSize: B, batchNorm: head.batchNorm)
+        let spans = finished == nil ? nil : gradientSpans
         for (index, images) in [x1, x2].enumerated().reversed() {
+            // The first view's pass is the last to add to each gradient.
+            let report: ((Range<Int>) throws -> Void)? = index == 0 ? finished : nil
             // Term `index` is ctr(q_index, k_other); softmaxCrossEntropy already wrote
             // ∂loss/∂logits (with the 2T/B scale). logits = q̂·k̂ᵀ/T, so ∂q̂ = (1/T)·∂logits·k̂.
             let term = lossTerms[index]
@@ -85,6 +93,7 @@ extension MoCoModel {
             try mlp(backend, inputGradient: t.projectionGradient, outputGradient: t.queryGradient,
                     input: projectorActivations[index].output, inputStride: d, weights: predictorWeights,
                     gradients: t.predictorGradients, activations: predictorActivations[index], scratch: t.predictor)
+            try spans.map { try report?($0.predictor) }
             // With class-token pooling the projector read the cls rows of the trunk output in place;
             // its input gradient goes to the same rows of an otherwise zero (B, N, C) gradient.
             // With global average pooling it goes to the pooled gradient (the trunk spreads it).
@@ -93,9 +102,37 @@ extension MoCoModel {
             try mlp(backend, inputGradient: t.backbone.feature, outputGradient: t.projectionGradient,
                     input: features.feature, inputStride: features.featureStride, weights: projectorWeights,
                     gradients: t.projectorGradients, activations: projectorActivations[index], scratch: t.projector)
+            try spans.map { try report?($0.projector) }
             try trunk(backend, images: images, weights: baseWeights, gradients: t.baseGradients,
-                      activations: baseActivations[index], scratch: t.backbone)
+                      activations: baseActivations[index], scratch: t.backbone, finished: { part in
+                guard let spans, let report else { return }
+                switch part {
+                case .norm: try report(spans.norm)
+                case .block(let block): try report(spans.blocks[block])
+                case .embedding: try report(spans.embedding)
+                }
+            })
         }
+    }
+
+    /// Where each part's gradients lie in ``gradientTensor`` (contiguous, in layout order:
+    /// embedding | blocks | norm | projector | predictor, covering the whole of it).
+    struct GradientSpans {
+        let embedding: Range<Int>, blocks: [Range<Int>], norm: Range<Int>, projector: Range<Int>, predictor: Range<Int>
+    }
+
+    var gradientSpans: GradientSpans {
+        let table = parameters.table, base = MoCoParameters.baseEncoderPrefix
+        func start(_ name: String) -> Int { table[base + name]!.offset }
+        let depth = parameters.config.vit.depth
+        let blockStarts = (0..<depth).map { start("blocks.\($0).norm1.weight") }
+        let normStart = start("norm.weight"), projectorStart = start("head.0.weight")
+        let predictorStart = parameters.predictor.lowerBound, end = parameters.trainableRegion.upperBound
+        let boundaries = blockStarts + [normStart]
+        return GradientSpans(embedding: parameters.baseEncoder.lowerBound..<boundaries[0],
+                             blocks: (0..<depth).map { boundaries[$0]..<boundaries[$0 + 1] },
+                             norm: normStart..<projectorStart, projector: projectorStart..<predictorStart,
+                             predictor: predictorStart..<end)
     }
 
     /// Clears ``gradientTensor`` before a ``backward(x1:x2:)`` (which accumulates).

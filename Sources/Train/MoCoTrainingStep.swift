@@ -11,14 +11,23 @@ public final class MoCoTrainingStep {
     public let optimizer: any Optimizer
     /// One element per trainable tensor (``MoCoModel/trainableSegments``).
     let squaredNorms: Tensor
-    /// Data parallel: the host copy the gradient is all-reduced in, allocated once.
-    private var reductionBuffer: [Float] = []
+    /// Data parallel: the gradient's bucketed all-reduce (nil in one process).
+    let reduction: GradientReduction?
+    /// DDP's bucket size: the predictor and the projector go out in the first bucket, the
+    /// trunk in buckets of a block or more.
+    public static let defaultBucketBytes = 4 << 20
     /// Test hook: called after the forward with the model and the 1-based step number, before the
     /// checks (a test poisons a weight here to exercise the non-finite stop).
     public var afterForward: ((MoCoModel, Int) throws -> Void)?
     /// Test hook: called after the optimizer update with the model and the step number (a test
     /// poisons a weight here, as an update that overflows would).
     public var afterUpdate: ((MoCoModel, Int) throws -> Void)?
+
+    /// Data parallel: wall seconds spent after the backwards finishing the gradient all-reduce
+    /// (what the overlap did not hide), and the buckets reduced.
+    public var reductionExposure: (seconds: Double, buckets: Int) {
+        (reduction?.exposedSeconds ?? 0, reduction?.buckets ?? 0)
+    }
 
     /// What one iteration measured.
     public struct Outcome: Sendable {
@@ -30,9 +39,12 @@ public final class MoCoTrainingStep {
         public let applied: Bool
     }
 
-    public init(model: MoCoModel, optimizer: any Optimizer) throws {
+    /// - Parameter bucketBytes: data parallel only: the all-reduce bucket (0: one blocking
+    ///   all-reduce of the whole gradient after the backward).
+    public init(model: MoCoModel, optimizer: any Optimizer, bucketBytes: Int = defaultBucketBytes) throws {
         self.model = model
         self.optimizer = optimizer
+        reduction = model.communicator.isDistributed ? GradientReduction(model: model, bucketBytes: bucketBytes) : nil
         squaredNorms = try model.backend.makeTensor(shape: [model.trainableSegments.count])
         // Once now, so a backend's lasting per-table state (CLBackend uploads a chunk table) is
         // made before the first iteration, not from buffers that iteration's scratch would reuse:
@@ -54,16 +66,10 @@ public final class MoCoTrainingStep {
         let loss = try model.forward(x1: x1, x2: x2)
         try afterForward?(model, step)
         try model.zeroGradients()
-        try model.backward(x1: x1, x2: x2)
-        if model.communicator.isDistributed {
-            // The ranks' gradients summed (each rank's loss is its share of the global batch's).
-            if reductionBuffer.count != model.gradientTensor.count {
-                reductionBuffer = [Float](repeating: 0, count: model.gradientTensor.count)
-            }
-            try reductionBuffer.withUnsafeMutableBufferPointer { try backend.download(model.gradientTensor, into: $0) }
-            try model.communicator.allReduceSum(&reductionBuffer)
-            try reductionBuffer.withUnsafeBufferPointer { try backend.upload($0, to: model.gradientTensor) }
-        }
+        // Data parallel: the ranks' gradients summed (each rank's loss is its share of the
+        // global batch's), bucket by bucket as the backward finishes them.
+        try model.backward(x1: x1, x2: x2, finished: reduction?.finished)
+        try reduction?.complete()
         try backend.squaredNorms(output: squaredNorms, input: model.gradientTensor, segments: model.trainableSegments)
         let squared = try backend.download(squaredNorms)
         guard loss.isFinite, squared.allSatisfy(\.isFinite) else {

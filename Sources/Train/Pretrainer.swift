@@ -49,6 +49,9 @@ public struct TrainingSummary: Sendable {
     public var alarms = AlarmSummary()
     /// Data parallel: what this rank's collectives cost during the run.
     public var collectives = CollectiveStatistics()
+    /// Data parallel: seconds this rank waited after its backwards for the gradient all-reduce
+    /// (what the overlap with the backward did not hide), and the buckets it reduced.
+    public var exposedReduction = (seconds: 0.0, buckets: 0)
 }
 
 /// `mocov3-cl pretrain`: the MoCo v3 training loop (SPEC A.1) over a dataset, with the per-
@@ -110,10 +113,11 @@ public final class Pretrainer {
                             workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                             savePolicy: SavePolicy = .default, dipDrop: Double = KNNDipDetector.defaultDrop,
                             nonFinite: NonFinitePolicy = .stop, communicator: any Communicator = SingleProcess(),
+                            bucketBytes: Int = MoCoTrainingStep.defaultBucketBytes,
                             report: @escaping (TrainingEvent) -> Void) throws {
         try self.init(plan: resume?.plan ?? PretrainPlan(configuration), backend: backend, data: data,
                       runFolder: runFolder, resume: resume, workers: workers, savePolicy: savePolicy, dipDrop: dipDrop,
-                      nonFinite: nonFinite, communicator: communicator, report: report)
+                      nonFinite: nonFinite, communicator: communicator, bucketBytes: bucketBytes, report: report)
     }
 
     /// - Parameters:
@@ -127,6 +131,7 @@ public final class Pretrainer {
                 resume: TrainingCheckpoint.Contents? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                 savePolicy: SavePolicy = .default, dipDrop: Double = KNNDipDetector.defaultDrop,
                 nonFinite: NonFinitePolicy = .stop, communicator: any Communicator = SingleProcess(),
+                bucketBytes: Int = MoCoTrainingStep.defaultBucketBytes,
                 report: @escaping (TrainingEvent) -> Void) throws {
         let configuration = plan.configuration
         self.configuration = configuration
@@ -151,14 +156,15 @@ public final class Pretrainer {
             throw PretrainError("-b/--batch-size \(configuration.batchSize) over \(ranks) processes leaves each rank one image "
                 + "of every batch; each rank needs at least 2: raise -b or start fewer processes")
         }
-        try Self.checkSameRun(plan: plan, data: data, resume: resume, communicator: communicator)
+        try Self.checkSameRun(plan: plan, data: data, resume: resume, communicator: communicator,
+                              options: "save \(savePolicy), non-finite \(nonFinite), buckets \(bucketBytes) B")
         model = try MoCoModel(parameters: layout, backend: backend, batchSize: configuration.batchSize / ranks,
                               initial: resume?.initial ?? layout.initialValues(seed: configuration.seed),
                               communicator: communicator)
         optimizer = try configuration.optimizer.make(backend: backend, segments: model.trainableSegments,
                                                      weightDecay: configuration.weightDecay)
         if let resume { try optimizer.restore(resume.optimizerState, on: backend) }
-        trainingStep = try MoCoTrainingStep(model: model, optimizer: optimizer)
+        trainingStep = try MoCoTrainingStep(model: model, optimizer: optimizer, bucketBytes: bucketBytes)
         self.runFolder = runFolder
         self.data = data
         schedules = Schedules(baseLearningRate: configuration.lr, batchSize: configuration.batchSize,
@@ -341,6 +347,7 @@ public final class Pretrainer {
         }
         if isWriter { summary.alarms = AlarmSummary(folder: runFolder) }
         summary.collectives = communicator.statistics
+        summary.exposedReduction = trainingStep.reductionExposure
         summary.completed = position.epoch >= configuration.epochs
         summary.position = position
         summary.seconds = Date().timeIntervalSince(start)
@@ -505,8 +512,10 @@ public final class Pretrainer {
 
     /// Every rank must train the same run: the plan's configuration and the resumed position
     /// (flags that differ across ranks would silently train different models).
+    /// - Parameter options: the options that change what the ranks do together without being part
+    ///   of the run's configuration (saving, the non-finite policy, the all-reduce buckets).
     static func checkSameRun(plan: PretrainPlan, data: DatasetSplits, resume: TrainingCheckpoint.Contents?,
-                             communicator: any Communicator) throws {
+                             communicator: any Communicator, options: String) throws {
         guard communicator.isDistributed else { return }
         let position = resume?.position ?? TrainingPosition()
         // The datasets too: a rank that read fewer files (or no held-out split) would run another
@@ -520,7 +529,8 @@ public final class Pretrainer {
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
-        let mine = try encoder.encode(plan.configuration) + Data("@\(position.epoch).\(position.batch).\(position.step)".utf8)
+        let mine = try encoder.encode(plan.configuration)
+            + Data("@\(position.epoch).\(position.batch).\(position.step); \(options)".utf8)
         let all = try communicator.allGatherBytes([UInt8](mine))
         if let other = all.indices.first(where: { all[$0] != all[0] }) {
             throw PretrainError("rank \(other) was started with other flags or another checkpoint than rank 0 "

@@ -83,6 +83,17 @@ struct Pretrain: ParsableCommand {
     @Option(help: "With rollback: keep an in-memory snapshot of the training state every N iterations and at each epoch start [25].")
     var snapshotEvery = 25
     @Option(name: [.customShort("j"), .long], help: "The number of data loader threads [all cores].") var workers: Int?
+    @Option(help: "Data parallel: the gradient all-reduce bucket in MiB, started as the backward finishes it; 0 reduces the whole gradient after the backward [4].")
+    var bucketMib = Double(MoCoTrainingStep.defaultBucketBytes) / Double(1 << 20)
+
+    var bucketBytes: Int {
+        get throws {
+            guard bucketMib.isFinite, bucketMib >= 0, bucketMib <= 4096 else {
+                throw ValidationError("--bucket-mib \(bucketMib) is not a size between 0 and 4096 MiB (e.g. 4, or 0 for one all-reduce after the backward)")
+            }
+            return Int(bucketMib * Double(1 << 20))
+        }
+    }
 
     var nonFinitePolicy: NonFinitePolicy {
         get throws {
@@ -203,7 +214,7 @@ struct Pretrain: ParsableCommand {
                                      workers: workers ?? threads,
                                      savePolicy: try SavePolicy(parsing: saveEvery, keep: keep), dipDrop: dipPoints / 100,
                                      nonFinite: try nonFinitePolicy, communicator: group,
-                                     report: group.rank == 0 ? display.handle : { _ in })
+                                     bucketBytes: try bucketBytes, report: group.rank == 0 ? display.handle : { _ in })
         if group.rank == 0 { try writeJSON(plan.configuration, to: folder.appendingPathComponent("config.json")) }
         if let resumed {
             display.log("resuming from \(resumed.source) at epoch \(resumed.position.epoch + 1), "
@@ -216,7 +227,9 @@ struct Pretrain: ParsableCommand {
         if group.isDistributed {
             let c = summary.collectives
             display.log(String(format: "collectives on rank 0: %.1f s of %.1f s (%.1f %%), %d calls, %.1f MB sent", c.seconds,
-                               summary.seconds, 100 * c.seconds / max(summary.seconds, 1e-9), c.calls, Double(c.bytes) / 1e6))
+                               summary.seconds, 100 * c.seconds / max(summary.seconds, 1e-9), c.calls, Double(c.bytes) / 1e6)
+                + String(format: "; waited %.1f s after the backwards for the gradient's %d bucket all-reduces",
+                         summary.exposedReduction.seconds, summary.exposedReduction.buckets))
         }
         if summary.completed {
             let knn = summary.knnTop1.sorted { $0.key < $1.key }

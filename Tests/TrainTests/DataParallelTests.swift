@@ -34,13 +34,16 @@ import TestSupport
         /// The kNN evaluations (sharded across the ranks).
         var knnTop1: [Int: Double]
         var files: [String]
+        var buckets = 0
     }
 
-    static func train(_ configuration: PretrainConfiguration, ranks: Int, folder: URL) throws -> [RunState] {
+    static func train(_ configuration: PretrainConfiguration, ranks: Int, folder: URL,
+                      bucketBytes: Int = MoCoTrainingStep.defaultBucketBytes) throws -> [RunState] {
         try onRanks(ranks) { rank, communicator in
             let events = EventLog()
             let trainer = try Pretrainer(configuration: configuration, backend: HostBackend(), data: TinyRun.data(),
-                                         runFolder: folder, workers: 1, communicator: communicator, report: events.append)
+                                         runFolder: folder, workers: 1, communicator: communicator, bucketBytes: bucketBytes,
+                                         report: events.append)
             var gradients: [[Float]] = []
             trainer.trainingStep.afterUpdate = { model, step in
                 if step <= 5 { gradients.append(try model.backend.download(model.gradientTensor)) }
@@ -58,7 +61,8 @@ import TestSupport
                             bank: trainer.bank?.features ?? [], gradients: gradients,
                             losses: rank == 0 ? iterations.compactMap { $0["loss"] as? Double } : events.iterations.map(\.loss),
                             knn: iterations.map { $0["knn_monitor"] as? Double }, knnTop1: summary.knnTop1,
-                            files: (try? FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()) ?? [])
+                            files: (try? FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()) ?? [],
+                            buckets: trainer.trainingStep.reductionExposure.buckets)
         }
     }
 
@@ -155,6 +159,58 @@ import TestSupport
         #expect(ranks[0].files.filter { !$0.hasPrefix(".") } == single.files.filter { !$0.hasPrefix(".") })
     }
 
+    /// The gradient reduced in buckets that start during the backward (one per reported span at
+    /// 64 bytes) is the gradient reduced whole after it: the same sums, bit for bit.
+    @Test func bucketsStartedDuringTheBackwardReduceWhatOneAllReduceAfterItDoes() throws {
+        let one = try TinyRun.folder("dp-whole"), many = try TinyRun.folder("dp-buckets")
+        defer { for url in [one, many] { try? FileManager.default.removeItem(at: url) } }
+        let whole = try Self.train(TinyRun.configuration, ranks: 2, folder: one, bucketBytes: 0)
+        let buckets = try Self.train(TinyRun.configuration, ranks: 2, folder: many, bucketBytes: 64)
+        // 8 iterations: one bucket each after the backward, against the 5 spans of a 1-block
+        // model (predictor, projector, norm, block 0, embedding) started as each is finished.
+        #expect(whole[0].buckets == 8 && buckets[0].buckets == 8 * 5)
+        for (a, b) in zip(whole, buckets) {
+            #expect(a.gradients == b.gradients)
+            #expect(a.parameters == b.parameters && a.buffers == b.buffers && a.optimizer == b.optimizer)
+            #expect(a.losses == b.losses)
+        }
+    }
+
+    /// Each span the backward reports as finished holds its final gradient when reported (no
+    /// later work writes it again), and the spans tile the whole gradient, last layer first.
+    @Test(arguments: [("cls", false), ("avg", true)]) func finishedSpansAreFinalAndCoverTheGradient(
+        pooling: String, vitBN: Bool) throws {
+        var configuration = TinyRun.configuration
+        configuration.depth = 3
+        configuration.pooling = pooling
+        configuration.vitBN = vitBN
+        let folder = try TinyRun.folder("dp-spans")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let trainer = try Pretrainer(configuration: configuration, backend: HostBackend(), data: TinyRun.data(),
+                                     runFolder: folder, workers: 1, report: { _ in })
+        let model = trainer.model, backend = model.backend
+        var generator = SplitMix64(seed: 11)
+        for view in [trainer.x1, trainer.x2] {
+            try backend.upload((0..<view.count).map { _ in Float.random(in: -1...1, using: &generator) }, to: view)
+        }
+        _ = try model.forward(x1: trainer.x1, x2: trainer.x2)
+        try model.zeroGradients()
+        var reported: [(Range<Int>, [Float])] = []
+        try model.backward(x1: trainer.x1, x2: trainer.x2) { span in
+            reported.append((span, try backend.download(model.gradientTensor.view(offset: span.lowerBound, shape: [span.count]))))
+        }
+        let final = try backend.download(model.gradientTensor)
+        #expect(reported.count == 2 + 1 + 3 + 1)  // predictor, projector, norm, 3 blocks, embedding
+        var next = final.count
+        for (span, values) in reported {
+            #expect(span.upperBound == next, "span \(span) after \(next)")
+            next = span.lowerBound
+            #expect(values == Array(final[span]), "span \(span) changed after it was reported finished")
+            #expect(values.contains { $0 != 0 } || span.count < 64, "span \(span) reported before any gradient")
+        }
+        #expect(next == 0)
+    }
+
     @Test func batchesThatDoNotSplitAndFlagsThatDifferAreClearErrors() throws {
         var configuration = TinyRun.configuration
         let folder = try TinyRun.folder("dp-errors")
@@ -173,15 +229,18 @@ import TestSupport
         }
         configuration.batchSize = 8
         let base = configuration
-        let errors = try Self.onRanks(2) { rank, communicator in
-            var mine = base
-            if rank == 1 { mine.lr = 0.01 }
-            do {
-                _ = try Pretrainer(configuration: mine, backend: HostBackend(), data: TinyRun.data(), runFolder: folder,
-                                   workers: 1, communicator: communicator, report: { _ in })
-                return ""
-            } catch { return "\(error)" }
+        // Another lr, or another all-reduce bucket (the ranks' reductions would not pair up).
+        for otherBucket in [false, true] {
+            let errors = try Self.onRanks(2) { rank, communicator in
+                var (mine, bucket) = (base, MoCoTrainingStep.defaultBucketBytes)
+                if rank == 1, otherBucket { bucket = 1024 } else if rank == 1 { mine.lr = 0.01 }
+                do {
+                    _ = try Pretrainer(configuration: mine, backend: HostBackend(), data: TinyRun.data(), runFolder: folder,
+                                       workers: 1, communicator: communicator, bucketBytes: bucket, report: { _ in })
+                    return ""
+                } catch { return "\(error)" }
+            }
+            #expect(errors.allSatisfy { $0.contains("rank 1 was started with other flags") }, "\(errors)")
         }
-        #expect(errors.allSatisfy { $0.contains("rank 1 was started with other flags") }, "\(errors)")
     }
 }
