@@ -131,7 +131,7 @@ public final class MPIGroup: Communicator {
         let n = try Self.count(values.count, "MPI_Iallreduce")
         let request = Request(group: self)
         let start = DispatchTime.now()
-        let code = iallreduceCall(Self.inPlace, values.baseAddress, n, float, sum, world, request.handle)
+        let code = iallreduceCall(Self.inPlace, values.baseAddress, n, float, sum, world, &request.handle)
         statistics.record(since: start, bytes: MemoryLayout<Float>.stride * values.count)
         try Self.check(code, "MPI_Iallreduce")
         return request
@@ -141,20 +141,17 @@ public final class MPIGroup: Communicator {
     /// `MPI_Wait`; the time inside both counts as time in collectives (it is not hidden).
     final class Request: PendingReduction {
         let group: MPIGroup
-        let handle = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 1)
+        /// The handle MPI writes (MPI_Iallreduce) and reads (MPI_Test, MPI_Wait), by value.
+        var handle: UnsafeMutableRawPointer?
         var complete = false
-        init(group: MPIGroup) {
-            self.group = group
-            handle.initialize(to: nil)
-        }
-        deinit { handle.deallocate() }
+        init(group: MPIGroup) { self.group = group }
 
         func isComplete() throws -> Bool {
             guard !complete else { return true }
             var flag: Int32 = 0
             let start = DispatchTime.now()
             // MPI_STATUS_IGNORE is a null pointer in Open MPI.
-            let code = group.testCall(handle, &flag, nil)
+            let code = group.testCall(&handle, &flag, nil)
             group.statistics.record(since: start, bytes: 0, call: false)
             try MPIGroup.check(code, "MPI_Test")
             complete = flag != 0
@@ -164,7 +161,7 @@ public final class MPIGroup: Communicator {
         func wait() throws {
             guard !complete else { return }
             let start = DispatchTime.now()
-            let code = group.waitCall(handle, nil)
+            let code = group.waitCall(&handle, nil)
             group.statistics.record(since: start, bytes: 0, call: false)
             try MPIGroup.check(code, "MPI_Wait")
             complete = true

@@ -16,6 +16,8 @@ struct MoCoGradientState {
     let normalizedQueryGradient: Tensor     // (B, d) ∂loss/∂q̂
     let queryGradient: Tensor               // (B, d) ∂loss/∂q (predictor output)
     let projectionGradient: Tensor          // (B, d) ∂loss/∂(projector output)
+    /// Where each part's gradients lie in `gradientTensor` (what the backward reports finished).
+    let spans: GradientSpans
 
     init(parameters: MoCoParameters, backend: any Backend, batchSize B: Int, bufferTensor: Tensor) throws {
         let config = parameters.config
@@ -23,6 +25,7 @@ struct MoCoGradientState {
         gradientTensor = try backend.makeTensor(shape: [count])
         try backend.fill(gradientTensor, value: 0)
         segments = parameters.segmentTable()
+        spans = GradientSpans(parameters: parameters)
 
         let gradientTensor = gradientTensor
         func view(_ table: ParameterTable, _ tensor: Tensor, _ name: String) throws -> Tensor {
@@ -79,10 +82,10 @@ extension MoCoModel {
         let t = training
         let trunk = BackboneBackward(config: vit, batchSize: B, forward: backbone)
         let mlp = MLPBackward(batchSize: B, batchNorm: head.batchNorm)
-        let spans = finished == nil ? nil : gradientSpans
         for (index, images) in [x1, x2].enumerated().reversed() {
-            // The first view's pass is the last to add to each gradient.
-            let report: ((Range<Int>) throws -> Void)? = index == 0 ? finished : nil
+            // The first view's pass is the last to add to each gradient: its parts are final as
+            // it finishes them.
+            let report = index == 0 ? finished : nil
             // Term `index` is ctr(q_index, k_other); softmaxCrossEntropy already wrote
             // ∂loss/∂logits (with the 2T/B scale). logits = q̂·k̂ᵀ/T, so ∂q̂ = (1/T)·∂logits·k̂.
             let term = lossTerms[index]
@@ -93,7 +96,7 @@ extension MoCoModel {
             try mlp(backend, inputGradient: t.projectionGradient, outputGradient: t.queryGradient,
                     input: projectorActivations[index].output, inputStride: d, weights: predictorWeights,
                     gradients: t.predictorGradients, activations: predictorActivations[index], scratch: t.predictor)
-            try spans.map { try report?($0.predictor) }
+            try report?(t.spans.predictor)
             // With class-token pooling the projector read the cls rows of the trunk output in place;
             // its input gradient goes to the same rows of an otherwise zero (B, N, C) gradient.
             // With global average pooling it goes to the pooled gradient (the trunk spreads it).
@@ -102,37 +105,11 @@ extension MoCoModel {
             try mlp(backend, inputGradient: t.backbone.feature, outputGradient: t.projectionGradient,
                     input: features.feature, inputStride: features.featureStride, weights: projectorWeights,
                     gradients: t.projectorGradients, activations: projectorActivations[index], scratch: t.projector)
-            try spans.map { try report?($0.projector) }
+            try report?(t.spans.projector)
             try trunk(backend, images: images, weights: baseWeights, gradients: t.baseGradients,
-                      activations: baseActivations[index], scratch: t.backbone, finished: { part in
-                guard let spans, let report else { return }
-                switch part {
-                case .norm: try report(spans.norm)
-                case .block(let block): try report(spans.blocks[block])
-                case .embedding: try report(spans.embedding)
-                }
-            })
+                      activations: baseActivations[index], scratch: t.backbone,
+                      finished: report.map { report in { try report(t.spans[$0]) } })
         }
-    }
-
-    /// Where each part's gradients lie in ``gradientTensor`` (contiguous, in layout order:
-    /// embedding | blocks | norm | projector | predictor, covering the whole of it).
-    struct GradientSpans {
-        let embedding: Range<Int>, blocks: [Range<Int>], norm: Range<Int>, projector: Range<Int>, predictor: Range<Int>
-    }
-
-    var gradientSpans: GradientSpans {
-        let table = parameters.table, base = MoCoParameters.baseEncoderPrefix
-        func start(_ name: String) -> Int { table[base + name]!.offset }
-        let depth = parameters.config.vit.depth
-        let blockStarts = (0..<depth).map { start("blocks.\($0).norm1.weight") }
-        let normStart = start("norm.weight"), projectorStart = start("head.0.weight")
-        let predictorStart = parameters.predictor.lowerBound, end = parameters.trainableRegion.upperBound
-        let boundaries = blockStarts + [normStart]
-        return GradientSpans(embedding: parameters.baseEncoder.lowerBound..<boundaries[0],
-                             blocks: (0..<depth).map { boundaries[$0]..<boundaries[$0 + 1] },
-                             norm: normStart..<projectorStart, projector: projectorStart..<predictorStart,
-                             predictor: predictorStart..<end)
     }
 
     /// Clears ``gradientTensor`` before a ``backward(x1:x2:)`` (which accumulates).
@@ -142,4 +119,31 @@ extension MoCoModel {
     /// order; frozen tensors are left out, and only tensors with ndim > 1 are `adapted` (LARS and
     /// LAMB decay and trust-scale those only, SPEC A.6).
     public var trainableSegments: SegmentTable { training.segments }
+}
+
+/// Where each part's gradients lie in the flat gradient (contiguous, in layout order:
+/// embedding | blocks | norm | projector | predictor, covering the whole of it).
+struct GradientSpans {
+    let embedding: Range<Int>, blocks: [Range<Int>], norm: Range<Int>, projector: Range<Int>, predictor: Range<Int>
+
+    init(parameters: MoCoParameters) {
+        let table = parameters.table, base = MoCoParameters.baseEncoderPrefix
+        func start(_ name: String) -> Int { table[base + name]!.offset }
+        let blockStarts = (0..<parameters.config.vit.depth).map { start("blocks.\($0).norm1.weight") }
+        let normStart = start("norm.weight"), projectorStart = start("head.0.weight")
+        let boundaries = blockStarts + [normStart]
+        embedding = parameters.baseEncoder.lowerBound..<boundaries[0]
+        blocks = blockStarts.indices.map { boundaries[$0]..<boundaries[$0 + 1] }
+        norm = normStart..<projectorStart
+        projector = projectorStart..<parameters.predictor.lowerBound
+        predictor = parameters.predictor.lowerBound..<parameters.trainableRegion.upperBound
+    }
+
+    subscript(part: BackboneBackward.Part) -> Range<Int> {
+        switch part {
+        case .norm: norm
+        case .block(let index): blocks[index]
+        case .embedding: embedding
+        }
+    }
 }

@@ -36,12 +36,12 @@ final class GradientReduction {
 
     deinit { buffer.deallocate() }
 
-    /// The hook for ``MoCoModel/backward(x1:x2:finished:)``, or nil for the blocking baseline.
-    var finished: ((Range<Int>) throws -> Void)? {
-        bucketBytes > 0 ? { [unowned self] span in try self.finished(span) } : nil
-    }
+    /// The hook for ``MoCoModel/backward(x1:x2:finished:)``, or nil for the blocking baseline
+    /// (made once, not per step).
+    private(set) lazy var finished: ((Range<Int>) throws -> Void)? =
+        bucketBytes > 0 ? { [unowned self] span in try self.report(span) } : nil
 
-    private func finished(_ span: Range<Int>) throws {
+    private func report(_ span: Range<Int>) throws {
         if let current = gathering, current.lowerBound != span.upperBound {
             // Not adjacent (another model's order): what was gathered goes first.
             try start(current)
