@@ -35,7 +35,7 @@ run() {  # name, images, flags…
     python3 - "$whole" "$buckets" <<'PY'
 import re, sys
 waits = [float(re.search(r"waited ([0-9.]+) s", text).group(1)) for text in sys.argv[1:]]
-print(f"  hidden: {100 * (1 - waits[1] / waits[0]):.0f} % of the {waits[0]:.1f} s the whole all-reduce kept rank 0 waiting"
+print(f"  hidden: {100 * (1 - waits[1] / waits[0]):.0f} % of the {waits[0]:.2f} s the whole all-reduce kept rank 0 waiting"
       if waits[0] > 0 else "  hidden: no wait to hide")
 PY
 }

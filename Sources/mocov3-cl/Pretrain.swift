@@ -228,7 +228,7 @@ struct Pretrain: ParsableCommand {
             let c = summary.collectives
             display.log(String(format: "collectives on rank 0: %.1f s of %.1f s (%.1f %%), %d calls, %.1f MB sent", c.seconds,
                                summary.seconds, 100 * c.seconds / max(summary.seconds, 1e-9), c.calls, Double(c.bytes) / 1e6)
-                + String(format: "; waited %.1f s after the backwards for the gradient's %d bucket all-reduces",
+                + String(format: "; waited %.2f s after the backwards for the gradient's %d bucket all-reduces",
                          summary.exposedReduction.seconds, summary.exposedReduction.buckets))
         }
         if summary.completed {
