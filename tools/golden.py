@@ -19,6 +19,7 @@ How to run (by hand, not in CI; needs `pip install torch safetensors numpy`)
     python3 tools/golden.py --lincls          # golden_lincls.safetensors (the linear probe)
     python3 tools/golden.py --finetune        # golden_finetune.safetensors (DeiT-style fine-tuning)
     python3 tools/golden.py --finetune --vit-bn   # golden_finetune_vitbn.safetensors
+    python3 tools/golden.py --data-parallel   # golden_dp_vitbn.safetensors (2 gloo processes)
 
     The option runs (the paper's ablations: global average pooling, Sec 5; ViT-BN, Sec 6.1)
     use a smaller model (C = 32, moco_mlp_dim 64, moco_dim 16) so each file stays under 1 MB,
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.distributed as dist
 import torch.nn.functional as F
 
 # Dimension letters as in the Swift code: B batch, N tokens (1 + patches), C width,
@@ -248,6 +250,7 @@ class MoCo(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
+        self.group = None                                              # a process group when data parallel
         self.base_encoder = ViTMoCo(cfg)
         # Parameters copied from the base encoder; at init the BN buffers are identical too
         # (mean 0, var 1, count 0). Afterwards buffers are neither copied nor EMA-ed.
@@ -269,26 +272,43 @@ class MoCo(nn.Module):
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]
 
+    def forward(self, x1, x2, m: float):
+        """The reference's MoCo.forward: EMA, queries, keys, symmetrized loss (SPEC A.1)."""
+        T = self.cfg.moco_t
+        q1 = self.predictor(self.base_encoder(x1))                     # two calls: BN per view
+        q2 = self.predictor(self.base_encoder(x2))
+        with torch.no_grad():
+            self.momentum_update(m)                                    # first, before the keys
+            k1 = self.momentum_encoder(x1)                             # train mode: batch stats
+            k2 = self.momentum_encoder(x2)
+        group = self.group
+        loss = contrastive_loss(q1, k2, T, group) + contrastive_loss(q2, k1, T, group)  # symmetrized sum
+        return loss, q1, q2, k1, k2
 
-def contrastive_loss(q: torch.Tensor, k: torch.Tensor, T: float) -> torch.Tensor:
-    """ctr(q, k) = 2T * CE(normalize(q) normalize(k)^T / T, arange(N)) (SPEC A.4, one device)."""
+
+def contrastive_loss(q: torch.Tensor, k: torch.Tensor, T: float, group=None) -> torch.Tensor:
+    """ctr(q, k) = 2T * CE(normalize(q) normalize(k)^T / T, labels) (SPEC A.4).
+
+    One device: labels arange(B). Data parallel (`group` a process group): the keys of every rank
+    gathered without gradient (the reference's concat_all_gather), this rank's B/N queries
+    against all of them, labels offset by rank * B/N.
+    """
     q = F.normalize(q, dim=1)
     k = F.normalize(k, dim=1)
-    logits = q @ k.t() / T                                             # (B, B)
-    labels = torch.arange(q.shape[0], device=q.device)
+    offset = 0
+    if group is not None:
+        parts = [torch.empty_like(k) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, k.contiguous(), group=group)
+        k = torch.cat(parts, dim=0)
+        offset = q.shape[0] * dist.get_rank(group)
+    logits = q @ k.t() / T                                             # (B/N, B)
+    labels = torch.arange(q.shape[0], device=q.device) + offset
     return F.cross_entropy(logits, labels) * (2.0 * T)
 
 
 def moco_step(model: MoCo, opt: torch.optim.Optimizer, x1, x2, m: float):
     """One training iteration in the reference order (SPEC A.1). Returns (loss, q1, q2, k1, k2)."""
-    T = model.cfg.moco_t
-    q1 = model.predictor(model.base_encoder(x1))                       # two calls: BN per view
-    q2 = model.predictor(model.base_encoder(x2))
-    with torch.no_grad():
-        model.momentum_update(m)                                       # first, before the keys
-        k1 = model.momentum_encoder(x1)                                # train mode: batch stats
-        k2 = model.momentum_encoder(x2)
-    loss = contrastive_loss(q1, k2, T) + contrastive_loss(q2, k1, T)   # symmetrized sum
+    loss, q1, q2, k1, k2 = model(x1, x2, m)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -613,6 +633,159 @@ def run_finetune(path: str, vit_bn: bool = False):
           + " ".join(f"{out[f'step{t}.loss'].item():.6f}" for t in range(len(steps))))
 
 
+# ----------------------------------------------------------------------------------------
+# Data parallel (SPEC A.1/A.3/A.4 with DDP): N processes on gloo, each with B/N rows of every
+# view; keys all-gathered without gradient, labels offset by rank; SyncBN in the projector,
+# the predictor and ViT-BN's norm2; gradients averaged by DistributedDataParallel.
+# torch's nn.SyncBatchNorm runs on GPUs only, so the SyncBN here is written out (below).
+
+
+class _SyncBatchNormFunction(torch.autograd.Function):
+    """Training-mode BatchNorm over the rows of every rank, as nn.SyncBatchNorm computes it.
+
+    Forward: the global mean, then the global biased variance (two all-reduces, float64), the
+    running statistics updated with the unbiased variance of all rows. Backward: the input
+    gradient needs the global sums of g and g*xhat (g = dy*weight), all-reduced; the affine
+    gradients are this rank's sums (DDP averages them with the rest).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, bn, group):                      # x (R, C)
+        n = torch.tensor([x.shape[0]], dtype=torch.float64)
+        dist.all_reduce(n, group=group)
+        xd = x.double()
+        mean = xd.sum(0)
+        dist.all_reduce(mean, group=group)
+        mean /= n
+        var = ((xd - mean) ** 2).sum(0)
+        dist.all_reduce(var, group=group)
+        var /= n
+        rstd = (var + bn.eps).rsqrt()
+        xhat = (xd - mean) * rstd
+        y = xhat if weight is None else xhat * weight.double() + bias.double()
+        with torch.no_grad():
+            bn.running_mean.mul_(1 - bn.momentum).add_(bn.momentum * mean.float())
+            bn.running_var.mul_(1 - bn.momentum).add_(bn.momentum * (var * n / (n - 1)).float())
+            bn.num_batches_tracked.add_(1)
+        ctx.save_for_backward(xhat, rstd, n, weight)
+        ctx.group = group
+        return y.float()
+
+    @staticmethod
+    def backward(ctx, dy):
+        xhat, rstd, n, weight = ctx.saved_tensors
+        dyd = dy.double()
+        g = dyd if weight is None else dyd * weight.double()
+        sums = torch.stack([g.sum(0), (g * xhat).sum(0)])
+        dist.all_reduce(sums, group=ctx.group)
+        dx = rstd * (g - sums[0] / n - xhat * sums[1] / n)
+        dweight = None if weight is None else (dyd * xhat).sum(0).float()
+        dbias = None if weight is None else dyd.sum(0).float()
+        return dx.float(), dweight, dbias, None, None
+
+
+class SyncBatchNorm1d(nn.BatchNorm1d):
+    """A BatchNorm1d whose training-mode statistics are over every rank's rows (same names)."""
+
+    group = None
+
+    def forward(self, x):                                              # (R, C)
+        if not self.training:
+            return super().forward(x)
+        return _SyncBatchNormFunction.apply(x, self.weight, self.bias, self, self.group)
+
+
+class SyncTokenBatchNorm(TokenBatchNorm, SyncBatchNorm1d):
+    """ViT-BN's norm2 synchronised: TokenBatchNorm's (B*N, C) view through SyncBatchNorm1d."""
+
+
+def convert_sync_batch_norm(model: nn.Module, group):
+    """Every BatchNorm1d of `model` becomes synchronised over `group`, in place (same state)."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm1d):
+            module.__class__ = SyncTokenBatchNorm if isinstance(module, TokenBatchNorm) else SyncBatchNorm1d
+            module.group = group
+
+
+def _data_parallel_rank(rank: int, world: int, cfg: Config, init_file: str, result_file: str):
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank, world_size=world)
+    model, opt = build_moco(cfg)                                       # same seed: same init on every rank
+    bn_group = dist.new_group()                                        # SyncBN's reductions apart from DDP's
+    convert_sync_batch_norm(model, bn_group)
+    model.group = dist.new_group()                                     # the keys' all-gather
+    ddp = DistributedDataParallel(model)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)                  # the one-process fixture's views
+    shape = (cfg.batch_size, 3, cfg.img_size, cfg.img_size)
+    x1, x2 = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+    local = cfg.batch_size // world
+    rows = slice(rank * local, (rank + 1) * local)
+    out: dict[str, torch.Tensor] = {"x1": x1.clone(), "x2": x2.clone()}
+    for t in range(cfg.steps):
+        loss, *_ = ddp(x1[rows], x2[rows], cfg.moco_m)
+        opt.zero_grad()
+        loss.backward()                                                # DDP: gradients averaged over ranks
+        mean = loss.detach().clone()
+        dist.all_reduce(mean)
+        out[f"step{t}.loss"] = (mean / world).reshape(1)               # the global batch's loss
+        if t == 0:
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                    out["step0.grad.module." + name] = p.grad.detach().clone()
+        opt.step()
+    out.update({"final." + k: v for k, v in checkpoint_state(model).items()})
+    # Every rank holds the same weights (the same averaged gradients); say so, then rank 0 writes.
+    digest = torch.tensor([sum(float(v.double().sum()) for v in out.values())], dtype=torch.float64)
+    gathered = [torch.empty_like(digest) for _ in range(world)]
+    dist.all_gather(gathered, digest)
+    assert all(torch.equal(g, digest) for g in gathered), "ranks diverged"
+    if rank == 0:
+        torch.save(out, result_file)
+    dist.destroy_process_group()
+
+
+def run_data_parallel(path: str, world: int = 2):
+    """The ViT-BN small model (SyncBN in every norm2, the projector and the predictor) trained
+    for 3 steps on `world` gloo processes at the global batch of golden_small_vitbn (8), from
+    the same init and views; the result is checked against the one-process run here."""
+    import tempfile
+    import torch.multiprocessing as mp
+    from safetensors.torch import save_file
+
+    cfg = Config(embed_dim=32, moco_mlp_dim=64, moco_dim=16, vit_bn=True)
+    assert cfg.batch_size % world == 0
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file, result_file = os.path.join(tmp, "init"), os.path.join(tmp, "result.pt")
+        mp.spawn(_data_parallel_rank, args=(world, cfg, init_file, result_file), nprocs=world, join=True)
+        out = torch.load(result_file)
+
+    # The same run in one process (plain BatchNorm over all 8 rows): the data-parallel run must
+    # be it, up to float rounding, or this fixture would encode a different algorithm.
+    model, opt = build_moco(cfg)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    shape = (cfg.batch_size, 3, cfg.img_size, cfg.img_size)
+    x1, x2 = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+    assert torch.equal(x1, out["x1"]) and torch.equal(x2, out["x2"])
+    single = [moco_step(model, opt, x1, x2, cfg.moco_m)[0].item() for _ in range(cfg.steps)]
+    for t, l in enumerate(single):
+        assert abs(out[f"step{t}.loss"].item() - l) <= 1e-5 * abs(l), (t, out[f"step{t}.loss"].item(), l)
+    worst = max((out["final." + k].double() - v.double()).abs().max().item()
+                for k, v in checkpoint_state(model).items() if v.dtype == torch.float32)
+    for k, v in out.items():
+        assert v.dtype in (torch.float32, torch.int64), (k, v.dtype)
+        assert torch.isfinite(v.to(torch.float64)).all(), k
+    meta = metadata(cfg) | {"ranks": str(world), "generator": "tools/golden.py --data-parallel"}
+    save_file(out, path, metadata=meta)
+    canonicalize_header(path)
+    print(f"{path}: {os.path.getsize(path)} bytes, {len(out)} tensors, {world} ranks; losses "
+          + " ".join(f"{out[f'step{t}.loss'].item():.6f}" for t in range(cfg.steps))
+          + f"; one process: " + " ".join(f"{l:.6f}" for l in single)
+          + f"; final weights within {worst:.2e} of one process's")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -623,6 +796,8 @@ def main():
                     help="BatchNorm as norm2 (ViT-BN); writes golden_small_*vitbn.safetensors only")
     ap.add_argument("--lincls", action="store_true", help="the linear probe; writes golden_lincls.safetensors only")
     ap.add_argument("--finetune", action="store_true", help="fine-tuning; writes golden_finetune.safetensors only")
+    ap.add_argument("--data-parallel", action="store_true",
+                    help="2 gloo processes, SyncBN, gathered keys; writes golden_dp_vitbn.safetensors only")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -630,6 +805,9 @@ def main():
 
     if args.lincls:
         run_lincls(os.path.join(args.out_dir, "golden_lincls.safetensors"))
+        return
+    if args.data_parallel:
+        run_data_parallel(os.path.join(args.out_dir, "golden_dp_vitbn.safetensors"))
         return
     if args.finetune:
         name = "golden_finetune_vitbn.safetensors" if args.vit_bn else "golden_finetune.safetensors"

@@ -1,3 +1,4 @@
+import Collective
 import Foundation
 import Tensors
 import Model
@@ -12,6 +13,7 @@ struct GoldenStepSetup {
     let model: MoCoModel
     /// The iteration `pretrain` runs, with AdamW (the fixtures' optimizer).
     let trainingStep: MoCoTrainingStep
+    /// This rank's rows of the two views.
     let x1: Tensor, x2: Tensor
     let momentum: Float
     let learningRate: Double, weightDecay: Double
@@ -19,30 +21,43 @@ struct GoldenStepSetup {
     /// - Parameters:
     ///   - stopGradient: run `golden_tiny_stopgrad` (init still from `golden_tiny`).
     ///   - fixture: another fixture with its own `init.*` (the option runs, `golden_small_*`).
-    init(on backend: any Backend, stopGradient: Bool = false, fixture: String = "golden_tiny") throws {
+    ///   - run: a fixture of steps without `init.*` that starts from `fixture`'s init
+    ///     (`golden_dp_vitbn`, the data-parallel run of `golden_small_vitbn`).
+    ///   - communicator: the data-parallel group; this rank trains its slice of the global batch.
+    ///   - bucketBytes: the gradient all-reduce's bucket size when data parallel.
+    init(on backend: any Backend, stopGradient: Bool = false, fixture: String = "golden_tiny", run: String? = nil,
+         communicator: any Communicator = SingleProcess(), bucketBytes: Int = MoCoTrainingStep.defaultBucketBytes) throws {
         let (initFile, baseConfig) = try goldenFixture(fixture)
         var config = baseConfig
-        if stopGradient {
-            let url = try #require(Bundle.module.url(forResource: "golden_tiny_stopgrad", withExtension: "safetensors",
-                                                     subdirectory: "Fixtures"))
+        if let run = stopGradient ? "golden_tiny_stopgrad" : run {
+            let url = try #require(Bundle.module.url(forResource: run, withExtension: "safetensors", subdirectory: "Fixtures"))
             file = try SafetensorsFile(contentsOf: url)
-            #expect(file.metadata["stop_grad_conv1"] == "1")
-            config.vit.stopGradConv1 = true
+            for key in ["embed_dim", "depth", "moco_dim", "vit_bn", "batch_size", "seed"] {
+                #expect(file.metadata[key] == initFile.metadata[key], "\(run) and \(fixture) differ in \(key)")
+            }
         } else {
             file = initFile
+        }
+        if stopGradient {
+            #expect(file.metadata["stop_grad_conv1"] == "1")
+            config.vit.stopGradConv1 = true
         }
         layout = try MoCoParameters(config)
         let batch = try #require(file.metadata["batch_size"].flatMap { Int($0) })
         momentum = try #require(file.metadata["moco_m"].flatMap { Float($0) })
         learningRate = try #require(file.metadata["lr"].flatMap { Double($0) })
         weightDecay = try #require(file.metadata["weight_decay"].flatMap { Double($0) })
-        model = try MoCoModel(parameters: layout, backend: backend, batchSize: batch,
-                              initial: try goldenInitialValues(initFile, layout))
+        let local = batch / communicator.size
+        model = try MoCoModel(parameters: layout, backend: backend, batchSize: local,
+                              initial: try goldenInitialValues(initFile, layout), communicator: communicator)
         trainingStep = try MoCoTrainingStep(model: model, optimizer: AdamW(
-            backend: backend, segments: model.trainableSegments, weightDecay: weightDecay))
+            backend: backend, segments: model.trainableSegments, weightDecay: weightDecay), bucketBytes: bucketBytes)
+        let image = config.vit.channels * config.vit.imageSize * config.vit.imageSize
         let imageShape = [batch, config.vit.channels, config.vit.imageSize, config.vit.imageSize]
-        x1 = try backend.makeTensor(try file.floats("x1", shape: imageShape), shape: imageShape)
-        x2 = try backend.makeTensor(try file.floats("x2", shape: imageShape), shape: imageShape)
+        let rows = (communicator.rank * local * image)..<((communicator.rank + 1) * local * image)
+        let localShape = [local] + imageShape.dropFirst()
+        x1 = try backend.makeTensor(Array(try file.floats("x1", shape: imageShape)[rows]), shape: localShape)
+        x2 = try backend.makeTensor(Array(try file.floats("x2", shape: imageShape)[rows]), shape: localShape)
     }
 
     /// Trainable entries (base encoder and predictor, frozen ones left out).
@@ -66,6 +81,27 @@ func magnitude(_ values: [Float]) -> Double { Double(values.map(abs).max() ?? 0)
 /// gradient is 0 analytically and float32 noise (~1e-7) on both sides (fixture README).
 let zeroGradientName = "module.base_encoder.norm.bias"
 
+/// Every `step0.grad.<name>` of the setup's fixture against the flat `gradient`.
+func expectGoldenGradients(_ gradient: [Float], setup: GoldenStepSetup, label: String) throws {
+    var worst = (name: "", ratio: 0.0, error: 0.0)
+    for entry in setup.trainableEntries {
+        let expected = try setup.file.floats("step0.grad." + entry.name, shape: entry.shape)
+        let actual = Array(gradient[entry.offset..<(entry.offset + entry.count)])
+        // fp32 on both sides with different summation orders through ~30 layers: rtol 1e-4 plus
+        // an atol of 1e-4 of the tensor's largest element (small elements are sums of
+        // cancelling terms). The analytically zero gradient: absolute 1e-6 (noise is ~1e-7).
+        let absolute = entry.name == zeroGradientName ? 1e-6 : 1e-5 + 1e-4 * magnitude(expected)
+        expectClose(actual, expected, relative: 1e-4, absolute: absolute, "\(label) step0.grad.\(entry.name)")
+        for (a, r) in zip(actual, expected) {
+            let error = Double(abs(a - r))
+            let ratio = error / (absolute + 1e-4 * Double(abs(r)))
+            if ratio > worst.ratio || ratio.isNaN { worst = (entry.name, ratio, error) }
+        }
+    }
+    print("golden gradients [\(label)]: worst tensor \(worst.name), |ours − torch| = \(worst.error), "
+        + "\(worst.ratio) of its tolerance")
+}
+
 /// Step 0 of tools/golden.py: EMA, forward, backward; every `step0.grad.<name>`.
 func checkGoldenGradients(on backend: any Backend, fixture: String = "golden_tiny") throws {
     let setup = try GoldenStepSetup(on: backend, fixture: fixture)
@@ -75,23 +111,7 @@ func checkGoldenGradients(on backend: any Backend, fixture: String = "golden_tin
     try backend.fill(model.gradientTensor, value: 0)
     try model.backward(x1: setup.x1, x2: setup.x2)
 
-    var worst = (name: "", ratio: 0.0, error: 0.0)
-    for entry in setup.trainableEntries {
-        let expected = try setup.file.floats("step0.grad." + entry.name, shape: entry.shape)
-        let actual = try backend.download(try model.gradient(named: entry.name))
-        // fp32 on both sides with different summation orders through ~30 layers: rtol 1e-4 plus
-        // an atol of 1e-4 of the tensor's largest element (small elements are sums of
-        // cancelling terms). The analytically zero gradient: absolute 1e-6 (noise is ~1e-7).
-        let absolute = entry.name == zeroGradientName ? 1e-6 : 1e-5 + 1e-4 * magnitude(expected)
-        expectClose(actual, expected, relative: 1e-4, absolute: absolute, "\(backend.name) step0.grad.\(entry.name)")
-        for (a, r) in zip(actual, expected) {
-            let error = Double(abs(a - r))
-            let ratio = error / (absolute + 1e-4 * Double(abs(r)))
-            if ratio > worst.ratio || ratio.isNaN { worst = (entry.name, ratio, error) }
-        }
-    }
-    print("golden gradients [\(backend.name) \(fixture)]: worst tensor \(worst.name), |ours − torch| = \(worst.error), "
-        + "\(worst.ratio) of its tolerance")
+    try expectGoldenGradients(try backend.download(model.gradientTensor), setup: setup, label: "\(backend.name) \(fixture)")
 
     // A second backward allocates nothing.
     let before = backend.pool.statistics.driverAllocations
@@ -105,14 +125,42 @@ func checkGoldenSteps(on backend: any Backend, stopGradient: Bool = false, fixtu
     let setup = try GoldenStepSetup(on: backend, stopGradient: stopGradient, fixture: fixture)
     let label = "\(backend.name) \(fixture)\(stopGradient ? " stop-grad" : "")"
     var allocations = 0
+    var losses: [Float] = []
     for number in 1...3 {
         if number == 2 { allocations = backend.pool.statistics.driverAllocations }
-        let loss = try setup.step(number)
-        let expected = try setup.file.floats("step\(number - 1).loss", shape: [1])
-        expectClose([loss], expected, "\(label) step\(number - 1).loss")
-        print("golden step [\(label)] step\(number - 1).loss: ours \(loss), torch \(expected[0])")
+        losses.append(try setup.step(number))
     }
     #expect(backend.pool.statistics.driverAllocations == allocations, "steps 2 and 3 allocated")
+    let parameters = try backend.download(setup.model.parameterTensor)
+    try expectGoldenRun(losses: losses, parameters: parameters, buffers: try backend.download(setup.model.bufferTensor),
+                        setup: setup, label: label)
+
+    if stopGradient {
+        // The frozen patch projection: no gradient, and unchanged by three AdamW steps.
+        let (initFile, _) = try goldenTiny()
+        for name in ["patch_embed.proj.weight", "patch_embed.proj.bias"] {
+            let entry = try #require(setup.layout.table[MoCoParameters.baseEncoderPrefix + name])
+            #expect(!entry.trainable)
+            #expect(!setup.file.names.contains("step0.grad." + entry.name))
+            let gradient = try backend.download(try setup.model.gradient(named: entry.name))
+            #expect(gradient.allSatisfy { $0 == 0 }, "\(entry.name) received a gradient")
+            let initial = try initFile.floats("init." + entry.name, shape: entry.shape)
+            #expect(Array(parameters[entry.offset..<(entry.offset + entry.count)]) == initial,
+                    "\(entry.name) changed under stop_grad_conv1")
+        }
+    }
+}
+
+/// The three losses, then every parameter and BN buffer after the third AdamW step, against
+/// the setup's fixture.
+func expectGoldenRun(losses: [Float], parameters: [Float], buffers: [Float], setup: GoldenStepSetup,
+                     label: String) throws {
+    #expect(losses.count == 3)
+    for (t, loss) in losses.enumerated() {
+        let expected = try setup.file.floats("step\(t).loss", shape: [1])
+        expectClose([loss], expected, "\(label) step\(t).loss")
+        print("golden step [\(label)] step\(t).loss: ours \(loss), torch \(expected[0])")
+    }
 
     // Tolerances of the final weights. The bulk is compared at rtol 1e-4, atol 1e-4 (a tenth of
     // one step's lr): three AdamW updates of fp32 gradients that agree to ~1e-5 relative.
@@ -126,7 +174,6 @@ func checkGoldenSteps(on backend: any Backend, stopGradient: Bool = false, fixtu
     // `head.1.running_mean` averages head.0's input, which shifts with norm.bias (the loss does
     // not, the BN removes the shift). Its drift is ≤ 0.1·Σ_forwards |W₀·Δβ| ≈ 1e-3 (measured
     // 6e-4), so it gets atol 2e-3; running_var is shift-invariant and keeps the tight bound.
-    let parameters = try backend.download(setup.model.parameterTensor)
     let walk = 6.01 * setup.learningRate
     let C = setup.layout.config.vit.embedDim
     var worst = (name: "", error: 0.0)
@@ -147,7 +194,6 @@ func checkGoldenSteps(on backend: any Backend, stopGradient: Bool = false, fixtu
         if error > worst.error { worst = (entry.name, error) }
     }
     print("golden step [\(label)]: worst final parameter \(worst.name), |ours − torch| = \(worst.error)")
-    let buffers = try backend.download(setup.model.bufferTensor)
     for entry in setup.layout.buffers.entries {
         let actual = Array(buffers[entry.offset..<(entry.offset + entry.count)])
         let expected = entry.name.hasSuffix("num_batches_tracked")
@@ -155,21 +201,6 @@ func checkGoldenSteps(on backend: any Backend, stopGradient: Bool = false, fixtu
             : try setup.file.floats("final." + entry.name, shape: entry.shape)
         let absolute = entry.name == MoCoParameters.baseEncoderPrefix + "head.1.running_mean" ? 2e-3 : 1e-4
         expectClose(actual, expected, relative: 1e-4, absolute: absolute, "\(label) final.\(entry.name)")
-    }
-
-    if stopGradient {
-        // The frozen patch projection: no gradient, and unchanged by three AdamW steps.
-        let (initFile, _) = try goldenTiny()
-        for name in ["patch_embed.proj.weight", "patch_embed.proj.bias"] {
-            let entry = try #require(setup.layout.table[MoCoParameters.baseEncoderPrefix + name])
-            #expect(!entry.trainable)
-            #expect(!setup.file.names.contains("step0.grad." + entry.name))
-            let gradient = try backend.download(try setup.model.gradient(named: entry.name))
-            #expect(gradient.allSatisfy { $0 == 0 }, "\(entry.name) received a gradient")
-            let initial = try initFile.floats("init." + entry.name, shape: entry.shape)
-            #expect(Array(parameters[entry.offset..<(entry.offset + entry.count)]) == initial,
-                    "\(entry.name) changed under stop_grad_conv1")
-        }
     }
 }
 

@@ -53,19 +53,11 @@ import TestSupport
         let gamma = (0..<C).map { 0.5 + Float($0) / 7 }, beta = (0..<C).map { Float($0) / 3 - 1 }
         let whole = try Self.run(BatchNormRunner(), x: x, dy: dy, rows: 0..<(ranks * rowsPerRank), columns: C,
                                  gamma: gamma, beta: beta, affine: affine)
-        let group = ThreadGroup(size: ranks)
-        let results = Locked([Int: Outcome]())
-        let threads = (0..<ranks).map { rank in
-            Thread {
-                let outcome = try? Self.run(BatchNormRunner(communicator: group.communicator(rank: rank)), x: x, dy: dy,
-                                            rows: (rank * rowsPerRank)..<((rank + 1) * rowsPerRank), columns: C,
-                                            gamma: gamma, beta: beta, affine: affine)
-                results.update { $0[rank] = outcome }
-            }
+        let parts = try onRanks(ranks) { rank, communicator in
+            try Self.run(BatchNormRunner(communicator: communicator), x: x, dy: dy,
+                         rows: (rank * rowsPerRank)..<((rank + 1) * rowsPerRank), columns: C,
+                         gamma: gamma, beta: beta, affine: affine)
         }
-        for thread in threads { thread.start() }
-        while results.value.count < ranks { usleep(1_000) }
-        let parts = try (0..<ranks).map { try #require(results.value[$0]) }
         #expect(Self.maxRelative(parts.flatMap(\.output), whole.output) < 1e-5)
         #expect(Self.maxRelative(parts.flatMap(\.inputGradient), whole.inputGradient) < 1e-5)
         for part in parts {

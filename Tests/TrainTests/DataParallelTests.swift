@@ -11,21 +11,6 @@ import TestSupport
 /// losses and, after two epochs, the same weights, BN buffers, optimizer state and kNN bank
 /// within float summation order; rank 0 alone writes the run folder.
 @Suite struct DataParallelTests {
-    /// Runs `body(rank, communicator)` on `size` threads and returns their results by rank.
-    static func onRanks<T>(_ size: Int, _ body: @escaping @Sendable (Int, any Communicator) throws -> T) throws -> [T] {
-        let group = ThreadGroup(size: size)
-        let results = Locked<[Int: Result<T, any Error>]>([:])
-        let threads = (0..<size).map { rank in
-            Thread {
-                let result = Result { try body(rank, group.communicator(rank: rank)) }
-                results.update { $0[rank] = result }
-            }
-        }
-        for thread in threads { thread.stackSize = 8 << 20; thread.start() }
-        while results.value.count < size { usleep(2_000) }
-        return try (0..<size).map { try results.value[$0]!.get() }
-    }
-
     struct RunState: @unchecked Sendable {
         var parameters: [Float], buffers: [Float], optimizer: [[Float]], bank: [Float]
         /// The (all-reduced) gradient of the first 5 iterations.
@@ -218,7 +203,7 @@ import TestSupport
         for (ranks, batch, message) in [(3, 8, "does not split over 3 processes"), (3, 2, "smaller than the 3 processes")] {
             configuration.batchSize = batch
             let configuration = configuration
-            let errors = try Self.onRanks(ranks) { _, communicator in
+            let errors = try onRanks(ranks) { _, communicator in
                 do {
                     _ = try Pretrainer(configuration: configuration, backend: HostBackend(), data: TinyRun.data(), runFolder: folder,
                                        workers: 1, communicator: communicator, report: { _ in })
@@ -231,7 +216,7 @@ import TestSupport
         let base = configuration
         // Another lr, or another all-reduce bucket (the ranks' reductions would not pair up).
         for otherBucket in [false, true] {
-            let errors = try Self.onRanks(2) { rank, communicator in
+            let errors = try onRanks(2) { rank, communicator in
                 var (mine, bucket) = (base, MoCoTrainingStep.defaultBucketBytes)
                 if rank == 1, otherBucket { bucket = 1024 } else if rank == 1 { mine.lr = 0.01 }
                 do {
