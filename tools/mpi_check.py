@@ -7,12 +7,15 @@ On a tiny CIFAR-format dataset (tools/tiny_cifar.py) and a 1-block ViT:
      one-process run's (relative to each tensor's largest element), the losses of every iteration
      within 1e-5 relative, the same kNN figures; the run folder holds one metrics file and the
      same checkpoints as one process writes.
+     Two ranks as threads of one process (`--ranks 2`) train the same bits as mpirun -np 2, and
+     `step --repeat --ranks 2` reaches the loss of one model on the whole batch.
   2. Resume across process counts: a 2-process run killed after its first epoch resumed by one
      process, and a one-process run killed likewise resumed by 2 processes, both end as the
      uninterrupted run.
   3. Failures end the whole job quickly and say why: -b not divisible by -np, a rank whose
      dataset is unreadable (an MPMD launch giving rank 1 another --data), rank 1 killed with
-     SIGKILL mid-run, rank 1 started with another --lr.
+     SIGKILL mid-run, rank 1 started with another --lr; --ranks that does not split -b, and
+     --ranks under mpirun.
 Prints one JSON line; exits 1 on any problem.
 """
 from __future__ import annotations
@@ -220,6 +223,35 @@ def main() -> int:
         if tensors(os.path.join(small, name)) != tensors(os.path.join(two, name)):
             problems.append("small all-reduce buckets during the backward trained other weights than one bucket after it")
 
+        # Two ranks as threads of one process (`--ranks 2`, no launcher): the same sums of two
+        # ranks as MPI's (a + b either way), so the same bits as mpirun -np 2.
+        threads = os.path.join(work, "threads")
+        in_process = run(flags(arguments.binary, data, threads) + ["--ranks", "2"])
+        if in_process.returncode != 0:
+            raise AssertionError(f"--ranks 2 failed ({in_process.returncode}):\n{in_process.stdout[-3000:]}")
+        if "data parallel: 2 ranks as threads of this process" not in in_process.stdout:
+            problems.append("--ranks 2 did not report 2 ranks as threads")
+        if tensors(os.path.join(threads, name)) != tensors(os.path.join(two, name)):
+            problems.append("--ranks 2 (threads) trained other weights than mpirun -np 2")
+        if [i["loss"] for i in iterations(threads)] != [i["loss"] for i in iterations(two)]:
+            problems.append("--ranks 2 (threads) logged other losses than mpirun -np 2")
+        if listing(threads) != listing(two):
+            problems.append(f"--ranks 2 wrote {listing(threads)}, mpirun -np 2 {listing(two)}")
+
+        # `step --repeat` as pretrain runs it: 2 ranks as threads against one model on the batch.
+        step = [arguments.binary, "step", "--device", "host", "--embed-dim", "32", "--depth", "1", "--heads", "2",
+                "--image-size", "32", "--patch-size", "8", "--moco-mlp-dim", "64", "--moco-dim", "32", "-b", "16",
+                "--repeat", "3"]
+        timed = {}
+        for ranks in (1, 2):
+            outcome = run(step + ["--ranks", str(ranks)])
+            if outcome.returncode != 0:
+                raise AssertionError(f"step --ranks {ranks} failed ({outcome.returncode}):\n{outcome.stdout[-2000:]}")
+            timed[ranks] = json.loads(outcome.stdout.strip().splitlines()[-1])
+        result["step_losses"] = {r: t["loss"] for r, t in timed.items()}
+        if timed[2]["ranks"] != 2 or abs(timed[2]["loss"] - timed[1]["loss"]) > 1e-5 * abs(timed[1]["loss"]):
+            problems.append(f"step --ranks 2 against --ranks 1: {timed}")
+
         # Resume across process counts.
         for name, first, second in [("2 → 1", mpirun(2), []), ("1 → 2", [], mpirun(2))]:
             folder = os.path.join(work, "resume-" + name.replace(" → ", "-"))
@@ -236,6 +268,10 @@ def main() -> int:
             ("-b not divisible", mpirun(3) + flags(arguments.binary, data, os.path.join(work, "f1")), "does not split over 3"),
             ("rank 1 cannot read its data", mpirun(1) + flags(arguments.binary, data, os.path.join(work, "f2")) + [":"]
              + ["-np", "1"] + flags(arguments.binary, os.path.join(work, "missing"), os.path.join(work, "f2")), "rank 1/2: error"),
+            ("--ranks 3 with -b 32", flags(arguments.binary, data, os.path.join(work, "f5")) + ["--ranks", "3"],
+             "does not split over --ranks 3"),
+            ("--ranks under mpirun", mpirun(2) + flags(arguments.binary, data, os.path.join(work, "f6")) + ["--ranks", "2"],
+             "under mpirun every process is one rank"),
             ("rank 1 with another --lr", mpirun(1) + flags(arguments.binary, data, os.path.join(work, "f3")) + [":"]
              + ["-np", "1"] + flags(arguments.binary, data, os.path.join(work, "f3"), lr="1e-2"), "rank 1 was started with other"),
         ]

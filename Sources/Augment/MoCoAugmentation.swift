@@ -71,9 +71,12 @@ public struct MoCoAugmentation: SampleAugmentation {
     /// Index 0 makes view 1, index 1 view 2.
     public var pipelines: [AugmentationPipeline]
 
-    public init(imageSize: Int, cropMin: Double = 0.08) {
+    /// `blurScale` multiplies the blur's σ range, 0.1–2.0 px in the reference, whose views are
+    /// 224 px: `imageSize / 224` keeps the blur the same fraction of a smaller view.
+    public init(imageSize: Int, cropMin: Double = 0.08, blurScale: Double = 1) {
         precondition(imageSize > 0, "imageSize must be positive")
         precondition(cropMin > 0 && cropMin <= 1, "cropMin must be in (0, 1]")
+        precondition(blurScale > 0, "blurScale must be positive")
         self.imageSize = imageSize
         self.cropMin = cropMin
         let crop = RandomResizedCrop(size: imageSize, scale: cropMin...1)
@@ -81,6 +84,10 @@ public struct MoCoAugmentation: SampleAugmentation {
             AugmentationPipeline(crop: crop, blurProbability: 1.0, solarizeProbability: 0),
             AugmentationPipeline(crop: crop, blurProbability: 0.1, solarizeProbability: 0.2),
         ]
+        for index in pipelines.indices {
+            let sigma = pipelines[index].blurSigma
+            pipelines[index].blurSigma = (sigma.lowerBound * blurScale)...(sigma.upperBound * blurScale)
+        }
     }
 
     /// Number of floats one view holds: 3·S·S.

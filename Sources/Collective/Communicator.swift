@@ -5,7 +5,7 @@ import Foundation
 /// them for the keys of the contrastive loss and for SyncBN; the trainer for the gradients, the
 /// monitors and the checks that the ranks agree. ``SingleProcess`` is the default; ``MPIGroup``
 /// is Open MPI, loaded at run time (a binary built without Open MPI runs a single process);
-/// ``ThreadGroup`` runs ranks as threads of one process, for tests.
+/// ``ThreadGroup`` runs ranks as threads of one process (`--ranks`, and the tests).
 ///
 /// Every rank must call the same collectives in the same order with the same counts.
 public protocol Communicator: AnyObject {

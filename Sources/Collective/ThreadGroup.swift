@@ -1,8 +1,9 @@
+import Dispatch
 import Foundation
 
-/// `size` ranks as threads of one process, for tests: each thread takes ``communicator(rank:)``
-/// and runs the same code as an MPI rank would. Sums are taken in rank order, so every rank
-/// gets bit-identical results, as from MPI.
+/// `size` ranks as threads of one process: each thread takes ``communicator(rank:)`` and runs
+/// the same code as an MPI rank would (`pretrain --ranks` on the host backend, and the tests).
+/// Sums are taken in rank order, so every rank gets bit-identical results, as from MPI.
 public final class ThreadGroup: @unchecked Sendable {
     public let size: Int
     private let condition = NSCondition()
@@ -42,7 +43,7 @@ public final class ThreadGroup: @unchecked Sendable {
     }
 
     /// Marks the group aborted: every rank waiting in (or entering) a collective throws.
-    func abort(code: Int32) {
+    public func abort(code: Int32) {
         condition.lock()
         aborted = code
         condition.broadcast()
@@ -59,34 +60,39 @@ public final class ThreadGroup: @unchecked Sendable {
         var size: Int { group.size }
         var localRank: Int { rank }
         var localSize: Int { group.size }
-        var statistics: CollectiveStatistics { CollectiveStatistics() }
+        private(set) var statistics = CollectiveStatistics()
 
-        func allReduceSum(_ values: inout [Float]) throws {
-            let all = try group.exchange(values, rank: rank).map { $0 as! [Float] }
-            try Self.checkCounts(all.map(\.count), "allReduceSum")
-            values = all.dropFirst().reduce(all[0]) { zip($0, $1).map { $0 + $1 } }
+        /// Every rank's `values`, in rank order, timed as a collective.
+        private func exchange<T>(_ values: [T], _ operation: String) throws -> [[T]] {
+            let start = DispatchTime.now()
+            defer { statistics.record(since: start, bytes: MemoryLayout<T>.stride * values.count) }
+            let all = try group.exchange(values, rank: rank).map { $0 as! [T] }
+            try Self.checkCounts(all.map(\.count), operation)
+            return all
         }
 
-        func allReduceSum(_ values: inout [Double]) throws {
-            let all = try group.exchange(values, rank: rank).map { $0 as! [Double] }
-            try Self.checkCounts(all.map(\.count), "allReduceSum")
-            values = all.dropFirst().reduce(all[0]) { zip($0, $1).map { $0 + $1 } }
+        /// The element-wise sum of the ranks' arrays, added in rank order.
+        private static func sum<T: FloatingPoint>(_ all: [[T]]) -> [T] {
+            var total = all[0]
+            total.withUnsafeMutableBufferPointer { total in
+                for other in all.dropFirst() {
+                    other.withUnsafeBufferPointer { other in
+                        for i in total.indices { total[i] += other[i] }
+                    }
+                }
+            }
+            return total
         }
 
-        func allGather(_ values: [Float]) throws -> [Float] {
-            let all = try group.exchange(values, rank: rank).map { $0 as! [Float] }
-            try Self.checkCounts(all.map(\.count), "allGather")
-            return all.flatMap { $0 }
-        }
-
-        func allGather(_ values: [Int32]) throws -> [Int32] {
-            let all = try group.exchange(values, rank: rank).map { $0 as! [Int32] }
-            try Self.checkCounts(all.map(\.count), "allGather")
-            return all.flatMap { $0 }
-        }
+        func allReduceSum(_ values: inout [Float]) throws { values = Self.sum(try exchange(values, "allReduceSum")) }
+        func allReduceSum(_ values: inout [Double]) throws { values = Self.sum(try exchange(values, "allReduceSum")) }
+        func allGather(_ values: [Float]) throws -> [Float] { try exchange(values, "allGather").flatMap { $0 } }
+        func allGather(_ values: [Int32]) throws -> [Int32] { try exchange(values, "allGather").flatMap { $0 } }
 
         func allGatherBytes(_ bytes: [UInt8]) throws -> [[UInt8]] {
-            try group.exchange(bytes, rank: rank).map { $0 as! [UInt8] }
+            let start = DispatchTime.now()
+            defer { statistics.record(since: start, bytes: bytes.count) }
+            return try group.exchange(bytes, rank: rank).map { $0 as! [UInt8] }
         }
 
         func abort(code: Int32) -> Never {

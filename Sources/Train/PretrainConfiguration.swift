@@ -35,6 +35,9 @@ public struct PretrainConfiguration: Codable, Sendable, Equatable {
     public var mocoM = 0.99
     public var mocoMCos = false
     public var cropMin = 0.08
+    /// A factor on the Gaussian blur's σ range, the reference's 0.1–2.0 px at 224 px (nil: 1).
+    /// Optional so that checkpoints written before it existed still read.
+    public var blurScale: Double?
     public var seed: UInt64 = 0
 
     // Data and monitors
@@ -118,6 +121,9 @@ public struct PretrainConfiguration: Codable, Sendable, Equatable {
         guard (0...1).contains(mocoM) else { throw fail("--moco-m must lie in [0, 1], got \(mocoM)") }
         guard mocoT.isFinite, mocoT > 0 else { throw fail("--moco-t must be a positive number, got \(mocoT)") }
         guard cropMin > 0, cropMin <= 1 else { throw fail("--crop-min must lie in (0, 1], got \(cropMin)") }
+        if let blurScale, !(blurScale.isFinite && blurScale > 0 && blurScale <= 100) {
+            throw fail("--blur-scale must be a positive factor (at most 100), got \(blurScale)")
+        }
         guard imageSize > 0, patchSize > 0 else {
             throw fail("--image-size and --patch-size must be positive, got \(imageSize) and \(patchSize)")
         }

@@ -29,7 +29,10 @@ public struct IterationMetrics: Sendable {
 
 /// Events the trainer reports to whoever shows them (the CLI's progress line and log).
 public enum TrainingEvent: Sendable {
+    /// About the run as a whole: data parallel, rank 0's is shown.
     case message(String)
+    /// About this rank's own work (its slice of the batches): every rank's is shown.
+    case rankMessage(String)
     case iteration(IterationMetrics)
     /// kNN top-1 of the held-out split; epoch 0 is the initialisation baseline.
     case evaluation(epoch: Int, knnTop1: Double, seconds: Double)
@@ -102,6 +105,8 @@ public final class Pretrainer {
     /// writes the run folder (metrics, checkpoints, report) and holds its lock.
     public let communicator: any Communicator
     var isWriter: Bool { communicator.rank == 0 }
+    /// "rank r: " before a rank's own messages when data parallel.
+    var rankLabel: String { communicator.isDistributed ? "rank \(communicator.rank): " : "" }
     let x1: Tensor, x2: Tensor
 
     /// Validates `configuration` (one ``PretrainPlan``), then as ``init(plan:backend:data:runFolder:resume:workers:report:)``.
@@ -276,7 +281,8 @@ public final class Pretrainer {
             redoEvaluation = false
         }
         var sinceSave = (iterations: 0, start: Date())
-        let augmentation = MoCoAugmentation(imageSize: configuration.imageSize, cropMin: configuration.cropMin)
+        let augmentation = MoCoAugmentation(imageSize: configuration.imageSize, cropMin: configuration.cropMin,
+                                            blurScale: configuration.blurScale ?? 1)
         var imagesTrained = 0
         var trainingSeconds = 0.0
         training: while position.epoch < configuration.epochs {
@@ -310,7 +316,9 @@ public final class Pretrainer {
                     imagesTrained += configuration.batchSize
                     summary.lastLoss = metrics.loss
                     let skippedSamples = loader.errorDescriptions
-                    for description in skippedSamples.dropFirst(reportedSkips) { report(.message("skipped unreadable sample: \(description)")) }
+                    for description in skippedSamples.dropFirst(reportedSkips) {
+                        report(.rankMessage("\(rankLabel)skipped unreadable sample: \(description)"))
+                    }
                     reportedSkips = skippedSamples.count
                     sinceSave.iterations += 1
                     // Every rank must stop and save at the same iteration (Ctrl-C reaches them at
@@ -334,8 +342,12 @@ public final class Pretrainer {
                 try rollBack(divergence)
                 continue training
             }
-            if loader.skippedSamples > 0 {
-                report(.message("epoch \(epoch + 1): \(loader.skippedSamples) unreadable samples were skipped and replaced"))
+            // Each rank loads its own rows: the count is the ranks' sum.
+            var skippedSamples = [Double(loader.skippedSamples)]
+            if communicator.isDistributed { try communicator.allReduceSum(&skippedSamples) }
+            if skippedSamples[0] > 0 {
+                report(.message("epoch \(epoch + 1): \(Int(skippedSamples[0])) unreadable samples were skipped and replaced"
+                    + (communicator.isDistributed ? " (all ranks)" : "")))
             }
             sinceSave = (0, Date())
             try checkRanksAgree(after: position.epoch)

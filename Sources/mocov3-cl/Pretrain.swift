@@ -55,6 +55,8 @@ struct Pretrain: ParsableCommand {
     var lr: Double?
     @Option(name: [.customLong("weight-decay"), .customLong("wd")], help: "The weight decay [0.1].") var weightDecay: Double?
     @Option(help: "The smallest RandomResizedCrop scale [0.2].") var cropMin: Double?
+    @Option(help: "A factor on the Gaussian blur's sigma range, 0.1-2.0 px as the reference blurs 224 px views [1].")
+    var blurScale: Double?
     @Option(help: "The seed of the initialisation, the data order and the augmentations [0].") var seed: UInt64?
 
     @Option(help: "The length of the dense kNN monitor's memory bank [10% of the training set].") var knnBank: Int?
@@ -83,6 +85,8 @@ struct Pretrain: ParsableCommand {
     @Option(help: "With rollback: keep an in-memory snapshot of the training state every N iterations and at each epoch start [25].")
     var snapshotEvery = 25
     @Option(name: [.customShort("j"), .long], help: "The number of data loader threads [all cores].") var workers: Int?
+    @Option(help: "Data parallel inside this process on the host backend: this many ranks as threads, each with its own model replica, a slice of every batch and cores / ranks threads; 1 is one model on all cores [the host backend: one per core, as long as each rank keeps 32 images of the batch; other devices and mpirun: 1].")
+    var ranks: Int?
     @Option(help: "Data parallel: the gradient all-reduce bucket in MiB, started as the backward finishes it; 0 reduces the whole gradient after the backward [4].")
     var bucketMib = Double(MoCoTrainingStep.defaultBucketBytes) / Double(1 << 20)
 
@@ -141,6 +145,7 @@ struct Pretrain: ParsableCommand {
         set("--lr", lr, \.lr)
         set("--weight-decay", weightDecay, \.weightDecay)
         set("--crop-min", cropMin, \.cropMin)
+        if let blurScale { set("--blur-scale", blurScale, \.blurScale) }
         set("--seed", seed, \.seed)
         set("--data", data, \.data)
         set("--knn-bank", knnBank, \.knnBank)
@@ -162,16 +167,33 @@ struct Pretrain: ParsableCommand {
 
     func run() throws {
         let group = try ProcessGroup.fromEnvironment()
-        guard group.isDistributed else { return try train(group: group) }
+        let interrupt = InterruptFlag()
+        guard group.isDistributed else {
+            let run = try prepare(rank: 0)
+            let ranks = try InProcessRanks.resolve(self.ranks, batch: run.plan.configuration.batchSize, device: deviceOptions)
+            guard ranks > 1 else { return try train(run, group: group, interrupt: interrupt) }
+            let command = self
+            return try InProcessRanks.run(ranks) { try command.train(run, group: $0, interrupt: interrupt, inProcess: true) }
+        }
         // A rank that fails ends the whole job at once, with its message, instead of leaving the
         // others waiting in a collective.
-        do { try train(group: group) } catch {
+        do {
+            if let ranks, ranks != 1 { throw ValidationError("--ranks \(ranks): under mpirun every process is one rank; leave --ranks out") }
+            try train(try prepare(rank: group.rank), group: group, interrupt: interrupt)
+        } catch {
             FileHandle.standardError.write(Data("\(group.messagePrefix)error: \(error)\n".utf8))
             group.abort(code: 1)
         }
     }
 
-    func train(group: any Communicator) throws {
+    /// What every rank starts from: the validated plan and the checkpoint it resumes, if any.
+    struct PreparedRun {
+        let folder: URL
+        let plan: PretrainPlan
+        let resumed: TrainingCheckpoint.Contents?
+    }
+
+    func prepare(rank: Int) throws -> PreparedRun {
         let folder = URL(fileURLWithPath: output)
         var resumed: TrainingCheckpoint.Contents?
         if let resume { resumed = try loadResume(resume, folder: folder) }
@@ -190,37 +212,43 @@ struct Pretrain: ParsableCommand {
             stored.plan = plan
             resumed = stored
         } else {
-            guard group.rank != 0 || TrainingCheckpoint.candidates(in: folder).isEmpty else {
+            guard rank != 0 || TrainingCheckpoint.candidates(in: folder).isEmpty else {
                 throw ValidationError("\(folder.path) already holds checkpoints of a run; continue it with --resume auto, "
                     + "or choose another --output")
             }
             do { plan = try PretrainPlan(configuration) } catch { throw ValidationError("\(error)") }
         }
+        return PreparedRun(folder: folder, plan: plan, resumed: resumed)
+    }
+
+    func train(_ run: PreparedRun, group: any Communicator, interrupt: InterruptFlag, inProcess: Bool = false) throws {
+        let (folder, plan, resumed) = (run.folder, run.plan, run.resumed)
+        let configuration = plan.configuration
         let cores = ProcessInfo.processInfo.activeProcessorCount
-        let threads = group.isDistributed ? max(1, cores / group.localSize) : cores
+        let threads = group.isDistributed ? InProcessRanks.threadsPerRank(group.localSize) : cores
         if group.isDistributed { HostParallel.limitThreads(to: threads) }
         let backend = try group.isDistributed ? deviceOptions.makeBackend(localRank: group.localRank) : deviceOptions.makeBackend()
         let splits = try DatasetSource.open(configuration.data == "fashion-mnist" ? nil : configuration.data)
         let display = ProgressDisplay(printFrequency: printFreq, epochs: configuration.epochs, quiet: group.rank != 0)
         if group.isDistributed {
-            display.log("data parallel: \(group.size) processes (\(group.localSize) on this machine, \(threads) threads each); "
+            display.log("data parallel: " + (inProcess ? "\(group.size) ranks as threads of this process (\(threads) thread\(threads == 1 ? "" : "s") each); "
+                    : "\(group.size) processes (\(group.localSize) on this machine, \(threads) thread\(threads == 1 ? "" : "s") each); ")
                 + "rank 0 on \(backend.name), \(configuration.batchSize / max(group.size, 1)) images per rank of every batch of "
                 + "\(configuration.batchSize)")
         }
         display.log("mocov3-cl pretrain on \(backend.name): \(splits.name), \(splits.train.summary)")
         if let test = splits.test { display.log("held-out split: \(test.summary)") }
-        for line in plan.layout.summary(batchSize: configuration.batchSize) { display.log(line) }
+        for line in plan.layout.summary(batchSize: configuration.batchSize, ranks: group.size) { display.log(line) }
         let trainer = try Pretrainer(plan: plan, backend: backend, data: splits, runFolder: folder, resume: resumed,
                                      workers: workers ?? threads,
                                      savePolicy: try SavePolicy(parsing: saveEvery, keep: keep), dipDrop: dipPoints / 100,
                                      nonFinite: try nonFinitePolicy, communicator: group,
-                                     bucketBytes: try bucketBytes, report: group.rank == 0 ? display.handle : { _ in })
+                                     bucketBytes: try bucketBytes, report: group.rank == 0 ? display.handle : Self.rankMessages)
         if group.rank == 0 { try writeJSON(plan.configuration, to: folder.appendingPathComponent("config.json")) }
         if let resumed {
             display.log("resuming from \(resumed.source) at epoch \(resumed.position.epoch + 1), "
                 + "batch \(resumed.position.batch + 1), step \(resumed.position.step)")
         }
-        let interrupt = InterruptFlag()
         let summary = try trainer.run(shouldStop: { interrupt.isSet })
         display.finish()
         display.log("alarms: \(summary.alarms)")
@@ -247,6 +275,11 @@ struct Pretrain: ParsableCommand {
         let (contents, warnings) = try TrainingCheckpoint.newestReadable(in: folder)
         for warning in warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
         return contents
+    }
+
+    /// What a rank other than 0 shows: its own warnings (rank 0 shows the rest for everyone).
+    static func rankMessages(_ event: TrainingEvent) {
+        if case .rankMessage(let text) = event { FileHandle.standardError.write(Data("\(text)\n".utf8)) }
     }
 }
 

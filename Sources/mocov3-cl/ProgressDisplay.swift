@@ -24,7 +24,7 @@ final class ProgressDisplay: @unchecked Sendable {
 
     func handle(_ event: TrainingEvent) {
         switch event {
-        case .message(let text): log(text)
+        case .message(let text), .rankMessage(let text): log(text)
         case .checkpoint(let path):
             lastTime = nil   // the pause is not an iteration: keep it out of the ETA
             log("checkpoint: \(path)")

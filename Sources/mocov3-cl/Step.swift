@@ -1,5 +1,6 @@
 import ArgumentParser
 import CLBackend
+import Collective
 import Foundation
 import Tensors
 import Model
@@ -36,6 +37,9 @@ struct Step: ParsableCommand {
 
     @Option(help: "Time N steps after one untimed warm-up, and print one JSON line.")
     var `repeat`: Int?
+
+    @Option(help: "Data parallel on the host backend as pretrain runs it: this many ranks as threads, each with its own model, a slice of the batch and cores / ranks threads [as pretrain: one per core while each keeps 32 images; 1 with --output or on other devices].")
+    var ranks: Int?
 
     @Flag(help: "Print the configuration, the parameter counts and the memory plan, allocate nothing, and exit.")
     var dryRun = false
@@ -112,16 +116,80 @@ struct Step: ParsableCommand {
             return
         }
 
-        let backend = try deviceOptions.makeBackend()
         let initial = try weightsFile.map { try Checkpoint.initialValues(from: $0, layout: layout, prefix: prefix) }
             ?? layout.initialValues(seed: seed)
         let imageShape = [batch, vit.channels, vit.imageSize, vit.imageSize]
         let (x1Values, x2Values) = try viewsFile.map {
             (try $0.floats("x1", shape: imageShape), try $0.floats("x2", shape: imageShape))
         } ?? Checkpoint.randomViews(config: vit, batchSize: batch, seed: seed)
-        let model = try MoCoModel(parameters: layout, backend: backend, batchSize: batch, initial: initial)
-        let x1 = try backend.makeTensor(x1Values, shape: imageShape)
-        let x2 = try backend.makeTensor(x2Values, shape: imageShape)
+        // --output writes one model's step; the ranks of pretrain otherwise.
+        if output != nil, let ranks, ranks > 1 {
+            throw ValidationError("--output writes one model's step; drop --ranks \(ranks) or --output")
+        }
+        let ranks = output != nil ? 1 : try InProcessRanks.resolve(self.ranks, batch: batch, device: deviceOptions)
+        guard ranks > 1 else {
+            let (model, timing) = try runSteps(layout: layout, initial: initial, views: (x1Values, x2Values), batch: batch,
+                                               backend: try deviceOptions.makeBackend(), communicator: SingleProcess())
+            report(timing, config: config, batch: batch, ranks: 1)
+            if let output {
+                var metadata = weightsFile?.metadata ?? [:]
+                metadata.merge(Checkpoint.metadata(for: config)) { _, new in new }
+                let writer = try Checkpoint.stepWriter(model: model, loss: timing.loss, metadata: metadata)
+                try writer.write(to: URL(fileURLWithPath: output))
+            }
+            return
+        }
+        HostParallel.limitThreads(to: InProcessRanks.threadsPerRank(ranks))
+        let result = RankResult()
+        let (command, globalBatch) = (self, batch)
+        try InProcessRanks.run(ranks) { communicator in
+            let (_, timing) = try command.runSteps(
+                layout: layout, initial: initial, views: (x1Values, x2Values), batch: globalBatch,
+                backend: try command.deviceOptions.makeBackend(localRank: communicator.localRank), communicator: communicator)
+            if communicator.rank == 0 { result.timing = timing }
+        }
+        if let timing = result.timing { report(timing, config: config, batch: batch, ranks: ranks) }
+    }
+
+    /// What a run of steps measured (the backend's name, the last loss, the timed steps' seconds).
+    struct Timing: Sendable {
+        var device: String
+        var loss: Float
+        var seconds: [Double]
+        /// The process's CPU time (user + system, every thread) over the timed steps.
+        var cpuSeconds = 0.0
+    }
+
+    /// The process's user + system CPU seconds so far, all threads.
+    static func processCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    }
+
+    /// The process's peak resident memory in MiB (Linux reports ru_maxrss in KiB).
+    static func peakResidentMiB() -> Double {
+        var usage = rusage()
+        getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
+        return Double(usage.ru_maxrss) / 1024
+    }
+
+    final class RankResult: @unchecked Sendable { var timing: Timing? }
+
+    /// This rank's model (its rows of the views) and optimizer, then the step once and, with
+    /// --repeat, N timed steps more.
+    func runSteps(layout: MoCoParameters, initial: (parameters: [Float], buffers: [Float]), views: ([Float], [Float]),
+                  batch: Int, backend: any Backend, communicator: any Communicator) throws -> (MoCoModel, Timing) {
+        let vit = layout.config.vit
+        let local = batch / communicator.size
+        let image = vit.channels * vit.imageSize * vit.imageSize
+        let rows = (communicator.rank * local * image)..<((communicator.rank + 1) * local * image)
+        let shape = [local, vit.channels, vit.imageSize, vit.imageSize]
+        let model = try MoCoModel(parameters: layout, backend: backend, batchSize: local, initial: initial,
+                                  communicator: communicator)
+        let x1 = try backend.makeTensor(Array(views.0[rows]), shape: shape)
+        let x2 = try backend.makeTensor(Array(views.1[rows]), shape: shape)
 
         // The iteration `pretrain` runs, with a fresh optimizer state and a fixed lr and m.
         let kind = try OptimizerKind(parsing: optimizer)
@@ -135,36 +203,46 @@ struct Step: ParsableCommand {
             }
             return outcome.loss
         }
-
-        var loss = try step(1)
+        var timing = Timing(device: backend.name, loss: try step(1), seconds: [])
         if let count = self.repeat {
-            var seconds: [Double] = []
+            // The ranks start together (each step's all-reduces keep them so).
+            if communicator.isDistributed { var ready = [0.0]; try communicator.allReduceSum(&ready) }
+            let cpu = Self.processCPUSeconds()
             for number in 2...(count + 1) {
                 let start = DispatchTime.now().uptimeNanoseconds
-                loss = try step(number)   // returns the loss on the host: the step is synchronized
-                seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                timing.loss = try step(number)   // returns the loss on the host: the step is synchronized
+                timing.seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
             }
-            let median = seconds.sorted()[seconds.count / 2]   // odd N: the median; even: the upper one
-            // As tools/bench_torch_step.py: an image is one sample of the batch (both views run).
-            let fields: [(String, String)] = [
-                ("device", jsonString(backend.name)), ("arch", jsonString(archName(config))),
-                ("batch_size", "\(batch)"), ("image_size", "\(vit.imageSize)"), ("patch_size", "\(vit.patchSize)"),
-                ("median_step_seconds", "\(median)"), ("images_per_second", "\(Double(batch) / median)"),
-                ("loss", "\(loss)"),
-            ]
-            print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
-        } else {
-            print("\(backend.name): loss \(loss)")
+            timing.cpuSeconds = Self.processCPUSeconds() - cpu
         }
-
-        if let output {
-            var metadata = weightsFile?.metadata ?? [:]
-            metadata.merge(Checkpoint.metadata(for: config)) { _, new in new }
-            let writer = try Checkpoint.stepWriter(model: model, loss: loss, metadata: metadata)
-            try writer.write(to: URL(fileURLWithPath: output))
-        }
+        return (model, timing)
     }
 
+    /// One JSON line with --repeat, else the loss.
+    func report(_ timing: Timing, config: MoCoConfig, batch: Int, ranks: Int) {
+        guard !timing.seconds.isEmpty else {
+            print("\(timing.device): loss \(timing.loss)")
+            return
+        }
+        let median = timing.seconds.sorted()[timing.seconds.count / 2]   // odd N: the median; even: the upper one
+        // As tools/bench_torch_step.py: an image is one sample of the batch (both views run).
+        let vit = config.vit
+        // FLOPs: the GEMMs and attention products of the step (MoCoParameters.trainingFLOPsPerImage).
+        let flops = (try? MoCoParameters(config).trainingFLOPsPerImage) ?? 0
+        let fields: [(String, String)] = [
+            ("device", jsonString(timing.device)), ("arch", jsonString(archName(config))),
+            ("batch_size", "\(batch)"), ("image_size", "\(vit.imageSize)"), ("patch_size", "\(vit.patchSize)"),
+            ("ranks", "\(ranks)"), ("threads_per_rank", "\(ranks > 1 ? InProcessRanks.threadsPerRank(ranks) : HostParallel.chunkCount)"),
+            ("openblas_core", jsonString(OpenBLASCore.detectedCore)),
+            ("median_step_seconds", "\(median)"), ("images_per_second", "\(Double(batch) / median)"),
+            ("gflop_per_image", String(format: "%.4f", flops / 1e9)),
+            ("gflops", String(format: "%.2f", flops * Double(batch) / median / 1e9)),
+            ("cpu_time_per_wall", String(format: "%.3f", timing.cpuSeconds / max(timing.seconds.reduce(0, +), 1e-9))),
+            ("peak_rss_mib", String(format: "%.1f", Self.peakResidentMiB())),
+            ("loss", "\(timing.loss)"),
+        ]
+        print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
+    }
     /// The configuration from the weights' metadata, else from the flags.
     private func modelConfig(_ weightsFile: SafetensorsFile?) throws -> MoCoConfig {
         if let weightsFile { return try Checkpoint.config(from: weightsFile, temperature: mocoT) }

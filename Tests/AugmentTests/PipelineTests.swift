@@ -44,6 +44,21 @@ import TestSupport
         expectRate(r.flip, 0.5, "flip")
     }
 
+    /// The reference blurs 224 px views with σ in 0.1–2.0 px; `blurScale` scales that range for
+    /// smaller views (28/224 for Fashion-MNIST) and the blur applied follows it.
+    @Test func theBlurScaleScalesTheSigmaRange() {
+        #expect(MoCoAugmentation(imageSize: 28).pipelines.map(\.blurSigma) == [0.1...2.0, 0.1...2.0])
+        let scaled = MoCoAugmentation(imageSize: 28, blurScale: 0.125)
+        #expect(scaled.pipelines.map(\.blurSigma) == [0.0125...0.25, 0.0125...0.25])
+        var generator = SplitMix64(seed: 5)
+        let image = FloatImage(height: 28, width: 28,
+                               pixels: (0..<(3 * 28 * 28)).map { _ in Float.random(in: 0...1, using: &generator) })
+        for _ in 0..<50 {
+            let (_, record) = scaled.pipelines[0].prepared(image, using: &generator)
+            #expect(record.blurSigma.map { (0.0125...0.25).contains($0) } == true)
+        }
+    }
+
     @Test func viewTwoBlursAndSolarizesSometimes() {
         let r = rates(view: 1)
         expectRate(r.blur, 0.1, "blur")

@@ -33,6 +33,25 @@ func standardDeviation(_ values: ArraySlice<Float>) -> Double {
 }
 
 @Suite struct MoCoParametersTests {
+    /// The step's FLOP count on a model small enough to count by hand (C 4, 1 head, 1 block, 4×4
+    /// images in 2×2 patches: N = 5 tokens, MLP 16 wide; heads 8/2): the patch embedding
+    /// 2·4·12·4 = 384; the block's qkv 2·5·4·12 = 480, attention 2·2·25·4 = 400, projection
+    /// 2·5·4·4 = 160, MLP 2·2·5·4·16 = 1280; the projector 2·(4·8 + 8·8 + 8·2) = 224, so the
+    /// encoder 2928; the predictor 2·(2·8 + 8·2) = 64; the step 2·(3·(2928 + 64) + 2928) = 23808.
+    /// And ViT-Tiny/4 @ 32 px with the reference's 4096/256 heads: the 6.2 GFLOP of issue 12.
+    @Test func theStepsFLOPCountIsTheHandCount() throws {
+        let vit = ViTConfig(imageSize: 4, patchSize: 2, embedDim: 4, depth: 1, heads: 1, mlpRatio: 4, stopGradConv1: true,
+                            pooling: .classToken, mlpNormalization: .layerNorm)
+        let small = try MoCoParameters(MoCoConfig(vit: vit, mocoDim: 2, mocoMLPDim: 8, temperature: 0.2))
+        #expect(small.encoderForwardFLOPs == 2928)
+        #expect(small.predictorForwardFLOPs == 64)
+        #expect(small.trainingFLOPsPerImage == 23808)
+        var tiny = try ViTConfig.named("vit_tiny")
+        (tiny.imageSize, tiny.patchSize) = (32, 4)
+        let step = try MoCoParameters(MoCoConfig(vit: tiny, mocoDim: 256, mocoMLPDim: 4096, temperature: 0.2)).trainingFLOPsPerImage
+        #expect(abs(step / 1e9 - 6.17) < 0.01, "\(step / 1e9) GFLOP")
+    }
+
     /// Every `init.*` tensor of the PyTorch fixture is a parameter or buffer of ours with the same
     /// shape, and nothing of ours is missing from it (num_batches_tracked included, as a buffer).
     @Test func namesAndShapesMatchTheGoldenCheckpoint() throws {

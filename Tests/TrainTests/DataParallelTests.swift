@@ -196,6 +196,33 @@ import TestSupport
         #expect(next == 0)
     }
 
+    /// Each rank loads its own rows: an unreadable sample is reported by the rank that met it
+    /// (named as such), and rank 0 reports the epoch's count over all ranks.
+    @Test func unreadableSamplesAreReportedByTheirRankAndCountedOverAll() throws {
+        var configuration = TinyRun.configuration
+        configuration.epochs = 1
+        configuration.warmupEpochs = 0
+        configuration.evalEvery = 0
+        let folder = try TinyRun.folder("dp-corrupt")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let configured = configuration
+        let logs = try onRanks(2) { _, communicator in
+            let events = EventLog()
+            let trainer = try Pretrainer(configuration: configured, backend: HostBackend(), data: TinyRun.data(failing: [3, 17]),
+                                         runFolder: folder, workers: 1, communicator: communicator, report: events.append)
+            #expect(try trainer.run().completed)
+            return (events.rankMessages, events.messages)
+        }
+        let rankMessages = logs.flatMap(\.0)
+        for path in ["/tiny/3.png", "/tiny/17.png"] {
+            #expect(rankMessages.contains { $0.contains(path) }, "\(rankMessages)")
+        }
+        for (rank, log) in logs.enumerated() {
+            #expect(log.0.allSatisfy { $0.hasPrefix("rank \(rank): skipped unreadable sample") }, "\(log.0)")
+        }
+        #expect(logs[0].1.contains { $0.contains("2 unreadable samples were skipped and replaced (all ranks)") }, "\(logs[0].1)")
+    }
+
     @Test func batchesThatDoNotSplitAndFlagsThatDifferAreClearErrors() throws {
         var configuration = TinyRun.configuration
         let folder = try TinyRun.folder("dp-errors")

@@ -50,6 +50,22 @@ import Testing
         #expect(rejection { $0.knnBank = 1 << 40 }.contains("--knn-bank"))
         #expect(rejection { $0.lr = 1e308 }.contains("is not a finite number"))
         #expect(rejection { $0.imageSize = 8192; $0.patchSize = 1 }.contains("too large to allocate"))
+        #expect(rejection { $0.blurScale = 0 }.contains("--blur-scale must be a positive factor"))
+        #expect(rejection { $0.blurScale = .nan }.contains("--blur-scale must be a positive factor"))
+    }
+
+    /// A configuration written before `blurScale` existed (a checkpoint of an earlier version)
+    /// still reads, as the reference's blur.
+    @Test func aConfigurationWithoutTheBlurScaleReads() throws {
+        var c = TinyRun.configuration
+        c.blurScale = 0.5
+        var object = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(c)) as? [String: Any])
+        #expect(object["blurScale"] as? Double == 0.5)
+        object["blurScale"] = nil
+        let decoded = try JSONDecoder().decode(PretrainConfiguration.self, from: JSONSerialization.data(withJSONObject: object))
+        #expect(decoded.blurScale == nil)
+        c.blurScale = nil
+        #expect(decoded == c)
     }
 
     @Test func configurationRoundTripsThroughJSON() throws {

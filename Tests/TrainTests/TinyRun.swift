@@ -94,6 +94,13 @@ final class EventLog: @unchecked Sendable {
         return events.compactMap { if case .message(let text) = $0 { return text } else { return nil } }
     }
 
+    /// Messages about this rank's own work.
+    var rankMessages: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return events.compactMap { if case .rankMessage(let text) = $0 { return text } else { return nil } }
+    }
+
     var iterations: [IterationMetrics] {
         lock.lock()
         defer { lock.unlock() }
