@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Data parallel on one machine: 1 process × all cores against N processes × cores/N threads
+# Data parallel on one machine: 1 process × all cores (--ranks 1), N ranks as threads of one process
+# (--ranks N, the host default) and N processes × cores/N threads
 # (mpirun -np N), on the default pre-training model and ViT-Tiny/4 @32, with the user's OpenBLAS
 # (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset). Prints, per configuration, the trainer's img/s
 # over one epoch of a synthetic CIFAR-format set and rank 0's time in collectives, with the
@@ -25,11 +26,13 @@ run() {  # name, images, flags…
     local name="$1" images="$2"; shift 2
     python3 tools/tiny_cifar.py "$work/data-$name" --train "$images" --test 64 >/dev/null
     local common=(pretrain --device host --data "$work/data-$name" --epochs 1 --eval-every 0 --save-every never -p 1000 "$@")
-    local one whole buckets
-    one="$("$binary" "${common[@]}" --output "$work/one-$name" | grep -E '^done in')"
+    local one threads whole buckets
+    one="$("$binary" "${common[@]}" --ranks 1 --output "$work/one-$name" | grep -E '^done in')"
+    threads="$("$binary" "${common[@]}" --ranks "$ranks" --output "$work/threads-$name" | grep -E '^done in')"
     whole="$("${mpirun[@]}" "$binary" "${common[@]}" --bucket-mib 0 --output "$work/whole-$name" | grep -E '^done in|^collectives')"
     buckets="$("${mpirun[@]}" "$binary" "${common[@]}" --output "$work/buckets-$name" | grep -E '^done in|^collectives')"
     echo "$name, 1 process × $(nproc) threads: $one"
+    echo "$name, $ranks ranks as threads of 1 process (--ranks $ranks, the host default) × $(( $(nproc) / ranks )) threads: $threads"
     echo "$name, $ranks processes × $(( $(nproc) / ranks )) threads, one all-reduce after the backward: $(echo "$whole" | tr '\n' ' ')"
     echo "$name, $ranks processes × $(( $(nproc) / ranks )) threads, 4 MiB buckets during the backward: $(echo "$buckets" | tr '\n' ' ')"
     python3 - "$whole" "$buckets" <<'PY'

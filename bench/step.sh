@@ -10,6 +10,13 @@
 #   CONFIGS=pretrain bench/step.sh   # the default pretrain run's model (C 128, 4 blocks, 28 px, patch 7, batch 256)
 #   DEVICES="host cpu0" REPEAT=3 THREADS=2 bench/step.sh
 #
+# The engine runs with the environment a user has (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset;
+# the core OpenBLAS then picks is printed) and as `pretrain` runs it: on the host, ranks as threads
+# (one per core while each keeps 32 images; `host` rows), and also one model on every thread
+# (`host-1rank`). Each row: img/s, the ratio to PyTorch, GFLOP/s (the step's GEMM and attention
+# FLOPs, MoCoParameters.trainingFLOPsPerImage), its fraction of the OpenBLAS sgemm 2048³ ceiling
+# measured in the same run, process CPU time / wall over the timed steps, and peak resident memory.
+#
 # Heads as the PyTorch script's defaults and the reference: moco_dim 256, moco_mlp_dim 4096;
 # ViT-Tiny: C 192, depth 12, 3 heads; ViT-S: C 384, depth 12, 12 heads (MoCo v3's vits.py).
 set -euo pipefail
@@ -17,16 +24,20 @@ cd "$(dirname "$0")/.."
 command -v swift >/dev/null || export PATH="/opt/swift/usr/bin:$PATH"
 REPEAT="${REPEAT:-3}"
 THREADS="${THREADS:-2}"
-DEVICES="${DEVICES:-host cpu0}"
-CONFIGS="${CONFIGS:-tiny small}"
+DEVICES="${DEVICES:-host host-1rank cpu0}"
+CONFIGS="${CONFIGS:-tiny small pretrain}"
 export POCL_CACHE_DIR="${POCL_CACHE_DIR:-$PWD/.pocl-cache}"
 export MOCOV3_KERNEL_CACHE_DIR="${MOCOV3_KERNEL_CACHE_DIR:-$PWD/.kernel-cache}"
 mkdir -p "$POCL_CACHE_DIR"
+unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS
 
 swift build -c release --product mocov3-cl >/dev/null
 BIN="$(swift build -c release --show-bin-path)/mocov3-cl"
 RESULTS="$(mktemp)"
 trap 'rm -f "$RESULTS"' EXIT
+
+ceiling="$("$BIN" bench-gemm --devices host --cases none --repeats 5 | sed -n 's/^# ceiling: OpenBLAS sgemm 2048^3 = \([0-9.]*\) GFLOP\/s/\1/p')"
+echo "# $(nproc) cores; OpenBLAS sgemm 2048^3 ceiling: $ceiling GFLOP/s"
 
 have_torch=0
 if python3 -c "import torch" 2>/dev/null; then have_torch=1; else echo "# torch is missing: skipping the PyTorch baseline (pip install torch)"; fi
@@ -43,27 +54,40 @@ for config in $CONFIGS; do
     if [ "$have_torch" = 1 ]; then
         line="$(python3 tools/bench_torch_step.py --embed-dim "$C" --depth "$depth" --heads "$heads" \
             --image-size "$size" --patch-size "$patch" --batch-size "$batch" --steps "$REPEAT" \
-            --moco-dim 256 --moco-mlp-dim "$mlp" --threads "$THREADS")"
+            --moco-mlp-dim "$mlp" --moco-dim 256 --threads "$THREADS")"
         echo "$line"
-        echo "$config torch $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["images_per_second"])' "$line")" >>"$RESULTS"
+        echo "$config torch $line" >>"$RESULTS"
     fi
     for device in $DEVICES; do
-        line="$(OPENBLAS_NUM_THREADS="$THREADS" "$BIN" step --device "$device" -a "$arch" --embed-dim "$C" \
+        ranks=()
+        name="$device"
+        if [ "$device" = host-1rank ]; then device=host; ranks=(--ranks 1); fi
+        line="$("$BIN" step --device "$device" "${ranks[@]}" -a "$arch" --embed-dim "$C" \
             --depth "$depth" --heads "$heads" --image-size "$size" --patch-size "$patch" -b "$batch" --moco-dim 256 \
             --moco-mlp-dim "$mlp" --repeat "$REPEAT")"
         echo "$line"
-        echo "$config $device $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["images_per_second"])' "$line")" >>"$RESULTS"
+        echo "$config $name $line" >>"$RESULTS"
     done
 done
 
 echo
-echo "# images/s and ratio to PyTorch CPU (higher is faster)"
-python3 - "$RESULTS" <<'PY'
-import sys
-rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
-torch = {config: float(rate) for config, name, rate in rows if name == "torch"}
-print(f"{'config':<10}{'backend':<10}{'img/s':>10}{'vs torch':>10}")
-for config, name, rate in rows:
-    ratio = f"{float(rate) / torch[config]:.2f}x" if config in torch else "n/a"
-    print(f"{config:<10}{name:<10}{float(rate):>10.2f}{ratio:>10}")
+echo "# images/s, ratio to PyTorch CPU ($THREADS threads), GFLOP/s and its fraction of the sgemm ceiling, CPU time / wall, peak RSS"
+python3 - "$RESULTS" "$ceiling" <<'PY'
+import json, sys
+rows = []
+for line in open(sys.argv[1]):
+    config, name, payload = line.split(" ", 2)
+    rows.append((config, name, json.loads(payload)))
+ceiling = float(sys.argv[2])
+torch = {c: r["images_per_second"] for c, n, r in rows if n == "torch"}
+flop = {c: r["gflop_per_image"] for c, n, r in rows if "gflop_per_image" in r}
+print(f"{'config':<10}{'backend':<12}{'img/s':>9}{'vs torch':>10}{'GFLOP/s':>9}{'% ceil':>8}{'CPU/wall':>10}{'peak MiB':>10}")
+for config, name, r in rows:
+    rate = r["images_per_second"]
+    ratio = f"{rate / torch[config]:.2f}x" if config in torch else "n/a"
+    gflops = rate * flop.get(config, float("nan"))
+    print(f"{config:<10}{name:<12}{rate:>9.2f}{ratio:>10}{gflops:>9.1f}{100 * gflops / ceiling:>7.1f}%"
+          f"{r.get('cpu_time_per_wall', float('nan')):>10.2f}{r.get('peak_rss_mib', float('nan')):>10.0f}")
+cores = {r.get("openblas_core") for _, _, r in rows if r.get("openblas_core")}
+print(f"# OpenBLAS core in use: {', '.join(sorted(cores)) or 'n/a'}")
 PY

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -29,6 +30,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from golden import Config, build_moco, moco_step  # noqa: E402
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def bench(cfg: Config, steps: int, threads: int, device: str = "cpu", tf32: bool = False) -> dict:
@@ -44,13 +50,17 @@ def bench(cfg: Config, steps: int, threads: int, device: str = "cpu", tf32: bool
     x2 = torch.randn(shape, generator=gen).to(device)
     moco_step(model, opt, x1, x2, cfg.moco_m)                          # warm-up, untimed
     times = []
+    cpu = _cpu_seconds()
     for _ in range(steps):
         t0 = time.perf_counter()
         loss, *_ = moco_step(model, opt, x1, x2, cfg.moco_m)
         loss.item()                        # waits for the step (a CUDA synchronisation)
         times.append(time.perf_counter() - t0)
+    cpu = _cpu_seconds() - cpu
     med = statistics.median(times)
     return {
+        "cpu_time_per_wall": cpu / sum(times),                         # over the timed steps, every thread
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "images_per_second": cfg.batch_size / med,
         "median_step_seconds": med,
         "step_seconds": times,
