@@ -28,7 +28,10 @@ let package = Package(
         .target(name: "KernelSources", path: "kernels", resources: [.embedInCode("cl")]),
 
         // MARK: Tensor protocol, op set and the host (OpenBLAS) backend
-        .target(name: "Tensors", dependencies: ["COpenBLAS", .product(name: "RealModule", package: "swift-numerics")]),
+        // GELU's loops built for AVX-512, AVX2 and the baseline, picked at run time (the Swift
+        // targets are compiled for baseline x86-64).
+        .target(name: "CHostKernels"),
+        .target(name: "Tensors", dependencies: ["COpenBLAS", "CHostKernels", .product(name: "RealModule", package: "swift-numerics")]),
 
         // MARK: OpenCL backend (runtime, program cache, CLBlast, launchers for kernels/cl/*.cl) and
         // the device catalog, the one place that opens a device of either backend

@@ -1,3 +1,4 @@
+import CHostKernels
 import Foundation
 import RealModule
 
@@ -28,7 +29,12 @@ public enum ElementwiseReference {
 /// `Φ(x) = erfc(−x/√2)/2` is taken from the tail, `tail = erfc(|x|/√2)/2`, as `tail` for x < 0
 /// and `1 − tail` for x ≥ 0, so deep negative inputs keep their relative accuracy (no `1 − erf`
 /// cancellation). ``ElementwiseReference`` stays the exact, generic form for the Double tests.
-enum FastGELU {
+/// The host backend runs the same arithmetic from CHostKernels (built for AVX-512, AVX2 and the
+/// baseline, picked at run time); this Swift form is its reference, bit for bit.
+public enum FastGELU {
+    /// The instruction set the host's GELU loops run with: "avx512f", "avx2" or "baseline".
+    public static var instructionSet: String { String(cString: mocov3_host_kernels_isa()) }
+
     /// `erfc(z)` for `z ≥ 0`: `t·exp(−z² + P(t))`, `t = 1/(1 + z/2)` (Numerical Recipes eq. 6.2.20's fit).
     @inline(__always)
     static func erfcNonnegative(_ z: Float) -> Float {
@@ -80,11 +86,11 @@ enum FastGELU {
 
     /// `GELU(x) = x·Φ(x)`.
     @inline(__always)
-    static func gelu(_ x: Float) -> Float { x * cumulativeNormal(x) }
+    public static func gelu(_ x: Float) -> Float { x * cumulativeNormal(x) }
 
     /// `GELU'(x) = Φ(x) + x·φ(x)`, `φ(x) = exp(−x²/2)/√(2π)`.
     @inline(__always)
-    static func geluDerivative(_ x: Float) -> Float {
+    public static func geluDerivative(_ x: Float) -> Float {
         cumulativeNormal(x) + x * 0.39894228040143268 * exponential(-0.5 * x * x)
     }
 }
@@ -96,8 +102,9 @@ extension HostBackend {
         try checkOperands("gelu", output, input)
         try checkSameCount("gelu", output, input)
         let x = pointer(input), y = pointer(output)
+        // FastGELU's arithmetic in CHostKernels, built for this CPU's widest vectors (same bits).
         HostParallel.forEachChunk(count: input.count, minimumChunk: HostParallel.elementwiseGrain / 4) { range in
-            for i in range { y[i] = FastGELU.gelu(x[i]) }
+            mocov3_gelu_forward(y + range.lowerBound, x + range.lowerBound, range.count)
         }
     }
 
@@ -106,7 +113,7 @@ extension HostBackend {
         try checkSameCount("geluBackward", inputGradient, outputGradient, input)
         let x = pointer(input), dy = pointer(outputGradient), dx = pointer(inputGradient)
         HostParallel.forEachChunk(count: input.count, minimumChunk: HostParallel.elementwiseGrain / 4) { range in
-            for i in range { dx[i] = dy[i] * FastGELU.geluDerivative(x[i]) }
+            mocov3_gelu_backward(dx + range.lowerBound, dy + range.lowerBound, x + range.lowerBound, range.count)
         }
     }
 
