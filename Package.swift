@@ -72,7 +72,7 @@ let package = Package(
         .executableTarget(name: "OpsBench", dependencies: ["Benchmarks"], path: "bench/OpsBench"),
 
         // MARK: Tests
-        .target(name: "TestSupport", dependencies: ["Tensors", "CLBackend", "SelfTest", "Collective"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Tensors", "CLBackend", "SelfTest"], path: "Tests/TestSupport"),
         .testTarget(name: "FileSystemTests", dependencies: ["FileSystem"]),
         .testTarget(name: "SelfTestTests", dependencies: ["SelfTest", "Tensors", "CLBackend", "TestSupport"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),

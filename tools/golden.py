@@ -390,6 +390,13 @@ def canonicalize_header(path: str):
         fh.write(new.ljust(n, b" "))                                   # spec: header padded with spaces
 
 
+def make_views(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixtures' two views: N(0, 1) images (already normalized) from seed + 1."""
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    shape = (cfg.batch_size, 3, cfg.img_size, cfg.img_size)
+    return torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+
+
 def run_fixture(cfg: Config, path: str, include_init: bool, print_names: bool):
     from safetensors.torch import save_file
 
@@ -403,10 +410,7 @@ def run_fixture(cfg: Config, path: str, include_init: bool, print_names: bool):
             print(n)
 
     # Views: already-normalized images, drawn after the model so the init does not depend on them.
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    shape = (cfg.batch_size, 3, cfg.img_size, cfg.img_size)
-    x1 = torch.randn(shape, generator=gen)
-    x2 = torch.randn(shape, generator=gen)
+    x1, x2 = make_views(cfg)
 
     out: dict[str, torch.Tensor] = {"x1": x1.clone(), "x2": x2.clone()}
     init = checkpoint_state(model)
@@ -718,9 +722,7 @@ def _data_parallel_rank(rank: int, world: int, cfg: Config, init_file: str, resu
     convert_sync_batch_norm(model, bn_group)
     model.group = dist.new_group()                                     # the keys' all-gather
     ddp = DistributedDataParallel(model)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)                  # the one-process fixture's views
-    shape = (cfg.batch_size, 3, cfg.img_size, cfg.img_size)
-    x1, x2 = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+    x1, x2 = make_views(cfg)                                           # the one-process fixture's views
     local = cfg.batch_size // world
     rows = slice(rank * local, (rank + 1) * local)
     out: dict[str, torch.Tensor] = {"x1": x1.clone(), "x2": x2.clone()}
@@ -765,9 +767,7 @@ def run_data_parallel(path: str, world: int = 2):
     # The same run in one process (plain BatchNorm over all 8 rows): the data-parallel run must
     # be it, up to float rounding, or this fixture would encode a different algorithm.
     model, opt = build_moco(cfg)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    shape = (cfg.batch_size, 3, cfg.img_size, cfg.img_size)
-    x1, x2 = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+    x1, x2 = make_views(cfg)
     assert torch.equal(x1, out["x1"]) and torch.equal(x2, out["x2"])
     single = [moco_step(model, opt, x1, x2, cfg.moco_m)[0].item() for _ in range(cfg.steps)]
     for t, l in enumerate(single):

@@ -98,12 +98,17 @@ struct loops {
     const char *isa;
 };
 
-static struct loops choose(void) {
+// The widest variant this CPU runs, or with `isa` that one (found = 0 when the CPU lacks it).
+static struct loops choose(const char *isa, int *found) {
+    *found = 1;
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return (struct loops){gelu_forward_avx512, gelu_backward_avx512, "avx512f"};
-    if (__builtin_cpu_supports("avx2")) return (struct loops){gelu_forward_avx2, gelu_backward_avx2, "avx2"};
+    if ((!isa || strcmp(isa, "avx512f") == 0) && __builtin_cpu_supports("avx512f"))
+        return (struct loops){gelu_forward_avx512, gelu_backward_avx512, "avx512f"};
+    if ((!isa || strcmp(isa, "avx2") == 0) && __builtin_cpu_supports("avx2"))
+        return (struct loops){gelu_forward_avx2, gelu_backward_avx2, "avx2"};
 #endif
+    if (isa && strcmp(isa, "baseline") != 0) *found = 0;
     return (struct loops){gelu_forward_baseline, gelu_backward_baseline, "baseline"};
 }
 
@@ -112,12 +117,23 @@ static forward_loop chosen_forward;
 static backward_loop chosen_backward;
 static const char *chosen_isa;
 
-static void ensure_chosen(void) {
-    if (__atomic_load_n(&chosen_isa, __ATOMIC_ACQUIRE) != 0) return;
-    struct loops loops = choose();
+static void store(struct loops loops) {
     __atomic_store_n(&chosen_forward, loops.forward, __ATOMIC_RELAXED);
     __atomic_store_n(&chosen_backward, loops.backward, __ATOMIC_RELAXED);
     __atomic_store_n(&chosen_isa, loops.isa, __ATOMIC_RELEASE);
+}
+
+static void ensure_chosen(void) {
+    if (__atomic_load_n(&chosen_isa, __ATOMIC_ACQUIRE) != 0) return;
+    int found;
+    store(choose(NULL, &found));
+}
+
+int mocov3_host_kernels_use(const char *isa) {
+    int found;
+    struct loops loops = choose(isa, &found);
+    if (found) store(loops);
+    return found;
 }
 
 void mocov3_gelu_forward(float *y, const float *x, long n) {

@@ -21,6 +21,38 @@ public final class ThreadGroup: @unchecked Sendable {
 
     public func communicator(rank: Int) -> any Communicator { Member(group: self, rank: rank) }
 
+    /// Runs `body(rank, communicator)` for every rank on its own thread (8 MiB stack) and returns
+    /// the results in rank order once all have ended. The first rank that throws aborts the
+    /// group, so the others throw from their next collective instead of waiting in it, and its
+    /// error is rethrown.
+    public static func run<T>(_ size: Int, _ body: @escaping @Sendable (Int, any Communicator) throws -> T) throws -> [T] {
+        let group = ThreadGroup(size: size)
+        let lock = NSLock()
+        nonisolated(unsafe) var results = [T?](repeating: nil, count: size)
+        nonisolated(unsafe) var firstError: (any Error)?
+        let done = DispatchSemaphore(value: 0)
+        for rank in 0..<size {
+            let thread = Thread {
+                defer { done.signal() }
+                do {
+                    let result = try body(rank, group.communicator(rank: rank))
+                    lock.withLock { results[rank] = result }
+                } catch {
+                    let first = lock.withLock { () -> Bool in
+                        defer { if firstError == nil { firstError = error } }
+                        return firstError == nil
+                    }
+                    if first { group.abort(code: 1) }
+                }
+            }
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+        for _ in 0..<size { done.wait() }
+        if let firstError { throw firstError }
+        return results.map { $0! }
+    }
+
     /// Every rank's `value`, in rank order, once all have arrived.
     func exchange(_ value: Any, rank: Int) throws -> [Any] {
         condition.lock()
@@ -62,38 +94,46 @@ public final class ThreadGroup: @unchecked Sendable {
         var localSize: Int { group.size }
         private(set) var statistics = CollectiveStatistics()
 
-        /// Every rank's `values`, in rank order, timed as a collective.
-        private func exchange<T>(_ values: [T], _ operation: String) throws -> [[T]] {
+        /// Every rank's `values`, in rank order, timed as a collective; with `operation`, the
+        /// counts must agree.
+        private func exchange<T>(_ values: [T], _ operation: String?) throws -> [[T]] {
             let start = DispatchTime.now()
             defer { statistics.record(since: start, bytes: MemoryLayout<T>.stride * values.count) }
             let all = try group.exchange(values, rank: rank).map { $0 as! [T] }
-            try Self.checkCounts(all.map(\.count), operation)
+            if let operation { try Self.checkCounts(all.map(\.count), operation) }
             return all
         }
 
-        /// The element-wise sum of the ranks' arrays, added in rank order.
-        private static func sum<T: FloatingPoint>(_ all: [[T]]) -> [T] {
-            var total = all[0]
-            total.withUnsafeMutableBufferPointer { total in
-                for other in all.dropFirst() {
-                    other.withUnsafeBufferPointer { other in
-                        for i in total.indices { total[i] += other[i] }
-                    }
-                }
+        /// Sums `values` over the ranks in place: every rank's buffer is shared for the call, rank
+        /// r adds up its own chunk of the elements (in rank order, so the bits of MPI's sum of two)
+        /// and writes it into every rank's buffer, and a second meeting keeps the buffers alive
+        /// until all chunks are written. Nothing is copied or allocated per element.
+        private func sumInPlace<T: FloatingPoint>(_ values: UnsafeMutableBufferPointer<T>) throws {
+            let start = DispatchTime.now()
+            defer { statistics.record(since: start, bytes: MemoryLayout<T>.stride * values.count) }
+            let shared = try group.exchange(values, rank: rank).map { $0 as! UnsafeMutableBufferPointer<T> }
+            try Self.checkCounts(shared.map(\.count), "allReduceSum")
+            let chunk = (values.count + size - 1) / size
+            for i in min(rank * chunk, values.count)..<min((rank + 1) * chunk, values.count) {
+                var total = shared[0][i]
+                for other in shared.dropFirst() { total += other[i] }
+                for buffer in shared { buffer[i] = total }
             }
-            return total
+            _ = try group.exchange((), rank: rank)
         }
 
-        func allReduceSum(_ values: inout [Float]) throws { values = Self.sum(try exchange(values, "allReduceSum")) }
-        func allReduceSum(_ values: inout [Double]) throws { values = Self.sum(try exchange(values, "allReduceSum")) }
+        func allReduceSum(_ values: inout [Float]) throws { try values.withUnsafeMutableBufferPointer { try sumInPlace($0) } }
+        func allReduceSum(_ values: inout [Double]) throws { try values.withUnsafeMutableBufferPointer { try sumInPlace($0) } }
+
+        func startAllReduceSum(_ values: UnsafeMutableBufferPointer<Float>) throws -> any PendingReduction {
+            try sumInPlace(values)
+            return CompletedReduction()
+        }
+
         func allGather(_ values: [Float]) throws -> [Float] { try exchange(values, "allGather").flatMap { $0 } }
         func allGather(_ values: [Int32]) throws -> [Int32] { try exchange(values, "allGather").flatMap { $0 } }
 
-        func allGatherBytes(_ bytes: [UInt8]) throws -> [[UInt8]] {
-            let start = DispatchTime.now()
-            defer { statistics.record(since: start, bytes: bytes.count) }
-            return try group.exchange(bytes, rank: rank).map { $0 as! [UInt8] }
-        }
+        func allGatherBytes(_ bytes: [UInt8]) throws -> [[UInt8]] { try exchange(bytes, nil) }
 
         func abort(code: Int32) -> Never {
             group.abort(code: code)

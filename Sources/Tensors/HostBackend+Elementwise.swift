@@ -35,6 +35,14 @@ public enum FastGELU {
     /// The instruction set the host's GELU loops run with: "avx512f", "avx2" or "baseline".
     public static var instructionSet: String { String(cString: mocov3_host_kernels_isa()) }
 
+    /// Runs the host's GELU loops with `isa` ("avx512f", "avx2", "baseline"; nil: the widest this
+    /// CPU has); false when the CPU lacks it. For tests: every variant gives the same bits.
+    @discardableResult
+    public static func useInstructionSet(_ isa: String?) -> Bool {
+        guard let isa else { return mocov3_host_kernels_use(nil) == 1 }
+        return isa.withCString { mocov3_host_kernels_use($0) } == 1
+    }
+
     /// `erfc(z)` for `z ≥ 0`: `t·exp(−z² + P(t))`, `t = 1/(1 + z/2)` (Numerical Recipes eq. 6.2.20's fit).
     @inline(__always)
     static func erfcNonnegative(_ z: Float) -> Float {

@@ -105,8 +105,6 @@ public final class Pretrainer {
     /// writes the run folder (metrics, checkpoints, report) and holds its lock.
     public let communicator: any Communicator
     var isWriter: Bool { communicator.rank == 0 }
-    /// "rank r: " before a rank's own messages when data parallel.
-    var rankLabel: String { communicator.isDistributed ? "rank \(communicator.rank): " : "" }
     let x1: Tensor, x2: Tensor
 
     /// Validates `configuration` (one ``PretrainPlan``), then as ``init(plan:backend:data:runFolder:resume:workers:report:)``.
@@ -317,7 +315,7 @@ public final class Pretrainer {
                     summary.lastLoss = metrics.loss
                     let skippedSamples = loader.errorDescriptions
                     for description in skippedSamples.dropFirst(reportedSkips) {
-                        report(.rankMessage("\(rankLabel)skipped unreadable sample: \(description)"))
+                        report(.rankMessage("\(communicator.messagePrefix)skipped unreadable sample: \(description)"))
                     }
                     reportedSkips = skippedSamples.count
                     sinceSave.iterations += 1

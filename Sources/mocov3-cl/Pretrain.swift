@@ -167,19 +167,19 @@ struct Pretrain: ParsableCommand {
 
     func run() throws {
         let group = try ProcessGroup.fromEnvironment()
-        let interrupt = InterruptFlag()
         guard group.isDistributed else {
             let run = try prepare(rank: 0)
             let ranks = try InProcessRanks.resolve(self.ranks, batch: run.plan.configuration.batchSize, device: deviceOptions)
-            guard ranks > 1 else { return try train(run, group: group, interrupt: interrupt) }
+            guard ranks > 1 else { return try train(run, group: group) }
             let command = self
-            return try InProcessRanks.run(ranks) { try command.train(run, group: $0, interrupt: interrupt, inProcess: true) }
+            _ = try ThreadGroup.run(ranks) { try command.train(run, group: $1, inProcess: true) }
+            return
         }
         // A rank that fails ends the whole job at once, with its message, instead of leaving the
         // others waiting in a collective.
         do {
             if let ranks, ranks != 1 { throw ValidationError("--ranks \(ranks): under mpirun every process is one rank; leave --ranks out") }
-            try train(try prepare(rank: group.rank), group: group, interrupt: interrupt)
+            try train(try prepare(rank: group.rank), group: group)
         } catch {
             FileHandle.standardError.write(Data("\(group.messagePrefix)error: \(error)\n".utf8))
             group.abort(code: 1)
@@ -221,7 +221,7 @@ struct Pretrain: ParsableCommand {
         return PreparedRun(folder: folder, plan: plan, resumed: resumed)
     }
 
-    func train(_ run: PreparedRun, group: any Communicator, interrupt: InterruptFlag, inProcess: Bool = false) throws {
+    func train(_ run: PreparedRun, group: any Communicator, inProcess: Bool = false) throws {
         let (folder, plan, resumed) = (run.folder, run.plan, run.resumed)
         let configuration = plan.configuration
         let cores = ProcessInfo.processInfo.activeProcessorCount
@@ -249,6 +249,8 @@ struct Pretrain: ParsableCommand {
             display.log("resuming from \(resumed.source) at epoch \(resumed.position.epoch + 1), "
                 + "batch \(resumed.position.batch + 1), step \(resumed.position.step)")
         }
+        // Ctrl-C from here on finishes the iteration and saves (one flag for all thread ranks).
+        let interrupt = InterruptFlag.shared
         let summary = try trainer.run(shouldStop: { interrupt.isSet })
         display.finish()
         display.log("alarms: \(summary.alarms)")
@@ -285,6 +287,8 @@ struct Pretrain: ParsableCommand {
 
 /// Set by the first Ctrl-C (the trainer then checkpoints and stops); a second one exits at once.
 final class InterruptFlag: @unchecked Sendable {
+    /// Installed on first use: SIGINT is caught from then on.
+    static let shared = InterruptFlag()
     private let lock = NSLock()
     private var set = false
     private var source: DispatchSourceSignal?

@@ -130,7 +130,7 @@ struct Step: ParsableCommand {
         guard ranks > 1 else {
             let (model, timing) = try runSteps(layout: layout, initial: initial, views: (x1Values, x2Values), batch: batch,
                                                backend: try deviceOptions.makeBackend(), communicator: SingleProcess())
-            report(timing, config: config, batch: batch, ranks: 1)
+            report(timing, layout: layout, batch: batch, ranks: 1)
             if let output {
                 var metadata = weightsFile?.metadata ?? [:]
                 metadata.merge(Checkpoint.metadata(for: config)) { _, new in new }
@@ -140,15 +140,13 @@ struct Step: ParsableCommand {
             return
         }
         HostParallel.limitThreads(to: InProcessRanks.threadsPerRank(ranks))
-        let result = RankResult()
         let (command, globalBatch) = (self, batch)
-        try InProcessRanks.run(ranks) { communicator in
-            let (_, timing) = try command.runSteps(
+        let timings = try ThreadGroup.run(ranks) { _, communicator in
+            try command.runSteps(
                 layout: layout, initial: initial, views: (x1Values, x2Values), batch: globalBatch,
-                backend: try command.deviceOptions.makeBackend(localRank: communicator.localRank), communicator: communicator)
-            if communicator.rank == 0 { result.timing = timing }
+                backend: try command.deviceOptions.makeBackend(localRank: communicator.localRank), communicator: communicator).1
         }
-        if let timing = result.timing { report(timing, config: config, batch: batch, ranks: ranks) }
+        report(timings[0], layout: layout, batch: batch, ranks: ranks)
     }
 
     /// What a run of steps measured (the backend's name, the last loss, the timed steps' seconds).
@@ -160,22 +158,14 @@ struct Step: ParsableCommand {
         var cpuSeconds = 0.0
     }
 
-    /// The process's user + system CPU seconds so far, all threads.
-    static func processCPUSeconds() -> Double {
+    /// The process's user + system CPU seconds so far (all threads) and its peak resident
+    /// memory in MiB (Linux reports ru_maxrss in KiB).
+    static func resourceUsage() -> (cpuSeconds: Double, peakResidentMiB: Double) {
         var usage = rusage()
         getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
         func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
-        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+        return (seconds(usage.ru_utime) + seconds(usage.ru_stime), Double(usage.ru_maxrss) / 1024)
     }
-
-    /// The process's peak resident memory in MiB (Linux reports ru_maxrss in KiB).
-    static func peakResidentMiB() -> Double {
-        var usage = rusage()
-        getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
-        return Double(usage.ru_maxrss) / 1024
-    }
-
-    final class RankResult: @unchecked Sendable { var timing: Timing? }
 
     /// This rank's model (its rows of the views) and optimizer, then the step once and, with
     /// --repeat, N timed steps more.
@@ -207,28 +197,28 @@ struct Step: ParsableCommand {
         if let count = self.repeat {
             // The ranks start together (each step's all-reduces keep them so).
             if communicator.isDistributed { var ready = [0.0]; try communicator.allReduceSum(&ready) }
-            let cpu = Self.processCPUSeconds()
+            let cpu = Self.resourceUsage().cpuSeconds
             for number in 2...(count + 1) {
                 let start = DispatchTime.now().uptimeNanoseconds
                 timing.loss = try step(number)   // returns the loss on the host: the step is synchronized
                 timing.seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
             }
-            timing.cpuSeconds = Self.processCPUSeconds() - cpu
+            timing.cpuSeconds = Self.resourceUsage().cpuSeconds - cpu
         }
         return (model, timing)
     }
 
     /// One JSON line with --repeat, else the loss.
-    func report(_ timing: Timing, config: MoCoConfig, batch: Int, ranks: Int) {
+    func report(_ timing: Timing, layout: MoCoParameters, batch: Int, ranks: Int) {
         guard !timing.seconds.isEmpty else {
             print("\(timing.device): loss \(timing.loss)")
             return
         }
         let median = timing.seconds.sorted()[timing.seconds.count / 2]   // odd N: the median; even: the upper one
         // As tools/bench_torch_step.py: an image is one sample of the batch (both views run).
-        let vit = config.vit
+        let (config, vit) = (layout.config, layout.config.vit)
         // FLOPs: the GEMMs and attention products of the step (MoCoParameters.trainingFLOPsPerImage).
-        let flops = (try? MoCoParameters(config).trainingFLOPsPerImage) ?? 0
+        let flops = layout.trainingFLOPsPerImage
         let fields: [(String, String)] = [
             ("device", jsonString(timing.device)), ("arch", jsonString(archName(config))),
             ("batch_size", "\(batch)"), ("image_size", "\(vit.imageSize)"), ("patch_size", "\(vit.patchSize)"),
@@ -238,7 +228,7 @@ struct Step: ParsableCommand {
             ("gflop_per_image", String(format: "%.4f", flops / 1e9)),
             ("gflops", String(format: "%.2f", flops * Double(batch) / median / 1e9)),
             ("cpu_time_per_wall", String(format: "%.3f", timing.cpuSeconds / max(timing.seconds.reduce(0, +), 1e-9))),
-            ("peak_rss_mib", String(format: "%.1f", Self.peakResidentMiB())),
+            ("peak_rss_mib", String(format: "%.1f", Self.resourceUsage().peakResidentMiB)),
             ("loss", "\(timing.loss)"),
         ]
         print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")

@@ -20,7 +20,7 @@ import Train
 
     /// One all-reduce after the backward (0), and buckets of 256 bytes started during it.
     @Test(arguments: [0, 256]) func twoRanksMatchPyTorchDistributedDataParallel(bucketBytes: Int) throws {
-        let runs = try onRanks(2) { _, communicator in
+        let runs = try ThreadGroup.run(2) { _, communicator in
             let setup = try GoldenStepSetup(on: HostBackend(), fixture: "golden_small_vitbn", run: "golden_dp_vitbn",
                                             communicator: communicator, bucketBytes: bucketBytes)
             var gradient: [Float] = []

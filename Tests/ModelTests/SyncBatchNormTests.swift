@@ -53,7 +53,7 @@ import TestSupport
         let gamma = (0..<C).map { 0.5 + Float($0) / 7 }, beta = (0..<C).map { Float($0) / 3 - 1 }
         let whole = try Self.run(BatchNormRunner(), x: x, dy: dy, rows: 0..<(ranks * rowsPerRank), columns: C,
                                  gamma: gamma, beta: beta, affine: affine)
-        let parts = try onRanks(ranks) { rank, communicator in
+        let parts = try ThreadGroup.run(ranks) { rank, communicator in
             try Self.run(BatchNormRunner(communicator: communicator), x: x, dy: dy,
                          rows: (rank * rowsPerRank)..<((rank + 1) * rowsPerRank), columns: C,
                          gamma: gamma, beta: beta, affine: affine)

@@ -58,36 +58,43 @@ import TestSupport
                    relative: 1e-6, absolute: 1e-7, "geluBackward (\(count))")
     }
 
-    /// The host's GELU loops (CHostKernels, this CPU's widest vectors) give FastGELU's bits
-    /// exactly, forward and backward, on random inputs over the whole useful range and beyond,
+    /// The host's GELU loops (CHostKernels), each variant this CPU runs (AVX-512F, AVX2, the
+    /// baseline), give FastGELU's bits exactly, forward and backward, on random inputs over the whole useful range and beyond,
     /// the tails, ±0, ±∞ and NaN, at lengths that leave every vector-remainder size (1 …
     /// 33, and a long odd one), written between canaries that must survive.
     @Test func geluLoopsGiveTheSwiftReferencesBits() throws {
         var values = random(4097, -12...12, seed: 7) + random(1003, -0.01...0.01, seed: 8)
         values += [0, -0.0, 1e-30, -1e-30, -87, -88, 88, 90, -200, .infinity, -.infinity, .nan, 7.5, -7.5]
         let gradient = random(values.count, seed: 9)
-        for count in Array(1...33) + [values.count] {
-            let x = Array(values.prefix(count)), dy = Array(gradient.prefix(count))
-            let canary: Float = -1234.5
-            let input = try host.makeTensor(x + [canary], shape: [count + 1])
-            let outputGradient = try host.makeTensor(dy + [canary], shape: [count + 1])
-            let y = try host.makeTensor([Float](repeating: .nan, count: count + 1), shape: [count + 1])
-            let dx = try host.makeTensor([Float](repeating: .nan, count: count + 1), shape: [count + 1])
-            try host.gelu(output: y.view(offset: 0, shape: [count]), input: input.view(offset: 0, shape: [count]))
-            try host.geluBackward(inputGradient: dx.view(offset: 0, shape: [count]),
-                                  outputGradient: outputGradient.view(offset: 0, shape: [count]),
-                                  input: input.view(offset: 0, shape: [count]))
-            let (forward, backward) = (try host.download(y), try host.download(dx))
-            #expect(forward.last!.isNaN && backward.last!.isNaN, "the element after \(count) was written")
-            for i in 0..<count {
-                let (f, b) = (FastGELU.gelu(x[i]), dy[i] * FastGELU.geluDerivative(x[i]))
-                #expect(forward[i].bitPattern == f.bitPattern || (forward[i].isNaN && f.isNaN),
-                        "gelu(\(x[i])): \(forward[i]) against \(f) (\(FastGELU.instructionSet))")
-                #expect(backward[i].bitPattern == b.bitPattern || (backward[i].isNaN && b.isNaN),
-                        "geluBackward(\(x[i])): \(backward[i]) against \(b) (\(FastGELU.instructionSet))")
+        defer { FastGELU.useInstructionSet(nil) }
+        var tested: [String] = []
+        for isa in ["baseline", "avx2", "avx512f"] where FastGELU.useInstructionSet(isa) {
+            #expect(FastGELU.instructionSet == isa)
+            tested.append(isa)
+            for count in Array(1...33) + [values.count] {
+                let x = Array(values.prefix(count)), dy = Array(gradient.prefix(count))
+                let canary: Float = -1234.5
+                let input = try host.makeTensor(x + [canary], shape: [count + 1])
+                let outputGradient = try host.makeTensor(dy + [canary], shape: [count + 1])
+                let y = try host.makeTensor([Float](repeating: .nan, count: count + 1), shape: [count + 1])
+                let dx = try host.makeTensor([Float](repeating: .nan, count: count + 1), shape: [count + 1])
+                try host.gelu(output: y.view(offset: 0, shape: [count]), input: input.view(offset: 0, shape: [count]))
+                try host.geluBackward(inputGradient: dx.view(offset: 0, shape: [count]),
+                                      outputGradient: outputGradient.view(offset: 0, shape: [count]),
+                                      input: input.view(offset: 0, shape: [count]))
+                let (forward, backward) = (try host.download(y), try host.download(dx))
+                #expect(forward.last!.isNaN && backward.last!.isNaN, "the element after \(count) was written")
+                for i in 0..<count {
+                    let (f, b) = (FastGELU.gelu(x[i]), dy[i] * FastGELU.geluDerivative(x[i]))
+                    #expect(forward[i].bitPattern == f.bitPattern || (forward[i].isNaN && f.isNaN),
+                            "gelu(\(x[i])): \(forward[i]) against \(f) (\(FastGELU.instructionSet))")
+                    #expect(backward[i].bitPattern == b.bitPattern || (backward[i].isNaN && b.isNaN),
+                            "geluBackward(\(x[i])): \(backward[i]) against \(b) (\(FastGELU.instructionSet))")
+                }
             }
         }
-        print("host GELU loops: \(FastGELU.instructionSet)")
+        #expect(tested.first == "baseline")
+        print("host GELU loops tested: \(tested.joined(separator: ", "))")
     }
 
     /// Far tails, zero and tiny inputs, compared relatively (atol 1e-38): the tail is taken

@@ -24,7 +24,7 @@ import TestSupport
 
     static func train(_ configuration: PretrainConfiguration, ranks: Int, folder: URL,
                       bucketBytes: Int = MoCoTrainingStep.defaultBucketBytes) throws -> [RunState] {
-        try onRanks(ranks) { rank, communicator in
+        try ThreadGroup.run(ranks) { rank, communicator in
             let events = EventLog()
             let trainer = try Pretrainer(configuration: configuration, backend: HostBackend(), data: TinyRun.data(),
                                          runFolder: folder, workers: 1, communicator: communicator, bucketBytes: bucketBytes,
@@ -206,7 +206,7 @@ import TestSupport
         let folder = try TinyRun.folder("dp-corrupt")
         defer { try? FileManager.default.removeItem(at: folder) }
         let configured = configuration
-        let logs = try onRanks(2) { _, communicator in
+        let logs = try ThreadGroup.run(2) { _, communicator in
             let events = EventLog()
             let trainer = try Pretrainer(configuration: configured, backend: HostBackend(), data: TinyRun.data(failing: [3, 17]),
                                          runFolder: folder, workers: 1, communicator: communicator, report: events.append)
@@ -218,7 +218,7 @@ import TestSupport
             #expect(rankMessages.contains { $0.contains(path) }, "\(rankMessages)")
         }
         for (rank, log) in logs.enumerated() {
-            #expect(log.0.allSatisfy { $0.hasPrefix("rank \(rank): skipped unreadable sample") }, "\(log.0)")
+            #expect(log.0.allSatisfy { $0.hasPrefix("rank \(rank)/2: skipped unreadable sample") }, "\(log.0)")
         }
         #expect(logs[0].1.contains { $0.contains("2 unreadable samples were skipped and replaced (all ranks)") }, "\(logs[0].1)")
     }
@@ -230,7 +230,7 @@ import TestSupport
         for (ranks, batch, message) in [(3, 8, "does not split over 3 processes"), (3, 2, "smaller than the 3 processes")] {
             configuration.batchSize = batch
             let configuration = configuration
-            let errors = try onRanks(ranks) { _, communicator in
+            let errors = try ThreadGroup.run(ranks) { _, communicator in
                 do {
                     _ = try Pretrainer(configuration: configuration, backend: HostBackend(), data: TinyRun.data(), runFolder: folder,
                                        workers: 1, communicator: communicator, report: { _ in })
@@ -243,7 +243,7 @@ import TestSupport
         let base = configuration
         // Another lr, or another all-reduce bucket (the ranks' reductions would not pair up).
         for otherBucket in [false, true] {
-            let errors = try onRanks(2) { rank, communicator in
+            let errors = try ThreadGroup.run(2) { rank, communicator in
                 var (mine, bucket) = (base, MoCoTrainingStep.defaultBucketBytes)
                 if rank == 1, otherBucket { bucket = 1024 } else if rank == 1 { mine.lr = 0.01 }
                 do {

@@ -13,5 +13,8 @@ void mocov3_gelu_forward(float *y, const float *x, long n);
 void mocov3_gelu_backward(float *dx, const float *dy, const float *x, long n);
 /// The instruction set the loops above run with: "avx512f", "avx2" or "baseline".
 const char *mocov3_host_kernels_isa(void);
+/// Runs the loops with `isa` from now on if this CPU has it (1), else changes nothing (0);
+/// NULL goes back to the CPU's widest. For tests: every variant gives the same bits.
+int mocov3_host_kernels_use(const char *isa);
 
 #endif
