@@ -89,16 +89,20 @@ extension CLBackend {
                                                 &queue, &temporaryBytes)
             try check(status.rawValue, "CLBlastSGemmTempBufferSize(\(shape))")
             let temporary = try makeTensor(shape: [max(temporaryBytes / 4, 1)])
-            status = CLBlastSgemmWithTempBuffer(layout, transposeA, transposeB, shape.m, shape.n, shape.k, alpha,
-                                                memory(a), a.offset, shape.lda, memory(b), b.offset, shape.ldb, beta,
-                                                memory(c), c.offset, shape.ldc, &queue, nil, memory(temporary))
+            status = recordingEvent("clblast_sgemm") { event in
+                CLBlastSgemmWithTempBuffer(layout, transposeA, transposeB, shape.m, shape.n, shape.k, alpha,
+                                           memory(a), a.offset, shape.lda, memory(b), b.offset, shape.ldb, beta,
+                                           memory(c), c.offset, shape.ldc, &queue, event, memory(temporary))
+            }
             try check(status.rawValue, "CLBlastSgemmWithTempBuffer(\(shape))")
         } else {
-            status = CLBlastSgemmStridedBatched(layout, transposeA, transposeB, shape.m, shape.n, shape.k, alpha,
-                                                memory(a), a.offset, shape.lda, shape.strideA,
-                                                memory(b), b.offset, shape.ldb, shape.strideB, beta,
-                                                memory(c), c.offset, shape.ldc, shape.strideC, shape.batch,
-                                                &queue, nil)
+            status = recordingEvent("clblast_sgemm_batched") { event in
+                CLBlastSgemmStridedBatched(layout, transposeA, transposeB, shape.m, shape.n, shape.k, alpha,
+                                           memory(a), a.offset, shape.lda, shape.strideA,
+                                           memory(b), b.offset, shape.ldb, shape.strideB, beta,
+                                           memory(c), c.offset, shape.ldc, shape.strideC, shape.batch,
+                                           &queue, event)
+            }
             try check(status.rawValue, "CLBlastSgemmStridedBatched(\(shape))")
         }
     }

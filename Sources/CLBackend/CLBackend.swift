@@ -260,22 +260,29 @@ public final class CLBackend: Backend {
             for axis in globalSize.indices { globalSize[axis] = (global[axis] + local[axis] - 1) / local[axis] * local[axis] }
         }
         guard globalSize.allSatisfy({ $0 > 0 }) else { return }
-        let event = UnsafeMutablePointer<cl_event?>.allocate(capacity: 1)
-        event.initialize(to: nil)
-        defer { event.deallocate() }
-        let eventOut = profiling ? event : nil
-        let status: cl_int = globalSize.withUnsafeBufferPointer { globalPointer in
-            guard let local else {
-                return clEnqueueNDRangeKernel(queue, kernel, cl_uint(global.count), nil, globalPointer.baseAddress, nil,
-                                              0, nil, eventOut)
-            }
-            return local.withUnsafeBufferPointer { localPointer in
-                clEnqueueNDRangeKernel(queue, kernel, cl_uint(global.count), nil, globalPointer.baseAddress,
-                                       localPointer.baseAddress, 0, nil, eventOut)
+        let status: cl_int = recordingEvent(label) { eventOut in
+            globalSize.withUnsafeBufferPointer { globalPointer in
+                guard let local else {
+                    return clEnqueueNDRangeKernel(queue, kernel, cl_uint(global.count), nil, globalPointer.baseAddress,
+                                                  nil, 0, nil, eventOut)
+                }
+                return local.withUnsafeBufferPointer { localPointer in
+                    clEnqueueNDRangeKernel(queue, kernel, cl_uint(global.count), nil, globalPointer.baseAddress,
+                                           localPointer.baseAddress, 0, nil, eventOut)
+                }
             }
         }
         try check(status, "clEnqueueNDRangeKernel(\(label), global \(globalSize), local \(local ?? []))")
-        if let recorded = event.pointee { pendingEvents.append((label, recorded)) }
+    }
+
+    /// Runs an enqueue that takes an event out-pointer: nil unless profiling, else the event it
+    /// returns is kept under `label` for ``drainTimings()``.
+    func recordingEvent<R>(_ label: String, _ enqueue: (UnsafeMutablePointer<cl_event?>?) -> R) -> R {
+        guard profiling else { return enqueue(nil) }
+        var event: cl_event?
+        let result = enqueue(&event)
+        if let event { pendingEvents.append((label, event)) }
+        return result
     }
 
     /// Waits for the queue, then returns each profiled launch since the last call with its device

@@ -79,9 +79,13 @@ public final class HostBackend: Backend {
         try shape.validate(a: a, b: b, c: c)
         guard shape.m > 0, shape.n > 0 else { return }
         let pa = pointer(a), pb = pointer(b), pc = pointer(c)
+        var blasBeta = beta
         if beta == 0 {
             // BLAS leaves C unread when beta is 0, but OpenBLAS multiplies it anyway on some
-            // paths; clearing first keeps a NaN already in C out of the result.
+            // paths; clearing first keeps a NaN already in C out of the result. OpenBLAS is then
+            // told beta = 1: its own pass over C (zeroing it again) is skipped, and 0 + alpha·AB
+            // is alpha·AB, the same bits.
+            blasBeta = 1
             for batch in 0..<shape.batch {
                 for row in 0..<shape.m {
                     (pc + batch * shape.strideC + row * shape.ldc).update(repeating: 0, count: shape.n)
@@ -98,7 +102,7 @@ public final class HostBackend: Backend {
                         shape.transposeB ? CblasTrans : CblasNoTrans,
                         Int32(shape.m), Int32(shape.n), Int32(shape.k), alpha,
                         pa + batch * shape.strideA, Int32(shape.lda),
-                        pb + batch * shape.strideB, Int32(shape.ldb), beta,
+                        pb + batch * shape.strideB, Int32(shape.ldb), blasBeta,
                         pc + batch * shape.strideC, Int32(shape.ldc))
         }
     }

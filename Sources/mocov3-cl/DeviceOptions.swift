@@ -19,9 +19,11 @@ struct DeviceOptions: ParsableArguments {
 
     /// Opens the chosen backend (the devices are enumerated once); unknown names and providers are
     /// errors listing the valid ones. Its `name` is the resolved device name.
-    func makeBackend() throws -> any Backend {
+    /// With `profiling`, an OpenCL backend records every launch's device time (``CLBackend/drainTimings()``).
+    func makeBackend(profiling: Bool = false) throws -> any Backend {
         try DeviceCatalog().makeBackend(requested: device, gemmProvider: try gemm.map(GEMMProvider.init(parsing:)),
-                                        kernelCache: noKernelCache ? nil : KernelBinaryCache.fromEnvironment())
+                                        kernelCache: noKernelCache ? nil : KernelBinaryCache.fromEnvironment(),
+                                        profiling: profiling)
     }
 
     /// A data-parallel rank's backend: `--device gpu` (or no flag, where the first device is a GPU)

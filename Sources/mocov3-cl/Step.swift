@@ -38,6 +38,9 @@ struct Step: ParsableCommand {
     @Option(help: "Time N steps after one untimed warm-up, and print one JSON line.")
     var `repeat`: Int?
 
+    @Flag(help: "With --repeat on an OpenCL device: also print, to stderr, each kernel's device time per timed step, longest first.")
+    var profile = false
+
     @Option(help: "Data parallel on the host backend as pretrain runs it: this many ranks as threads, each with its own model, a slice of the batch and cores / ranks threads [as pretrain: one per core while each keeps 32 images; 1 with --output or on other devices].")
     var ranks: Int?
 
@@ -72,6 +75,7 @@ struct Step: ParsableCommand {
         guard (0...1).contains(mocoM) else { throw ValidationError("--moco-m must lie in [0, 1], got \(mocoM)") }
         guard mocoT > 0, mocoT.isFinite else { throw ValidationError("--moco-t must be a positive number, got \(mocoT)") }
         if let count = self.repeat, count < 1 { throw ValidationError("--repeat must be at least 1, got \(count)") }
+        if profile, self.repeat == nil { throw ValidationError("--profile times the --repeat steps; add --repeat N") }
         do { _ = try OptimizerKind(parsing: optimizer) } catch { throw ValidationError("\(error)") }
         if weights == nil {
             guard imageSize > 0, patchSize > 0 else {
@@ -127,10 +131,16 @@ struct Step: ParsableCommand {
             throw ValidationError("--output writes one model's step; drop --ranks \(ranks) or --output")
         }
         let ranks = output != nil ? 1 : try InProcessRanks.resolve(self.ranks, batch: batch, device: deviceOptions)
+        let noKernels = ValidationError("--profile times OpenCL kernels; the host backend has none to time "
+            + "(profile it with perf record instead), so pick an OpenCL --device")
+        if profile, ranks > 1 { throw noKernels }   // in-process ranks run on the host only
         guard ranks > 1 else {
+            let backend = try deviceOptions.makeBackend(profiling: profile)
+            if profile, !(backend is CLBackend) { throw noKernels }
             let (model, timing) = try runSteps(layout: layout, initial: initial, views: (x1Values, x2Values), batch: batch,
-                                               backend: try deviceOptions.makeBackend(), communicator: SingleProcess())
+                                               backend: backend, communicator: SingleProcess())
             report(timing, layout: layout, batch: batch, ranks: 1)
+            if profile { reportKernels(timing) }
             if let output {
                 var metadata = weightsFile?.metadata ?? [:]
                 metadata.merge(Checkpoint.metadata(for: config)) { _, new in new }
@@ -156,6 +166,8 @@ struct Step: ParsableCommand {
         var seconds: [Double]
         /// The process's CPU time (user + system, every thread) over the timed steps.
         var cpuSeconds = 0.0
+        /// With --profile: device nanoseconds and launches per kernel label, summed over the timed steps.
+        var kernels: [String: (nanoseconds: UInt64, launches: Int)] = [:]
     }
 
     /// The process's user + system CPU seconds so far (all threads) and its peak resident
@@ -197,11 +209,18 @@ struct Step: ParsableCommand {
         if let count = self.repeat {
             // The ranks start together (each step's all-reduces keep them so).
             if communicator.isDistributed { var ready = [0.0]; try communicator.allReduceSum(&ready) }
+            let profiler = profile ? backend as? CLBackend : nil
+            _ = try profiler?.drainTimings()   // the warm-up's launches are not counted
             let cpu = Self.resourceUsage().cpuSeconds
             for number in 2...(count + 1) {
                 let start = DispatchTime.now().uptimeNanoseconds
                 timing.loss = try step(number)   // returns the loss on the host: the step is synchronized
                 timing.seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                // Read after the clock stops; the step is synchronized, so every event has ended.
+                for (label, nanoseconds) in try profiler?.drainTimings() ?? [] {
+                    timing.kernels[label, default: (0, 0)].nanoseconds += nanoseconds
+                    timing.kernels[label, default: (0, 0)].launches += 1
+                }
             }
             timing.cpuSeconds = Self.resourceUsage().cpuSeconds - cpu
         }
@@ -233,6 +252,27 @@ struct Step: ParsableCommand {
         ]
         print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
     }
+    /// --profile's table on stderr: per kernel, the launches and device milliseconds per timed step
+    /// and the share of the step's wall time, longest first, then the total against the wall.
+    func reportKernels(_ timing: Timing) {
+        let steps = Double(max(timing.seconds.count, 1))
+        let wallMilliseconds = timing.seconds.reduce(0, +) / steps * 1e3
+        let rows = timing.kernels.sorted { $0.value.nanoseconds > $1.value.nanoseconds }
+        var lines = ["# kernel device time per step (\(timing.seconds.count) timed steps, "
+                     + String(format: "%.1f ms wall each)", wallMilliseconds),
+                     "kernel,launches_per_step,ms_per_step,percent_of_wall"]
+        var total = 0.0
+        for (label, value) in rows {
+            let milliseconds = Double(value.nanoseconds) / 1e6 / steps
+            total += milliseconds
+            lines.append(String(format: "%@,%.0f,%.3f,%.1f", label, Double(value.launches) / steps, milliseconds,
+                                100 * milliseconds / wallMilliseconds))
+        }
+        lines.append(String(format: "all kernels,%.0f,%.3f,%.1f", Double(rows.map(\.value.launches).reduce(0, +)) / steps,
+                            total, 100 * total / wallMilliseconds))
+        FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+    }
+
     /// The configuration from the weights' metadata, else from the flags.
     private func modelConfig(_ weightsFile: SafetensorsFile?) throws -> MoCoConfig {
         if let weightsFile { return try Checkpoint.config(from: weightsFile, temperature: mocoT) }

@@ -18,7 +18,9 @@ struct AttentionCase: CustomTestStringConvertible, Sendable {
 
     /// Real ViT shapes (Tiny: C=192, H=3, D=64; Small: C=384, H=12, D=32; Base at 224 px: N=197,
     /// C=768, H=12), odd token counts around the work-group (8, 64) and tile (8, 32) sizes, and
-    /// saturating scores for both head dims.
+    /// saturating scores for both head dims; head dims of 5 and 12, which are not a multiple of 8,
+    /// run the CPU-class kernels' scalar form (attention.cl VECTOR_ROWS), every other case its
+    /// float8 form.
     static let all: [AttentionCase] = [
         AttentionCase(batch: 2, tokens: 65, width: 192, heads: 3),
         AttentionCase(batch: 2, tokens: 65, width: 384, heads: 12),
@@ -29,6 +31,8 @@ struct AttentionCase: CustomTestStringConvertible, Sendable {
         AttentionCase(batch: 2, tokens: 50, width: 96, heads: 3),
         AttentionCase(batch: 2, tokens: 65, width: 192, heads: 3, range: 8),
         AttentionCase(batch: 1, tokens: 50, width: 128, heads: 4, range: 8),
+        AttentionCase(batch: 2, tokens: 9, width: 20, heads: 4),
+        AttentionCase(batch: 2, tokens: 13, width: 36, heads: 3, range: 8),
     ]
 }
 

@@ -86,6 +86,15 @@ inline void stage_scalars(__local float *tile, __global const float *src, const 
 }
 #endif
 
+// VECTOR_ROWS: CPU-class devices with D a multiple of 8 run the kernels at the end of this file
+// instead of these three (same names, arguments and launch geometry).
+#if CPU_CLASS && HEAD_DIM % 8 == 0
+#define VECTOR_ROWS 1
+#else
+#define VECTOR_ROWS 0
+#endif
+
+#if !VECTOR_ROWS
 // output (B, N, C) and lse (B, H, N) from qkv (B, N, 3C); scale = D^-1/2.
 __kernel void attention_forward(__global float *output, const long output_offset,
                                 __global float *lse, const long lse_offset,
@@ -150,6 +159,8 @@ __kernel void attention_forward(__global float *output, const long output_offset
     }
 }
 
+#endif  // !VECTOR_ROWS
+
 // delta[b, h, i] = dO_i · O_i. Global size (N, H, B); the tiled variant does not need it tiled.
 __kernel void attention_backward_delta(__global float *delta, const long delta_offset,
                                        __global const float *output_gradient, const long output_gradient_offset,
@@ -164,6 +175,7 @@ __kernel void attention_backward_delta(__global float *delta, const long delta_o
     delta[delta_offset + ((long)b * heads + h) * n + i] = sum;
 }
 
+#if !VECTOR_ROWS
 // dQ rows of qkv_gradient, one work-item per query row, streaming K and V.
 __kernel void attention_backward_query(__global float *qkv_gradient, const long qkv_gradient_offset,
                                        __global const float *output_gradient, const long output_gradient_offset,
@@ -276,3 +288,166 @@ __kernel void attention_backward_key(__global float *qkv_gradient, const long qk
         }
     }
 }
+#endif  // !VECTOR_ROWS
+
+#if VECTOR_ROWS
+// The CPU-class kernels for D = 8k: every row of D floats held as D/8 float8 vectors (AVX
+// registers, or L1 where they spill), the other side's rows streamed 8 at a time: 8 dot products,
+// then one vector exp for their 8 probabilities, then the 8 rows' axpys. The same math, order of
+// keys and online softmax as the kernels above; only the sums inside a dot product (8 lanes, then
+// a fixed tree) and of the 8 probabilities (a tree) are grouped differently.
+#define LANES (HEAD_DIM / 8)
+
+inline float sum8(const float8 v) {
+    const float4 four = v.lo + v.hi;
+    const float2 two = four.lo + four.hi;
+    return two.x + two.y;
+}
+
+inline float max8(const float8 v) {
+    const float4 four = fmax(v.lo, v.hi);
+    const float2 two = fmax(four.lo, four.hi);
+    return fmax(two.x, two.y);
+}
+
+inline void load_lanes(float8 *x, __global const float *src) {
+#pragma unroll
+    for (int d = 0; d < LANES; ++d) x[d] = vload8(d, src);
+}
+
+inline float dot_lanes(const float8 *x, __global const float *y) {
+    float8 sum = x[0] * vload8(0, y);
+#pragma unroll
+    for (int d = 1; d < LANES; ++d) sum = fma(x[d], vload8(d, y), sum);
+    return sum8(sum);
+}
+
+inline void axpy_lanes(float8 *acc, const float a, __global const float *y) {
+    const float8 a8 = (float8)(a);
+#pragma unroll
+    for (int d = 0; d < LANES; ++d) acc[d] = fma(a8, vload8(d, y), acc[d]);
+}
+
+__kernel void attention_forward(__global float *output, const long output_offset,
+                                __global float *lse, const long lse_offset,
+                                __global const float *qkv, const long qkv_offset,
+                                const int n, const int heads, const int width, const float scale) {
+    const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+    if (i >= n) return;   // no barriers here
+    const int ld = 3 * width;
+    __global const float *queries = qkv + qkv_offset + (long)b * n * ld + h * HEAD_DIM;
+    __global const float *keys = queries + width, *values = queries + 2 * width;
+    float8 q[LANES], acc[LANES];
+    load_lanes(q, queries + (long)i * ld);
+#pragma unroll
+    for (int d = 0; d < LANES; ++d) acc[d] = (float8)(0.0f);
+    float m = -INFINITY, l = 0.0f;
+    for (int j0 = 0; j0 < n; j0 += 8) {
+        const int count = min(8, n - j0);
+        float s[8];
+#pragma unroll
+        for (int t = 0; t < 8; ++t) s[t] = t < count ? dot_lanes(q, keys + (long)(j0 + t) * ld) * scale : -INFINITY;
+        const float8 scores = vload8(0, s);
+        const float m_new = fmax(m, max8(scores));
+        const float correction = exp(m - m_new);
+        const float8 p8 = exp(scores - m_new);   // exactly 0 past count
+        l = l * correction + sum8(p8);
+        const float8 correction8 = (float8)(correction);
+#pragma unroll
+        for (int d = 0; d < LANES; ++d) acc[d] *= correction8;
+        float p[8];
+        vstore8(p8, 0, p);
+        for (int t = 0; t < count; ++t) axpy_lanes(acc, p[t], values + (long)(j0 + t) * ld);
+        m = m_new;
+    }
+    __global float *out = output + output_offset + ((long)b * n + i) * width + h * HEAD_DIM;
+    const float8 inverse = (float8)(1.0f / l);
+#pragma unroll
+    for (int d = 0; d < LANES; ++d) vstore8(acc[d] * inverse, d, out);
+    lse[lse_offset + ((long)b * heads + h) * n + i] = m + log(l);
+}
+
+__kernel void attention_backward_query(__global float *qkv_gradient, const long qkv_gradient_offset,
+                                       __global const float *output_gradient, const long output_gradient_offset,
+                                       __global const float *qkv, const long qkv_offset,
+                                       __global const float *lse, const long lse_offset,
+                                       __global const float *delta, const long delta_offset,
+                                       const int n, const int heads, const int width, const float scale) {
+    const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+    if (i >= n) return;
+    const int ld = 3 * width;
+    __global const float *queries = qkv + qkv_offset + (long)b * n * ld + h * HEAD_DIM;
+    __global const float *keys = queries + width, *values = queries + 2 * width;
+    const long statistic = ((long)b * heads + h) * n + i;
+    const float row_lse = lse[lse_offset + statistic], row_delta = delta[delta_offset + statistic];
+    float8 q[LANES], gradient[LANES], dq[LANES];
+    load_lanes(q, queries + (long)i * ld);
+    load_lanes(gradient, output_gradient + output_gradient_offset + ((long)b * n + i) * width + h * HEAD_DIM);
+#pragma unroll
+    for (int d = 0; d < LANES; ++d) dq[d] = (float8)(0.0f);
+    for (int j0 = 0; j0 < n; j0 += 8) {
+        const int count = min(8, n - j0);
+        float s[8], dp[8];
+#pragma unroll
+        for (int t = 0; t < 8; ++t) {
+            s[t] = t < count ? dot_lanes(q, keys + (long)(j0 + t) * ld) : 0.0f;
+            dp[t] = t < count ? dot_lanes(gradient, values + (long)(j0 + t) * ld) : 0.0f;
+        }
+        const float8 p8 = exp(vload8(0, s) * scale - row_lse);
+        float ds[8];
+        vstore8(p8 * (vload8(0, dp) - row_delta), 0, ds);
+        for (int t = 0; t < count; ++t) axpy_lanes(dq, ds[t], keys + (long)(j0 + t) * ld);
+    }
+    __global float *target = qkv_gradient + qkv_gradient_offset + ((long)b * n + i) * ld + h * HEAD_DIM;
+    const float8 scale8 = (float8)(scale);
+#pragma unroll
+    for (int d = 0; d < LANES; ++d) vstore8(dq[d] * scale8, d, target);
+}
+
+__kernel void attention_backward_key(__global float *qkv_gradient, const long qkv_gradient_offset,
+                                     __global const float *output_gradient, const long output_gradient_offset,
+                                     __global const float *qkv, const long qkv_offset,
+                                     __global const float *lse, const long lse_offset,
+                                     __global const float *delta, const long delta_offset,
+                                     const int n, const int heads, const int width, const float scale) {
+    const int j = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+    if (j >= n) return;
+    const int ld = 3 * width;
+    __global const float *queries = qkv + qkv_offset + (long)b * n * ld + h * HEAD_DIM;
+    __global const float *gradients = output_gradient + output_gradient_offset + (long)b * n * width + h * HEAD_DIM;
+    __global const float *row_lses = lse + lse_offset + ((long)b * heads + h) * n;
+    __global const float *row_deltas = delta + delta_offset + ((long)b * heads + h) * n;
+    float8 k[LANES], v[LANES], dk[LANES], dv[LANES];
+    load_lanes(k, queries + width + (long)j * ld);
+    load_lanes(v, queries + 2 * width + (long)j * ld);
+#pragma unroll
+    for (int d = 0; d < LANES; ++d) dk[d] = dv[d] = (float8)(0.0f);
+    for (int i0 = 0; i0 < n; i0 += 8) {
+        const int count = min(8, n - i0);
+        float s[8], dp[8], row_lse[8], row_delta[8];
+#pragma unroll
+        for (int t = 0; t < 8; ++t) {
+            const bool live = t < count;
+            s[t] = live ? dot_lanes(k, queries + (long)(i0 + t) * ld) : 0.0f;
+            dp[t] = live ? dot_lanes(v, gradients + (long)(i0 + t) * width) : 0.0f;
+            row_lse[t] = live ? row_lses[i0 + t] : 0.0f;
+            row_delta[t] = live ? row_deltas[i0 + t] : 0.0f;
+        }
+        const float8 p8 = exp(vload8(0, s) * scale - vload8(0, row_lse));
+        float p[8], ds[8];
+        vstore8(p8, 0, p);
+        vstore8(p8 * (vload8(0, dp) - vload8(0, row_delta)), 0, ds);
+        for (int t = 0; t < count; ++t) {
+            axpy_lanes(dv, p[t], gradients + (long)(i0 + t) * width);
+            axpy_lanes(dk, ds[t], queries + (long)(i0 + t) * ld);
+        }
+    }
+    __global float *target = qkv_gradient + qkv_gradient_offset + ((long)b * n + j) * ld + h * HEAD_DIM;
+    const float8 scale8 = (float8)(scale);
+#pragma unroll
+    for (int d = 0; d < LANES; ++d) {
+        vstore8(dk[d] * scale8, d, target + width);
+        vstore8(dv[d], d, target + 2 * width);
+    }
+}
+#endif  // VECTOR_ROWS
