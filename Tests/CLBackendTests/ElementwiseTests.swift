@@ -6,8 +6,10 @@ import TestSupport
 /// kernels/cl/elementwise.cl (both variants) against the host backend.
 @Suite(.enabled(if: TestDevices.hasOpenCL, TestDevices.skipReason), .serialized)
 struct ElementwiseTests {
-    /// (rows, columns): ViT-Tiny/Small activations and odd sizes around the work-group size.
-    static let shapes: [[Int]] = [[130, 192], [2, 65, 384], [7, 33], [1, 1], [65, 1], [3, 4097]]
+    /// (rows, columns): ViT-Tiny/Small activations and odd sizes around the work-group size and
+    /// the CPU-class kernels' span of 16384 elements ([2, 65, 384] and [5, 7001]: several spans and
+    /// a partial one; 7001 columns: two rows per work-item and a float8 tail in each row).
+    static let shapes: [[Int]] = [[130, 192], [2, 65, 384], [7, 33], [1, 1], [65, 1], [3, 4097], [5, 7001]]
     let device: CLBackend
 
     init() throws { device = try TestDevices.backend() }
@@ -35,8 +37,9 @@ struct ElementwiseTests {
     }
 
     /// Drop path's per-sample scaling: keep masks scaled by 1/keep (and zeros), out of place and in place.
-    @Test(arguments: shapes)
-    func scaleRowsMatchesHost(shape: [Int]) throws {
+    @Test(arguments: CLBackend.KernelVariant.allCases, shapes)
+    func scaleRowsMatchesHost(variant: CLBackend.KernelVariant, shape: [Int]) throws {
+        device.kernelVariant = variant
         let columns = shape.last!, rows = shape.reduce(1, *) / columns
         let x = values(shape, seed: 11)
         let factors = (0..<rows).map { $0 % 3 == 1 ? Float(0) : Float(1 / 0.9) }
@@ -55,8 +58,9 @@ struct ElementwiseTests {
         }
     }
 
-    @Test(arguments: shapes)
-    func reluAddScaleAndBias(shape: [Int]) throws {
+    @Test(arguments: CLBackend.KernelVariant.allCases, shapes)
+    func reluAddScaleAndBias(variant: CLBackend.KernelVariant, shape: [Int]) throws {
+        device.kernelVariant = variant
         let x = values(shape, seed: 3), y = values(shape, seed: 4), dy = values(shape, seed: 5)
         let columns = shape.last!, bias = values([columns], seed: 6)
         try compareWithHost(device, inputs: [.float(x, shape: shape)], outputs: [OpOutput(shape: shape)],

@@ -11,6 +11,11 @@
 // Buffers are (base, offset in elements); counts fit in int. Host reference:
 // Sources/Tensors/HostBackend+Elementwise.swift.
 //
+// Work per work-item: GPUs run one element (one float8 for GELU) per work-item. CPU-class devices
+// run a SPAN of consecutive elements per work-item (rows of ROWS_PER_ITEM for add_bias and
+// scale_rows, passed by the launcher), walked as float8 vectors plus a scalar tail: PoCL's cost per
+// work-group then stops mattering (one work-item per element ran at 4-6 GB/s of memcpy's 22).
+//
 // Tunables: CPU_CLASS (1 on CPU-class devices). PoCL's erf costs ~10 ns per element and does not
 // vectorize, while exp costs ~0.5 ns, so CPU-class devices evaluate Phi through erfc's Chebyshev
 // fit (Numerical Recipes' erfcc, fractional error < 1.2e-7 everywhere, i.e. ~2 ulp), which needs
@@ -19,6 +24,23 @@
 #ifndef SUM_ROWS_CHUNK
 #define SUM_ROWS_CHUNK 256
 #endif
+
+// Elements per work-item of the point-wise kernels (CLBackend.pointwiseSpan must agree).
+#if CPU_CLASS
+#define SPAN 16384
+#else
+#define SPAN 1
+#endif
+
+// The work-item's elements [begin, end) of n, SPAN per work-item.
+#define SPAN_RANGE(n) \
+    const long begin = (long)get_global_id(0) * SPAN, end = min((long)(n), begin + SPAN)
+
+// `body8(i)` on the float8 at i while 8 fit, then `body1(i)` on single elements.
+#define SPAN_LOOP(body8, body1) { \
+    long i = begin; \
+    for (; i + 8 <= end; i += 8) { body8; } \
+    for (; i < end; ++i) { body1; } }
 
 #define INV_SQRT2 0.70710678118654752f
 #define INV_SQRT_2PI 0.39894228040143268f
@@ -57,63 +79,101 @@ inline void store8(const float8 v, __global float *p, const int count) {
     for (int e = 0; e < count; ++e) p[e] = values[e];
 }
 
-// Global (ceil(n / 8)).
+// Global (ceil(n / (8 SPAN))): SPAN float8 vectors per work-item.
 __kernel void gelu_forward(__global float *y, const long y_offset, __global const float *x, const long x_offset,
                            const int n) {
-    const int i = get_global_id(0) * 8;
-    if (i >= n) return;
-    const float8 v = load8(x + x_offset + i, n - i);
-    store8(v * cumulative_normal(v), y + y_offset + i, n - i);
+    const long first = (long)get_global_id(0) * 8 * SPAN, last = min((long)n, first + 8 * SPAN);
+    for (long i = first; i < last; i += 8) {
+        const float8 v = load8(x + x_offset + i, (int)(last - i));
+        store8(v * cumulative_normal(v), y + y_offset + i, (int)(last - i));
+    }
 }
 
-// Global (ceil(n / 8)).
+// Global (ceil(n / (8 SPAN))).
 __kernel void gelu_backward(__global float *dx, const long dx_offset, __global const float *dy,
                             const long dy_offset, __global const float *x, const long x_offset, const int n) {
-    const int i = get_global_id(0) * 8;
-    if (i >= n) return;
-    const float8 v = load8(x + x_offset + i, n - i);
-    const float8 derivative = cumulative_normal(v) + v * INV_SQRT_2PI * exp(-0.5f * v * v);
-    store8(load8(dy + dy_offset + i, n - i) * derivative, dx + dx_offset + i, n - i);
+    const long first = (long)get_global_id(0) * 8 * SPAN, last = min((long)n, first + 8 * SPAN);
+    for (long i = first; i < last; i += 8) {
+        const float8 v = load8(x + x_offset + i, (int)(last - i));
+        const float8 derivative = cumulative_normal(v) + v * INV_SQRT_2PI * exp(-0.5f * v * v);
+        store8(load8(dy + dy_offset + i, (int)(last - i)) * derivative, dx + dx_offset + i, (int)(last - i));
+    }
 }
 
+// Global (ceil(n / SPAN)) for relu, relu_backward, add and scale.
 __kernel void relu(__global float *y, const long y_offset, __global const float *x, const long x_offset,
                    const int n) {
-    const int i = get_global_id(0);
-    if (i < n) y[y_offset + i] = fmax(x[x_offset + i], 0.0f);
+    SPAN_RANGE(n);
+    x += x_offset;
+    y += y_offset;
+    SPAN_LOOP(vstore8(fmax(vload8(0, x + i), 0.0f), 0, y + i), y[i] = fmax(x[i], 0.0f))
 }
 
 __kernel void relu_backward(__global float *dx, const long dx_offset, __global const float *dy,
                             const long dy_offset, __global const float *y, const long y_offset, const int n) {
-    const int i = get_global_id(0);
-    if (i < n) dx[dx_offset + i] = y[y_offset + i] > 0.0f ? dy[dy_offset + i] : 0.0f;
+    SPAN_RANGE(n);
+    dx += dx_offset;
+    dy += dy_offset;
+    y += y_offset;
+    SPAN_LOOP(vstore8(select((float8)(0.0f), vload8(0, dy + i), isgreater(vload8(0, y + i), 0.0f)), 0, dx + i),
+              dx[i] = y[i] > 0.0f ? dy[i] : 0.0f)
 }
 
 __kernel void add(__global float *z, const long z_offset, __global const float *x, const long x_offset,
                   __global const float *y, const long y_offset, const int n) {
-    const int i = get_global_id(0);
-    if (i < n) z[z_offset + i] = x[x_offset + i] + y[y_offset + i];
+    SPAN_RANGE(n);
+    z += z_offset;
+    x += x_offset;
+    y += y_offset;
+    SPAN_LOOP(vstore8(vload8(0, x + i) + vload8(0, y + i), 0, z + i), z[i] = x[i] + y[i])
 }
 
 __kernel void scale(__global float *x, const long x_offset, const int n, const float factor) {
-    const int i = get_global_id(0);
-    if (i < n) x[x_offset + i] *= factor;
+    SPAN_RANGE(n);
+    x += x_offset;
+    SPAN_LOOP(vstore8(vload8(0, x + i) * factor, 0, x + i), x[i] *= factor)
 }
 
 // Drop path (stochastic depth): y[r, i] = factor[r] * x[r, i] for x (R, C); y may be x.
-// Global (C, R).
+// GPUs: global (C, R). CPU-class: global (ceil(R / rows_per_item)), whole rows per work-item.
 __kernel void scale_rows(__global float *y, const long y_offset, __global const float *x, const long x_offset,
-                         __global const float *factor, const long factor_offset, const int rows, const int columns) {
+                         __global const float *factor, const long factor_offset, const int rows, const int columns,
+                         const int rows_per_item) {
+#if CPU_CLASS
+    const int first = get_global_id(0) * rows_per_item, last = min(rows, first + rows_per_item);
+    for (int r = first; r < last; ++r) {
+        __global const float *in = x + x_offset + (long)r * columns;
+        __global float *out = y + y_offset + (long)r * columns;
+        const float f = factor[factor_offset + r];
+        int c = 0;
+        for (; c + 8 <= columns; c += 8) vstore8(f * vload8(0, in + c), 0, out + c);
+        for (; c < columns; ++c) out[c] = f * in[c];
+    }
+#else
     const int c = get_global_id(0), r = get_global_id(1);
     if (c < columns && r < rows) {
         const long i = (long)r * columns + c;
         y[y_offset + i] = factor[factor_offset + r] * x[x_offset + i];
     }
+#endif
 }
 
+// GPUs: global (C, R). CPU-class: global (ceil(R / rows_per_item)), whole rows per work-item.
 __kernel void add_bias(__global float *x, const long x_offset, __global const float *bias, const long bias_offset,
-                       const int rows, const int columns) {
+                       const int rows, const int columns, const int rows_per_item) {
+#if CPU_CLASS
+    const int first = get_global_id(0) * rows_per_item, last = min(rows, first + rows_per_item);
+    __global const float *b = bias + bias_offset;
+    for (int r = first; r < last; ++r) {
+        __global float *line = x + x_offset + (long)r * columns;
+        int c = 0;
+        for (; c + 8 <= columns; c += 8) vstore8(vload8(0, line + c) + vload8(0, b + c), 0, line + c);
+        for (; c < columns; ++c) line[c] += b[c];
+    }
+#else
     const int c = get_global_id(0), r = get_global_id(1);
     if (c < columns && r < rows) x[x_offset + (long)r * columns + c] += bias[bias_offset + c];
+#endif
 }
 
 // Pass 1: partial[chunk, c] = sum of SUM_ROWS_CHUNK rows.  Global (C, chunks).
