@@ -6,10 +6,14 @@ extension CLBackend {
     /// on CPU-class devices, one on GPUs.
     var pointwiseSpan: Int { kernelVariant == .cpu ? 16384 : 1 }
 
-    /// Work-items for `count` elements taken `vector` at a time, `pointwiseSpan` vectors each.
-    func pointwiseItems(_ count: Int, vector: Int = 1) -> Int {
-        let vectors = (count + vector - 1) / vector
-        return (vectors + pointwiseSpan - 1) / pointwiseSpan
+    /// Runs a point-wise kernel of elementwise.cl over `count` elements, `pointwiseSpan` per
+    /// work-item (GELU: at least its `vector` of 8). On CPU-class devices each work-item is its own
+    /// work-group: PoCL runs a work-group on one thread, so groups of 64 spans would leave cores idle.
+    func launchSpanned(_ name: String, count: Int, vector: Int = 1, _ arguments: [KernelArgument]) throws {
+        let perItem = max(pointwiseSpan, vector)
+        try launch(kernel(name, family: "elementwise", options: kernelVariant.buildOption), label: name,
+                   global: [(count + perItem - 1) / perItem],
+                   local: [kernelVariant == .cpu ? 1 : Self.vectorLocalSize], arguments)
     }
 
     /// add_bias and scale_rows: whole rows per work-item on CPU-class devices (about a span of
@@ -18,6 +22,7 @@ extension CLBackend {
         let rowsPerItem = kernelVariant == .cpu ? max(1, pointwiseSpan / max(columns, 1)) : 1
         let global = kernelVariant == .cpu ? [(rows + rowsPerItem - 1) / rowsPerItem] : [columns, rows]
         try launch(kernel(name, family: "elementwise", options: kernelVariant.buildOption), label: name, global: global,
+                   local: kernelVariant == .cpu ? [1] : nil,
                    arguments + [.int(Int32(rows)), .int(Int32(columns)), .int(Int32(rowsPerItem))])
     }
 
@@ -32,14 +37,14 @@ extension CLBackend {
         try checkOperands("gelu", output, input)
         try checkSameCount("gelu", output, input)
         let n = try int32Count(input.count, "gelu")
-        try launchPointwise("gelu_forward", count: pointwiseItems(input.count, vector: 8), [.operand(output), .operand(input), .int(n)])
+        try launchSpanned("gelu_forward", count: input.count, vector: 8, [.operand(output), .operand(input), .int(n)])
     }
 
     public func geluBackward(inputGradient: Tensor, outputGradient: Tensor, input: Tensor) throws {
         try checkOperands("geluBackward", inputGradient, outputGradient, input)
         try checkSameCount("geluBackward", inputGradient, outputGradient, input)
         let n = try int32Count(input.count, "geluBackward")
-        try launchPointwise("gelu_backward", count: pointwiseItems(input.count, vector: 8),
+        try launchSpanned("gelu_backward", count: input.count, vector: 8,
                             [.operand(inputGradient), .operand(outputGradient), .operand(input), .int(n)])
     }
 
@@ -47,14 +52,14 @@ extension CLBackend {
         try checkOperands("relu", output, input)
         try checkSameCount("relu", output, input)
         let n = try int32Count(input.count, "relu")
-        try launchPointwise("relu", count: pointwiseItems(input.count), [.operand(output), .operand(input), .int(n)])
+        try launchSpanned("relu", count: input.count, [.operand(output), .operand(input), .int(n)])
     }
 
     public func reluBackward(inputGradient: Tensor, outputGradient: Tensor, output: Tensor) throws {
         try checkOperands("reluBackward", inputGradient, outputGradient, output)
         try checkSameCount("reluBackward", inputGradient, outputGradient, output)
         let n = try int32Count(output.count, "reluBackward")
-        try launchPointwise("relu_backward", count: pointwiseItems(output.count),
+        try launchSpanned("relu_backward", count: output.count,
                             [.operand(inputGradient), .operand(outputGradient), .operand(output), .int(n)])
     }
 
@@ -62,13 +67,13 @@ extension CLBackend {
         try checkOperands("add", output, a, b)
         try checkSameCount("add", output, a, b)
         let n = try int32Count(output.count, "add")
-        try launchPointwise("add", count: pointwiseItems(output.count), [.operand(output), .operand(a), .operand(b), .int(n)])
+        try launchSpanned("add", count: output.count, [.operand(output), .operand(a), .operand(b), .int(n)])
     }
 
     public func scale(_ x: Tensor, by factor: Float) throws {
         try checkOperands("scale", x)
         let n = try int32Count(x.count, "scale")
-        try launchPointwise("scale", count: pointwiseItems(x.count), [.operand(x), .int(n), .float(factor)])
+        try launchSpanned("scale", count: x.count, [.operand(x), .int(n), .float(factor)])
     }
 
     public func addBias(_ x: Tensor, bias: Tensor) throws {
@@ -98,7 +103,7 @@ extension CLBackend {
         let partial = try makeTensor(shape: [chunks, columns])
         let options = kernelVariant.buildOption
         try launch(kernel("sum_rows_partial", family: "elementwise", options: options), label: "sum_rows_partial",
-                   global: [columns, chunks],
+                   global: [kernelVariant == .cpu ? (columns + 7) / 8 : columns, chunks],
                    [.buffer(partial)] + [.operand(input), .int(Int32(rows)), .int(Int32(columns))])
         try launch(kernel("sum_rows_finish", family: "elementwise", options: options), label: "sum_rows_finish",
                    global: [columns], [.operand(output), .buffer(partial), .int(Int32(chunks)), .int(Int32(columns))])

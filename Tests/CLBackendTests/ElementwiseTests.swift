@@ -80,8 +80,9 @@ struct ElementwiseTests {
                             "addBias \(shape)") { b, i, o in try b.addBias(o[0], bias: i[0]) }
     }
 
-    @Test(arguments: [[130, 192], [16640, 64], [7, 33], [1, 5], [513, 3]])
-    func sumRowsAccumulates(shape: [Int]) throws {
+    @Test(arguments: CLBackend.KernelVariant.allCases, [[130, 192], [16640, 64], [7, 33], [1, 5], [513, 3], [300, 13]])
+    func sumRowsAccumulates(variant: CLBackend.KernelVariant, shape: [Int]) throws {
+        device.kernelVariant = variant
         let x = values(shape, seed: 7), start = values([shape.last!], seed: 8)
         // Rows are summed in chunks of 256 then added: rounding differs from the host's Double sum.
         try compareWithHost(device, inputs: [.float(x, shape: shape)],

@@ -79,20 +79,23 @@ inline void store8(const float8 v, __global float *p, const int count) {
     for (int e = 0; e < count; ++e) p[e] = values[e];
 }
 
-// Global (ceil(n / (8 SPAN))): SPAN float8 vectors per work-item.
+// Elements per work-item of GELU: a span, and at least one float8.
+#define GELU_SPAN (SPAN >= 8 ? SPAN : 8)
+
+// Global (ceil(n / GELU_SPAN)).
 __kernel void gelu_forward(__global float *y, const long y_offset, __global const float *x, const long x_offset,
                            const int n) {
-    const long first = (long)get_global_id(0) * 8 * SPAN, last = min((long)n, first + 8 * SPAN);
+    const long first = (long)get_global_id(0) * GELU_SPAN, last = min((long)n, first + GELU_SPAN);
     for (long i = first; i < last; i += 8) {
         const float8 v = load8(x + x_offset + i, (int)(last - i));
         store8(v * cumulative_normal(v), y + y_offset + i, (int)(last - i));
     }
 }
 
-// Global (ceil(n / (8 SPAN))).
+// Global (ceil(n / GELU_SPAN)).
 __kernel void gelu_backward(__global float *dx, const long dx_offset, __global const float *dy,
                             const long dy_offset, __global const float *x, const long x_offset, const int n) {
-    const long first = (long)get_global_id(0) * 8 * SPAN, last = min((long)n, first + 8 * SPAN);
+    const long first = (long)get_global_id(0) * GELU_SPAN, last = min((long)n, first + GELU_SPAN);
     for (long i = first; i < last; i += 8) {
         const float8 v = load8(x + x_offset + i, (int)(last - i));
         const float8 derivative = cumulative_normal(v) + v * INV_SQRT_2PI * exp(-0.5f * v * v);
@@ -176,15 +179,35 @@ __kernel void add_bias(__global float *x, const long x_offset, __global const fl
 #endif
 }
 
-// Pass 1: partial[chunk, c] = sum of SUM_ROWS_CHUNK rows.  Global (C, chunks).
+// Pass 1: partial[chunk, c] = sum of SUM_ROWS_CHUNK rows, each column's rows added in order.
+// GPUs: global (C, chunks), a column per work-item. CPU-class: global (ceil(C / 8), chunks), 8
+// adjacent columns per work-item as one float8 (the same sums, so the same bits).
 __kernel void sum_rows_partial(__global float *partial, __global const float *x, const long x_offset,
                                const int rows, const int columns) {
-    const int c = get_global_id(0), chunk = get_global_id(1);
-    if (c >= columns) return;
+    const int chunk = get_global_id(1);
     const int begin = chunk * SUM_ROWS_CHUNK, end = min(rows, begin + SUM_ROWS_CHUNK);
+#if CPU_CLASS
+    const int c = get_global_id(0) * 8;
+    if (c >= columns) return;
+    __global const float *column = x + x_offset + c;
+    if (c + 8 <= columns) {
+        float8 sum = (float8)(0.0f);
+        for (int r = begin; r < end; ++r) sum += vload8(0, column + (long)r * columns);
+        vstore8(sum, 0, partial + (long)chunk * columns + c);
+        return;
+    }
+    for (int e = 0; e < columns - c; ++e) {
+        float sum = 0.0f;
+        for (int r = begin; r < end; ++r) sum += column[(long)r * columns + e];
+        partial[(long)chunk * columns + c + e] = sum;
+    }
+#else
+    const int c = get_global_id(0);
+    if (c >= columns) return;
     float sum = 0.0f;
     for (int r = begin; r < end; ++r) sum += x[x_offset + (long)r * columns + c];
     partial[(long)chunk * columns + c] = sum;
+#endif
 }
 
 // Pass 2: out[c] += sum over chunks.  Global (C).
