@@ -298,12 +298,6 @@ __kernel void attention_backward_key(__global float *qkv_gradient, const long qk
 // a fixed tree) and of the 8 probabilities (a tree) are grouped differently.
 #define LANES (HEAD_DIM / 8)
 
-inline float sum8(const float8 v) {
-    const float4 four = v.lo + v.hi;
-    const float2 two = four.lo + four.hi;
-    return two.x + two.y;
-}
-
 inline float max8(const float8 v) {
     const float4 four = fmax(v.lo, v.hi);
     const float2 two = fmax(four.lo, four.hi);
