@@ -20,8 +20,10 @@
 // differences), then the exact second pass sum (x - mean)^2; no E[x^2] - E[x]^2.
 //
 // Variants (CPU_CLASS, from the device class; tests build both on PoCL):
-//   CPU_CLASS=1  one work-item per column looping over the rows, no barriers. Neighbouring
-//                work-items read neighbouring columns, which PoCL packs into vector loads.
+//   CPU_CLASS=1  one work-item per 8 adjacent columns, as one float8, looping over the rows, no
+//                barriers (the last work-item's partial vector is gathered and scattered lane by
+//                lane). Each column's sums run over the rows in order, as with one column per
+//                work-item, so the bits are those of that form (which ran at 1-2 GB/s on PoCL).
 //   CPU_CLASS=0  one work-group per COLUMN_GROUP columns, COLUMN_LANES work-items per column
 //                splitting the rows, with a local-memory tree reduction over the lanes
 //                (tree_sum, common.cl).
@@ -36,25 +38,22 @@
 #endif
 
 #if CPU_CLASS
-#define LANES 1
-#define LANE 0
-#else
-#define LANES COLUMN_LANES
-#define LANE ((int)get_local_id(1))
-#endif
-
-// The sum of `value` over the LANES work-items of one column; every one of them gets it. The
-// trailing barrier lets the caller reuse `scratch` straight away.
-float2 column_sum(const float2 value, __local float2 *scratch) {
-#if CPU_CLASS
-    return value;
-#else
-    // Lane l of column c owns scratch[l * COLUMN_GROUP + c] (tree_sum, common.cl).
-    return tree_sum(scratch + get_local_id(0), value, LANE, COLUMN_LANES, COLUMN_GROUP);
-#endif
+// count (1..8) adjacent floats from p as a float8 (zeros past count), and back.
+inline float8 load_columns(__global const float *p, const int count) {
+    if (count == 8) return vload8(0, p);
+    float values[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    for (int e = 0; e < count; ++e) values[e] = p[e];
+    return vload8(0, values);
 }
 
-// CPU: global (C). GPU: global (roundup(C, COLUMN_GROUP), COLUMN_LANES), local (COLUMN_GROUP, COLUMN_LANES).
+inline void store_columns(const float8 v, __global float *p, const int count) {
+    if (count == 8) { vstore8(v, 0, p); return; }
+    float values[8];
+    vstore8(v, 0, values);
+    for (int e = 0; e < count; ++e) p[e] = values[e];
+}
+
+// Global (ceil(C / 8)).
 __kernel void batchnorm_forward(__global float *y, const long y_offset,
                                 __global float *saved_mean, const long saved_mean_offset,
                                 __global float *saved_rstd, const long saved_rstd_offset,
@@ -65,11 +64,101 @@ __kernel void batchnorm_forward(__global float *y, const long y_offset,
                                 __global float *running_var, const long running_var_offset,
                                 const int rows, const int columns, const float momentum, const float epsilon,
                                 const int training) {
-#if !CPU_CLASS
-    __local float2 scratch[COLUMN_LANES * COLUMN_GROUP];
+    const int c = get_global_id(0) * 8;
+    if (c >= columns) return;
+    const int count = min(8, columns - c);
+    __global const float *xc = x + x_offset + c;  // element (r, c + e) at xc[r * columns + e]
+    __global float *yc = y + y_offset + c;
+    float8 shift = (float8)(0.0f), shifted_mean, s;
+    if (training) {
+        shift = load_columns(xc, count);
+        float8 sum = (float8)(0.0f);
+        for (int r = 0; r < rows; ++r) sum += load_columns(xc + (long)r * columns, count) - shift;
+        shifted_mean = sum / rows;
+        float8 squares = (float8)(0.0f);
+        for (int r = 0; r < rows; ++r) {
+            const float8 d = (load_columns(xc + (long)r * columns, count) - shift) - shifted_mean;
+            squares = fma(d, d, squares);
+        }
+        const float8 variance = squares / rows;
+        s = 1.0f / sqrt(variance + epsilon);
+        const float8 unbiased = variance * rows / (rows - 1);
+        __global float *rm = running_mean + running_mean_offset + c, *rv = running_var + running_var_offset + c;
+        store_columns((1.0f - momentum) * load_columns(rm, count) + momentum * (shift + shifted_mean), rm, count);
+        store_columns((1.0f - momentum) * load_columns(rv, count) + momentum * unbiased, rv, count);
+    } else {
+        shifted_mean = load_columns(running_mean + running_mean_offset + c, count);
+        s = 1.0f / sqrt(load_columns(running_var + running_var_offset + c, count) + epsilon);
+    }
+    store_columns(shift + shifted_mean, saved_mean + saved_mean_offset + c, count);
+    store_columns(s, saved_rstd + saved_rstd_offset + c, count);
+    const float8 gamma = has_weight ? load_columns(w + w_offset + c, count) : (float8)(1.0f);
+    const float8 beta = has_bias ? load_columns(b + b_offset + c, count) : (float8)(0.0f);
+    for (int r = 0; r < rows; ++r) {
+        const long index = (long)r * columns;
+        store_columns(fma(((load_columns(xc + index, count) - shift) - shifted_mean) * s, gamma, beta), yc + index,
+                      count);
+    }
+}
+
+// Global (ceil(C / 8)). dw / db are updated only when has_dw / has_db.
+__kernel void batchnorm_backward(__global float *dx, const long dx_offset,
+                                 __global float *dw, const long dw_offset, const int has_dw,
+                                 __global float *db, const long db_offset, const int has_db,
+                                 __global const float *dy, const long dy_offset,
+                                 __global const float *x, const long x_offset,
+                                 __global const float *saved_mean, const long saved_mean_offset,
+                                 __global const float *saved_rstd, const long saved_rstd_offset,
+                                 __global const float *w, const long w_offset, const int has_weight,
+                                 const int rows, const int columns) {
+    const int c = get_global_id(0) * 8;
+    if (c >= columns) return;
+    const int count = min(8, columns - c);
+    __global const float *xc = x + x_offset + c;
+    __global const float *dyc = dy + dy_offset + c;
+    __global float *dxc = dx + dx_offset + c;
+    const float8 m = load_columns(saved_mean + saved_mean_offset + c, count);
+    const float8 s = load_columns(saved_rstd + saved_rstd_offset + c, count);
+    float8 sum_dy = (float8)(0.0f), sum_dy_xhat = (float8)(0.0f);
+    for (int r = 0; r < rows; ++r) {
+        const long index = (long)r * columns;
+        const float8 g = load_columns(dyc + index, count);
+        sum_dy += g;
+        sum_dy_xhat += g * (load_columns(xc + index, count) - m) * s;
+    }
+    if (has_dw) store_columns(load_columns(dw + dw_offset + c, count) + sum_dy_xhat, dw + dw_offset + c, count);
+    if (has_db) store_columns(load_columns(db + db_offset + c, count) + sum_dy, db + db_offset + c, count);
+    const float8 gamma = has_weight ? load_columns(w + w_offset + c, count) : (float8)(1.0f);
+    const float8 k = gamma * s / rows;
+    for (int r = 0; r < rows; ++r) {
+        const long index = (long)r * columns;
+        store_columns(k * (rows * load_columns(dyc + index, count) - sum_dy - (load_columns(xc + index, count) - m) * s
+                           * sum_dy_xhat), dxc + index, count);
+    }
+}
 #else
-    __local float2 *scratch = 0;
-#endif
+#define LANES COLUMN_LANES
+#define LANE ((int)get_local_id(1))
+
+// The sum of `value` over the LANES work-items of one column; every one of them gets it. The
+// trailing barrier lets the caller reuse `scratch` straight away.
+float2 column_sum(const float2 value, __local float2 *scratch) {
+    // Lane l of column c owns scratch[l * COLUMN_GROUP + c] (tree_sum, common.cl).
+    return tree_sum(scratch + get_local_id(0), value, LANE, COLUMN_LANES, COLUMN_GROUP);
+}
+
+// Global (roundup(C, COLUMN_GROUP), COLUMN_LANES), local (COLUMN_GROUP, COLUMN_LANES).
+__kernel void batchnorm_forward(__global float *y, const long y_offset,
+                                __global float *saved_mean, const long saved_mean_offset,
+                                __global float *saved_rstd, const long saved_rstd_offset,
+                                __global const float *x, const long x_offset,
+                                __global const float *w, const long w_offset, const int has_weight,
+                                __global const float *b, const long b_offset, const int has_bias,
+                                __global float *running_mean, const long running_mean_offset,
+                                __global float *running_var, const long running_var_offset,
+                                const int rows, const int columns, const float momentum, const float epsilon,
+                                const int training) {
+    __local float2 scratch[COLUMN_LANES * COLUMN_GROUP];
     const int c = get_global_id(0);
     // Columns past C in the last GPU work-group still take part in the barriers.
     const bool active = c < columns;
@@ -128,11 +217,7 @@ __kernel void batchnorm_backward(__global float *dx, const long dx_offset,
                                  __global const float *saved_rstd, const long saved_rstd_offset,
                                  __global const float *w, const long w_offset, const int has_weight,
                                  const int rows, const int columns) {
-#if !CPU_CLASS
     __local float2 scratch[COLUMN_LANES * COLUMN_GROUP];
-#else
-    __local float2 *scratch = 0;
-#endif
     const int c = get_global_id(0);
     const bool active = c < columns;
     __global const float *xc = x + x_offset + c;
@@ -162,3 +247,4 @@ __kernel void batchnorm_backward(__global float *dx, const long dx_offset,
         dxc[index] = k * (rows * dyc[index] - sums.x - (xc[index] - m) * s * sums.y);
     }
 }
+#endif  // CPU_CLASS
