@@ -298,12 +298,6 @@ __kernel void attention_backward_key(__global float *qkv_gradient, const long qk
 // a fixed tree) and of the 8 probabilities (a tree) are grouped differently.
 #define LANES (HEAD_DIM / 8)
 
-inline float max8(const float8 v) {
-    const float4 four = fmax(v.lo, v.hi);
-    const float2 two = fmax(four.lo, four.hi);
-    return fmax(two.x, two.y);
-}
-
 inline void load_lanes(float8 *x, __global const float *src) {
 #pragma unroll
     for (int d = 0; d < LANES; ++d) x[d] = vload8(d, src);

@@ -9,7 +9,7 @@
 //   floatV, vloadV, vstoreV
 //                      float vectors of the family's width VW (a tunable that gemm.cl and
 //                      patch_embed.cl each default) and their loads and stores.
-//   sum8               the lanes of a float8 added in a fixed tree (the CPU-class row loops).
+//   sum8, max8         the lanes of a float8 added (or maxed) in a fixed tree (CPU-class row loops).
 //   tree_sum, tree_max local-memory tree reductions over the work-items that share one row or
 //                      column of a work-group (the GPU variants of batchnorm.cl, layernorm.cl,
 //                      softmax.cl).
@@ -22,6 +22,12 @@ inline float sum8(const float8 v) {
     const float4 four = v.lo + v.hi;
     const float2 two = four.lo + four.hi;
     return two.x + two.y;
+}
+
+inline float max8(const float8 v) {
+    const float4 four = fmax(v.lo, v.hi);
+    const float2 two = fmax(four.lo, four.hi);
+    return fmax(two.x, two.y);
 }
 
 #define CAT_(a, b) a##b
