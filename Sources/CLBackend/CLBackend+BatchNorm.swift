@@ -4,11 +4,11 @@ import Tensors
 // The variant (one work-item per column, or a work-group per block of columns) follows
 // `kernelVariant`; the GPU geometry is `normalizationGroups` (CLBackend+LayerNorm.swift).
 extension CLBackend {
-    /// Global and local sizes of a kernel with 8 columns per work-item (CPU) or `lanes`
+    /// Global and local sizes of a kernel with 16 columns per work-item (CPU) or `lanes`
     /// work-items per column in groups of `columns` columns (GPU).
     func columnLaunch(columns: Int) -> (global: [Int], local: [Int]?) {
         let groups = normalizationGroups
-        return kernelVariant == .cpu ? ([(columns + 7) / 8], nil) : ([columns, groups.lanes], [groups.columns, groups.lanes])
+        return kernelVariant == .cpu ? ([(columns + 15) / 16], nil) : ([columns, groups.lanes], [groups.columns, groups.lanes])
     }
 
     /// An optional tensor as a (buffer, offset, flag) argument triple. Absent ones pass

@@ -103,7 +103,7 @@ extension CLBackend {
         let partial = try makeTensor(shape: [chunks, columns])
         let options = kernelVariant.buildOption
         try launch(kernel("sum_rows_partial", family: "elementwise", options: options), label: "sum_rows_partial",
-                   global: [kernelVariant == .cpu ? (columns + 7) / 8 : columns, chunks],
+                   global: [kernelVariant == .cpu ? (columns + 15) / 16 : columns, chunks],
                    [.buffer(partial)] + [.operand(input), .int(Int32(rows)), .int(Int32(columns))])
         try launch(kernel("sum_rows_finish", family: "elementwise", options: options), label: "sum_rows_finish",
                    global: [columns], [.operand(output), .buffer(partial), .int(Int32(chunks)), .int(Int32(columns))])

@@ -37,9 +37,9 @@ struct BatchNormTests {
         Case(rows: 2, columns: 1, affine: true, training: true),
         Case(rows: 2, columns: 1, affine: false, training: true),
         Case(rows: 1, columns: 5, affine: true, training: false),
-        // Two whole float8 column blocks and a partial one on CPU-class devices.
-        Case(rows: 5, columns: 21, affine: true, training: true),
-        Case(rows: 5, columns: 21, affine: true, training: false),
+        // Two whole float16 column blocks and a partial one on CPU-class devices.
+        Case(rows: 5, columns: 37, affine: true, training: true),
+        Case(rows: 5, columns: 37, affine: true, training: false),
     ]
     static let cases: [Case] = CLBackend.KernelVariant.allCases.flatMap { variant in
         shapes.map { var testCase = $0; testCase.variant = variant; return testCase }

@@ -20,10 +20,10 @@
 // differences), then the exact second pass sum (x - mean)^2; no E[x^2] - E[x]^2.
 //
 // Variants (CPU_CLASS, from the device class; tests build both on PoCL):
-//   CPU_CLASS=1  one work-item per 8 adjacent columns, as one float8, looping over the rows, no
-//                barriers (the last work-item's partial vector is gathered and scattered lane by
-//                lane). Each column's sums run over the rows in order, as with one column per
-//                work-item, so the bits are those of that form (which ran at 1-2 GB/s on PoCL).
+//   CPU_CLASS=1  one work-item per 16 adjacent columns (a cache line) as one float16, looping
+//                over the rows, no barriers (the last work-item's partial vector is gathered and
+//                scattered lane by lane). Each column's sums run over the rows in order, as with
+//                one column per work-item, so the bits are those of that form (1-2 GB/s on PoCL).
 //   CPU_CLASS=0  one work-group per COLUMN_GROUP columns, COLUMN_LANES work-items per column
 //                splitting the rows, with a local-memory tree reduction over the lanes
 //                (tree_sum, common.cl).
@@ -38,22 +38,22 @@
 #endif
 
 #if CPU_CLASS
-// count (1..8) adjacent floats from p as a float8 (zeros past count), and back.
-inline float8 load_columns(__global const float *p, const int count) {
-    if (count == 8) return vload8(0, p);
-    float values[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+// count (1..16) adjacent floats from p as a float16 (zeros past count), and back.
+inline float16 load_columns(__global const float *p, const int count) {
+    if (count == 16) return vload16(0, p);
+    float values[16] = {0.0f};
     for (int e = 0; e < count; ++e) values[e] = p[e];
-    return vload8(0, values);
+    return vload16(0, values);
 }
 
-inline void store_columns(const float8 v, __global float *p, const int count) {
-    if (count == 8) { vstore8(v, 0, p); return; }
-    float values[8];
-    vstore8(v, 0, values);
+inline void store_columns(const float16 v, __global float *p, const int count) {
+    if (count == 16) { vstore16(v, 0, p); return; }
+    float values[16];
+    vstore16(v, 0, values);
     for (int e = 0; e < count; ++e) p[e] = values[e];
 }
 
-// Global (ceil(C / 8)).
+// Global (ceil(C / 16)).
 __kernel void batchnorm_forward(__global float *y, const long y_offset,
                                 __global float *saved_mean, const long saved_mean_offset,
                                 __global float *saved_rstd, const long saved_rstd_offset,
@@ -64,25 +64,25 @@ __kernel void batchnorm_forward(__global float *y, const long y_offset,
                                 __global float *running_var, const long running_var_offset,
                                 const int rows, const int columns, const float momentum, const float epsilon,
                                 const int training) {
-    const int c = get_global_id(0) * 8;
+    const int c = get_global_id(0) * 16;
     if (c >= columns) return;
-    const int count = min(8, columns - c);
+    const int count = min(16, columns - c);
     __global const float *xc = x + x_offset + c;  // element (r, c + e) at xc[r * columns + e]
     __global float *yc = y + y_offset + c;
-    float8 shift = (float8)(0.0f), shifted_mean, s;
+    float16 shift = (float16)(0.0f), shifted_mean, s;
     if (training) {
         shift = load_columns(xc, count);
-        float8 sum = (float8)(0.0f);
+        float16 sum = (float16)(0.0f);
         for (int r = 0; r < rows; ++r) sum += load_columns(xc + (long)r * columns, count) - shift;
         shifted_mean = sum / rows;
-        float8 squares = (float8)(0.0f);
+        float16 squares = (float16)(0.0f);
         for (int r = 0; r < rows; ++r) {
-            const float8 d = (load_columns(xc + (long)r * columns, count) - shift) - shifted_mean;
+            const float16 d = (load_columns(xc + (long)r * columns, count) - shift) - shifted_mean;
             squares = fma(d, d, squares);
         }
-        const float8 variance = squares / rows;
+        const float16 variance = squares / rows;
         s = 1.0f / sqrt(variance + epsilon);
-        const float8 unbiased = variance * rows / (rows - 1);
+        const float16 unbiased = variance * rows / (rows - 1);
         __global float *rm = running_mean + running_mean_offset + c, *rv = running_var + running_var_offset + c;
         store_columns((1.0f - momentum) * load_columns(rm, count) + momentum * (shift + shifted_mean), rm, count);
         store_columns((1.0f - momentum) * load_columns(rv, count) + momentum * unbiased, rv, count);
@@ -92,8 +92,8 @@ __kernel void batchnorm_forward(__global float *y, const long y_offset,
     }
     store_columns(shift + shifted_mean, saved_mean + saved_mean_offset + c, count);
     store_columns(s, saved_rstd + saved_rstd_offset + c, count);
-    const float8 gamma = has_weight ? load_columns(w + w_offset + c, count) : (float8)(1.0f);
-    const float8 beta = has_bias ? load_columns(b + b_offset + c, count) : (float8)(0.0f);
+    const float16 gamma = has_weight ? load_columns(w + w_offset + c, count) : (float16)(1.0f);
+    const float16 beta = has_bias ? load_columns(b + b_offset + c, count) : (float16)(0.0f);
     for (int r = 0; r < rows; ++r) {
         const long index = (long)r * columns;
         store_columns(fma(((load_columns(xc + index, count) - shift) - shifted_mean) * s, gamma, beta), yc + index,
@@ -101,7 +101,7 @@ __kernel void batchnorm_forward(__global float *y, const long y_offset,
     }
 }
 
-// Global (ceil(C / 8)). dw / db are updated only when has_dw / has_db.
+// Global (ceil(C / 16)). dw / db are updated only when has_dw / has_db.
 __kernel void batchnorm_backward(__global float *dx, const long dx_offset,
                                  __global float *dw, const long dw_offset, const int has_dw,
                                  __global float *db, const long db_offset, const int has_db,
@@ -111,25 +111,25 @@ __kernel void batchnorm_backward(__global float *dx, const long dx_offset,
                                  __global const float *saved_rstd, const long saved_rstd_offset,
                                  __global const float *w, const long w_offset, const int has_weight,
                                  const int rows, const int columns) {
-    const int c = get_global_id(0) * 8;
+    const int c = get_global_id(0) * 16;
     if (c >= columns) return;
-    const int count = min(8, columns - c);
+    const int count = min(16, columns - c);
     __global const float *xc = x + x_offset + c;
     __global const float *dyc = dy + dy_offset + c;
     __global float *dxc = dx + dx_offset + c;
-    const float8 m = load_columns(saved_mean + saved_mean_offset + c, count);
-    const float8 s = load_columns(saved_rstd + saved_rstd_offset + c, count);
-    float8 sum_dy = (float8)(0.0f), sum_dy_xhat = (float8)(0.0f);
+    const float16 m = load_columns(saved_mean + saved_mean_offset + c, count);
+    const float16 s = load_columns(saved_rstd + saved_rstd_offset + c, count);
+    float16 sum_dy = (float16)(0.0f), sum_dy_xhat = (float16)(0.0f);
     for (int r = 0; r < rows; ++r) {
         const long index = (long)r * columns;
-        const float8 g = load_columns(dyc + index, count);
+        const float16 g = load_columns(dyc + index, count);
         sum_dy += g;
         sum_dy_xhat += g * (load_columns(xc + index, count) - m) * s;
     }
     if (has_dw) store_columns(load_columns(dw + dw_offset + c, count) + sum_dy_xhat, dw + dw_offset + c, count);
     if (has_db) store_columns(load_columns(db + db_offset + c, count) + sum_dy, db + db_offset + c, count);
-    const float8 gamma = has_weight ? load_columns(w + w_offset + c, count) : (float8)(1.0f);
-    const float8 k = gamma * s / rows;
+    const float16 gamma = has_weight ? load_columns(w + w_offset + c, count) : (float16)(1.0f);
+    const float16 k = gamma * s / rows;
     for (int r = 0; r < rows; ++r) {
         const long index = (long)r * columns;
         store_columns(k * (rows * load_columns(dyc + index, count) - sum_dy - (load_columns(xc + index, count) - m) * s

@@ -180,20 +180,20 @@ __kernel void add_bias(__global float *x, const long x_offset, __global const fl
 }
 
 // Pass 1: partial[chunk, c] = sum of SUM_ROWS_CHUNK rows, each column's rows added in order.
-// GPUs: global (C, chunks), a column per work-item. CPU-class: global (ceil(C / 8), chunks), 8
-// adjacent columns per work-item as one float8 (the same sums, so the same bits).
+// GPUs: global (C, chunks), a column per work-item. CPU-class: global (ceil(C / 16), chunks), 16
+// adjacent columns (a cache line) per work-item as one float16 (the same sums, so the same bits).
 __kernel void sum_rows_partial(__global float *partial, __global const float *x, const long x_offset,
                                const int rows, const int columns) {
     const int chunk = get_global_id(1);
     const int begin = chunk * SUM_ROWS_CHUNK, end = min(rows, begin + SUM_ROWS_CHUNK);
 #if CPU_CLASS
-    const int c = get_global_id(0) * 8;
+    const int c = get_global_id(0) * 16;
     if (c >= columns) return;
     __global const float *column = x + x_offset + c;
-    if (c + 8 <= columns) {
-        float8 sum = (float8)(0.0f);
-        for (int r = begin; r < end; ++r) sum += vload8(0, column + (long)r * columns);
-        vstore8(sum, 0, partial + (long)chunk * columns + c);
+    if (c + 16 <= columns) {
+        float16 sum = (float16)(0.0f);
+        for (int r = begin; r < end; ++r) sum += vload16(0, column + (long)r * columns);
+        vstore16(sum, 0, partial + (long)chunk * columns + c);
         return;
     }
     for (int e = 0; e < columns - c; ++e) {

@@ -18,8 +18,8 @@
 //   CPU_CLASS=1  one work-item per row, no barriers, no local memory, the row walked as float8
 //                vectors plus a scalar tail (the kernels in the CPU_CLASS block below; PoCL:
 //                7 ms against 28-33 ms for the forward with 128-wide work-groups and barriers,
-//                then about 2x faster again with the vectors). The parameter stage sums 8
-//                adjacent columns per work-item as one float8.
+//                then about 2x faster again with the vectors). The parameter stage sums 16
+//                adjacent columns (a cache line) per work-item as one float16.
 //   CPU_CLASS=0  one work-group of GROUP work-items per row, strided over C, with local-memory
 //                tree reductions (tree_sum, common.cl).
 // The parameter gradients are column sums over up to R = 16640 rows (B*N tokens), in two stages
@@ -219,20 +219,20 @@ __kernel void layernorm_backward_params_partial(__global float *partial,
                                                 const int rows, const int columns, const int rows_per_block,
                                                 const int blocks) {
 #if CPU_CLASS
-    // Global (ceil(C / 8), blocks): 8 adjacent columns per work-item, each column's rows in order.
-    const int c = get_global_id(0) * 8, block = get_global_id(1);
+    // Global (ceil(C / 16), blocks): 16 adjacent columns per work-item, each column's rows in order.
+    const int c = get_global_id(0) * 16, block = get_global_id(1);
     if (c >= columns || block >= blocks) return;
     const int first = block * rows_per_block, end = min(rows, first + rows_per_block);
-    if (c + 8 <= columns) {
-        float8 dw8 = (float8)(0.0f), db8 = (float8)(0.0f);
+    if (c + 16 <= columns) {
+        float16 dw8 = (float16)(0.0f), db8 = (float16)(0.0f);
         for (int r = first; r < end; ++r) {
             const long index = (long)r * columns + c;
-            const float8 g = vload8(0, dy + dy_offset + index);
-            dw8 += g * (vload8(0, x + x_offset + index) - mean[mean_offset + r]) * rstd[rstd_offset + r];
+            const float16 g = vload16(0, dy + dy_offset + index);
+            dw8 += g * (vload16(0, x + x_offset + index) - mean[mean_offset + r]) * rstd[rstd_offset + r];
             db8 += g;
         }
-        vstore8(dw8, 0, partial + (long)block * columns + c);
-        vstore8(db8, 0, partial + (long)(blocks + block) * columns + c);
+        vstore16(dw8, 0, partial + (long)block * columns + c);
+        vstore16(db8, 0, partial + (long)(blocks + block) * columns + c);
         return;
     }
     for (int e = c; e < columns; ++e) {
