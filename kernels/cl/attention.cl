@@ -316,43 +316,87 @@ inline void axpy_lanes(float8 *acc, const float a, __global const float *y) {
     for (int d = 0; d < LANES; ++d) acc[d] = fma(a8, vload8(d, y), acc[d]);
 }
 
+// QUERY_ROWS (1 or 2, from the launcher) query rows per work-item share every K and V row they
+// load; global (ceil(N / QUERY_ROWS), H, B). A second row past N repeats row N-1, stores nothing.
+#ifndef QUERY_ROWS
+#define QUERY_ROWS 1
+#endif
+
 __kernel void attention_forward(__global float *output, const long output_offset,
                                 __global float *lse, const long lse_offset,
                                 __global const float *qkv, const long qkv_offset,
                                 const int n, const int heads, const int width, const float scale) {
-    const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
-    if (i >= n) return;   // no barriers here
+    const int i0 = get_global_id(0) * QUERY_ROWS, h = get_global_id(1), b = get_global_id(2);
+    if (i0 >= n) return;   // no barriers here
     const int ld = 3 * width;
     __global const float *queries = qkv + qkv_offset + (long)b * n * ld + h * HEAD_DIM;
     __global const float *keys = queries + width, *values = queries + 2 * width;
-    float8 q[LANES], acc[LANES];
-    load_lanes(q, queries + (long)i * ld);
+    float8 q[QUERY_ROWS][LANES], acc[QUERY_ROWS][LANES];
+    float m[QUERY_ROWS], l[QUERY_ROWS];
 #pragma unroll
-    for (int d = 0; d < LANES; ++d) acc[d] = (float8)(0.0f);
-    float m = -INFINITY, l = 0.0f;
+    for (int u = 0; u < QUERY_ROWS; ++u) {
+        load_lanes(q[u], queries + (long)min(i0 + u, n - 1) * ld);
+#pragma unroll
+        for (int d = 0; d < LANES; ++d) acc[u][d] = (float8)(0.0f);
+        m[u] = -INFINITY;
+        l[u] = 0.0f;
+    }
     for (int j0 = 0; j0 < n; j0 += 8) {
         const int count = min(8, n - j0);
-        float s[8];
+        float s[QUERY_ROWS][8];
 #pragma unroll
-        for (int t = 0; t < 8; ++t) s[t] = t < count ? dot_lanes(q, keys + (long)(j0 + t) * ld) * scale : -INFINITY;
-        const float8 scores = vload8(0, s);
-        const float m_new = fmax(m, max8(scores));
-        const float correction = exp(m - m_new);
-        const float8 p8 = exp(scores - m_new);   // exactly 0 past count
-        l = l * correction + sum8(p8);
-        const float8 correction8 = (float8)(correction);
+        for (int t = 0; t < 8; ++t) {
+            if (t < count) {
+                float8 key[LANES];
+                load_lanes(key, keys + (long)(j0 + t) * ld);
 #pragma unroll
-        for (int d = 0; d < LANES; ++d) acc[d] *= correction8;
-        float p[8];
-        vstore8(p8, 0, p);
-        for (int t = 0; t < count; ++t) axpy_lanes(acc, p[t], values + (long)(j0 + t) * ld);
-        m = m_new;
+                for (int u = 0; u < QUERY_ROWS; ++u) {
+                    float8 sum = q[u][0] * key[0];
+#pragma unroll
+                    for (int d = 1; d < LANES; ++d) sum = fma(q[u][d], key[d], sum);
+                    s[u][t] = sum8(sum) * scale;
+                }
+            } else {
+#pragma unroll
+                for (int u = 0; u < QUERY_ROWS; ++u) s[u][t] = -INFINITY;
+            }
+        }
+        float p[QUERY_ROWS][8];
+#pragma unroll
+        for (int u = 0; u < QUERY_ROWS; ++u) {
+            const float8 scores = vload8(0, s[u]);
+            const float m_new = fmax(m[u], max8(scores));
+            const float correction = exp(m[u] - m_new);
+            const float8 p8 = exp(scores - m_new);   // exactly 0 past count
+            l[u] = l[u] * correction + sum8(p8);
+            const float8 correction8 = (float8)(correction);
+#pragma unroll
+            for (int d = 0; d < LANES; ++d) acc[u][d] *= correction8;
+            vstore8(p8, 0, p[u]);
+            m[u] = m_new;
+        }
+        for (int t = 0; t < count; ++t) {
+            float8 value[LANES];
+            load_lanes(value, values + (long)(j0 + t) * ld);
+#pragma unroll
+            for (int u = 0; u < QUERY_ROWS; ++u) {
+                const float8 weight = (float8)(p[u][t]);
+#pragma unroll
+                for (int d = 0; d < LANES; ++d) acc[u][d] = fma(weight, value[d], acc[u][d]);
+            }
+        }
     }
-    __global float *out = output + output_offset + ((long)b * n + i) * width + h * HEAD_DIM;
-    const float8 inverse = (float8)(1.0f / l);
 #pragma unroll
-    for (int d = 0; d < LANES; ++d) vstore8(acc[d] * inverse, d, out);
-    lse[lse_offset + ((long)b * heads + h) * n + i] = m + log(l);
+    for (int u = 0; u < QUERY_ROWS; ++u) {
+        const int i = i0 + u;
+        if (i < n) {
+            __global float *out = output + output_offset + ((long)b * n + i) * width + h * HEAD_DIM;
+            const float8 inverse = (float8)(1.0f / l[u]);
+#pragma unroll
+            for (int d = 0; d < LANES; ++d) vstore8(acc[u][d] * inverse, d, out);
+            lse[lse_offset + ((long)b * heads + h) * n + i] = m[u] + log(l[u]);
+        }
+    }
 }
 
 __kernel void attention_backward_query(__global float *qkv_gradient, const long qkv_gradient_offset,
