@@ -86,6 +86,18 @@ inline void stage_scalars(__local float *tile, __global const float *src, const 
 }
 #endif
 
+// The arguments of attention_forward, and of both backward passes, in either form below.
+#define FORWARD_ARGUMENTS \
+    __global float *output, const long output_offset, __global float *lse, const long lse_offset, \
+    __global const float *qkv, const long qkv_offset, const int n, const int heads, const int width, \
+    const float scale
+#define BACKWARD_ARGUMENTS \
+    __global float *qkv_gradient, const long qkv_gradient_offset, \
+    __global const float *output_gradient, const long output_gradient_offset, \
+    __global const float *qkv, const long qkv_offset, __global const float *lse, const long lse_offset, \
+    __global const float *delta, const long delta_offset, const int n, const int heads, const int width, \
+    const float scale
+
 // VECTOR_ROWS: CPU-class devices with D a multiple of 8 run the kernels at the end of this file
 // instead of these three (same names, arguments and launch geometry).
 #if CPU_CLASS && HEAD_DIM % 8 == 0
@@ -96,10 +108,7 @@ inline void stage_scalars(__local float *tile, __global const float *src, const 
 
 #if !VECTOR_ROWS
 // output (B, N, C) and lse (B, H, N) from qkv (B, N, 3C); scale = D^-1/2.
-__kernel void attention_forward(__global float *output, const long output_offset,
-                                __global float *lse, const long lse_offset,
-                                __global const float *qkv, const long qkv_offset,
-                                const int n, const int heads, const int width, const float scale) {
+__kernel void attention_forward(FORWARD_ARGUMENTS) {
     const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     const int row = min(i, n - 1);
     const int ld = 3 * width;
@@ -177,12 +186,7 @@ __kernel void attention_backward_delta(__global float *delta, const long delta_o
 
 #if !VECTOR_ROWS
 // dQ rows of qkv_gradient, one work-item per query row, streaming K and V.
-__kernel void attention_backward_query(__global float *qkv_gradient, const long qkv_gradient_offset,
-                                       __global const float *output_gradient, const long output_gradient_offset,
-                                       __global const float *qkv, const long qkv_offset,
-                                       __global const float *lse, const long lse_offset,
-                                       __global const float *delta, const long delta_offset,
-                                       const int n, const int heads, const int width, const float scale) {
+__kernel void attention_backward_query(BACKWARD_ARGUMENTS) {
     const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     const int row = min(i, n - 1);
     const int ld = 3 * width;
@@ -227,12 +231,7 @@ __kernel void attention_backward_query(__global float *qkv_gradient, const long 
 }
 
 // dK and dV rows of qkv_gradient, one work-item per key row, streaming Q, dO, lse and delta.
-__kernel void attention_backward_key(__global float *qkv_gradient, const long qkv_gradient_offset,
-                                     __global const float *output_gradient, const long output_gradient_offset,
-                                     __global const float *qkv, const long qkv_offset,
-                                     __global const float *lse, const long lse_offset,
-                                     __global const float *delta, const long delta_offset,
-                                     const int n, const int heads, const int width, const float scale) {
+__kernel void attention_backward_key(BACKWARD_ARGUMENTS) {
     const int j = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     const int row = min(j, n - 1);
     const int ld = 3 * width;
@@ -322,10 +321,7 @@ inline void axpy_lanes(float8 *acc, const float a, __global const float *y) {
 #define QUERY_ROWS 1
 #endif
 
-__kernel void attention_forward(__global float *output, const long output_offset,
-                                __global float *lse, const long lse_offset,
-                                __global const float *qkv, const long qkv_offset,
-                                const int n, const int heads, const int width, const float scale) {
+__kernel void attention_forward(FORWARD_ARGUMENTS) {
     const int i0 = get_global_id(0) * QUERY_ROWS, h = get_global_id(1), b = get_global_id(2);
     if (i0 >= n) return;   // no barriers here
     const int ld = 3 * width;
@@ -399,12 +395,7 @@ __kernel void attention_forward(__global float *output, const long output_offset
     }
 }
 
-__kernel void attention_backward_query(__global float *qkv_gradient, const long qkv_gradient_offset,
-                                       __global const float *output_gradient, const long output_gradient_offset,
-                                       __global const float *qkv, const long qkv_offset,
-                                       __global const float *lse, const long lse_offset,
-                                       __global const float *delta, const long delta_offset,
-                                       const int n, const int heads, const int width, const float scale) {
+__kernel void attention_backward_query(BACKWARD_ARGUMENTS) {
     const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     if (i >= n) return;
     const int ld = 3 * width;
@@ -436,12 +427,7 @@ __kernel void attention_backward_query(__global float *qkv_gradient, const long 
     for (int d = 0; d < LANES; ++d) vstore8(dq[d] * scale8, d, target);
 }
 
-__kernel void attention_backward_key(__global float *qkv_gradient, const long qkv_gradient_offset,
-                                     __global const float *output_gradient, const long output_gradient_offset,
-                                     __global const float *qkv, const long qkv_offset,
-                                     __global const float *lse, const long lse_offset,
-                                     __global const float *delta, const long delta_offset,
-                                     const int n, const int heads, const int width, const float scale) {
+__kernel void attention_backward_key(BACKWARD_ARGUMENTS) {
     const int j = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     if (j >= n) return;
     const int ld = 3 * width;

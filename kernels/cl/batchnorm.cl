@@ -52,8 +52,20 @@ inline void store_columns(const float16 v, __global float *p, const int count) {
     vstore16(v, 0, values);
     for (int e = 0; e < count; ++e) p[e] = values[e];
 }
+#else
+#define LANES COLUMN_LANES
+#define LANE ((int)get_local_id(1))
 
-// Global (ceil(C / 16)).
+// The sum of `value` over the LANES work-items of one column; every one of them gets it. The
+// trailing barrier lets the caller reuse `scratch` straight away.
+float2 column_sum(const float2 value, __local float2 *scratch) {
+    // Lane l of column c owns scratch[l * COLUMN_GROUP + c] (tree_sum, common.cl).
+    return tree_sum(scratch + get_local_id(0), value, LANE, COLUMN_LANES, COLUMN_GROUP);
+}
+#endif
+
+// CPU: global (ceil(C / 16)). GPU: global (roundup(C, COLUMN_GROUP), COLUMN_LANES), local
+// (COLUMN_GROUP, COLUMN_LANES).
 __kernel void batchnorm_forward(__global float *y, const long y_offset,
                                 __global float *saved_mean, const long saved_mean_offset,
                                 __global float *saved_rstd, const long saved_rstd_offset,
@@ -64,6 +76,7 @@ __kernel void batchnorm_forward(__global float *y, const long y_offset,
                                 __global float *running_var, const long running_var_offset,
                                 const int rows, const int columns, const float momentum, const float epsilon,
                                 const int training) {
+#if CPU_CLASS
     const int c = get_global_id(0) * 16;
     if (c >= columns) return;
     const int count = min(16, columns - c);
@@ -99,65 +112,7 @@ __kernel void batchnorm_forward(__global float *y, const long y_offset,
         store_columns(fma(((load_columns(xc + index, count) - shift) - shifted_mean) * s, gamma, beta), yc + index,
                       count);
     }
-}
-
-// Global (ceil(C / 16)). dw / db are updated only when has_dw / has_db.
-__kernel void batchnorm_backward(__global float *dx, const long dx_offset,
-                                 __global float *dw, const long dw_offset, const int has_dw,
-                                 __global float *db, const long db_offset, const int has_db,
-                                 __global const float *dy, const long dy_offset,
-                                 __global const float *x, const long x_offset,
-                                 __global const float *saved_mean, const long saved_mean_offset,
-                                 __global const float *saved_rstd, const long saved_rstd_offset,
-                                 __global const float *w, const long w_offset, const int has_weight,
-                                 const int rows, const int columns) {
-    const int c = get_global_id(0) * 16;
-    if (c >= columns) return;
-    const int count = min(16, columns - c);
-    __global const float *xc = x + x_offset + c;
-    __global const float *dyc = dy + dy_offset + c;
-    __global float *dxc = dx + dx_offset + c;
-    const float16 m = load_columns(saved_mean + saved_mean_offset + c, count);
-    const float16 s = load_columns(saved_rstd + saved_rstd_offset + c, count);
-    float16 sum_dy = (float16)(0.0f), sum_dy_xhat = (float16)(0.0f);
-    for (int r = 0; r < rows; ++r) {
-        const long index = (long)r * columns;
-        const float16 g = load_columns(dyc + index, count);
-        sum_dy += g;
-        sum_dy_xhat += g * (load_columns(xc + index, count) - m) * s;
-    }
-    if (has_dw) store_columns(load_columns(dw + dw_offset + c, count) + sum_dy_xhat, dw + dw_offset + c, count);
-    if (has_db) store_columns(load_columns(db + db_offset + c, count) + sum_dy, db + db_offset + c, count);
-    const float16 gamma = has_weight ? load_columns(w + w_offset + c, count) : (float16)(1.0f);
-    const float16 k = gamma * s / rows;
-    for (int r = 0; r < rows; ++r) {
-        const long index = (long)r * columns;
-        store_columns(k * (rows * load_columns(dyc + index, count) - sum_dy - (load_columns(xc + index, count) - m) * s
-                           * sum_dy_xhat), dxc + index, count);
-    }
-}
 #else
-#define LANES COLUMN_LANES
-#define LANE ((int)get_local_id(1))
-
-// The sum of `value` over the LANES work-items of one column; every one of them gets it. The
-// trailing barrier lets the caller reuse `scratch` straight away.
-float2 column_sum(const float2 value, __local float2 *scratch) {
-    // Lane l of column c owns scratch[l * COLUMN_GROUP + c] (tree_sum, common.cl).
-    return tree_sum(scratch + get_local_id(0), value, LANE, COLUMN_LANES, COLUMN_GROUP);
-}
-
-// Global (roundup(C, COLUMN_GROUP), COLUMN_LANES), local (COLUMN_GROUP, COLUMN_LANES).
-__kernel void batchnorm_forward(__global float *y, const long y_offset,
-                                __global float *saved_mean, const long saved_mean_offset,
-                                __global float *saved_rstd, const long saved_rstd_offset,
-                                __global const float *x, const long x_offset,
-                                __global const float *w, const long w_offset, const int has_weight,
-                                __global const float *b, const long b_offset, const int has_bias,
-                                __global float *running_mean, const long running_mean_offset,
-                                __global float *running_var, const long running_var_offset,
-                                const int rows, const int columns, const float momentum, const float epsilon,
-                                const int training) {
     __local float2 scratch[COLUMN_LANES * COLUMN_GROUP];
     const int c = get_global_id(0);
     // Columns past C in the last GPU work-group still take part in the barriers.
@@ -205,6 +160,7 @@ __kernel void batchnorm_forward(__global float *y, const long y_offset,
         const long index = (long)r * columns;
         yc[index] = fma(((xc[index] - shift) - shifted_mean) * s, gamma, beta);
     }
+#endif
 }
 
 // Launch shapes as batchnorm_forward. dw / db are updated only when has_dw / has_db.
@@ -217,6 +173,32 @@ __kernel void batchnorm_backward(__global float *dx, const long dx_offset,
                                  __global const float *saved_rstd, const long saved_rstd_offset,
                                  __global const float *w, const long w_offset, const int has_weight,
                                  const int rows, const int columns) {
+#if CPU_CLASS
+    const int c = get_global_id(0) * 16;
+    if (c >= columns) return;
+    const int count = min(16, columns - c);
+    __global const float *xc = x + x_offset + c;
+    __global const float *dyc = dy + dy_offset + c;
+    __global float *dxc = dx + dx_offset + c;
+    const float16 m = load_columns(saved_mean + saved_mean_offset + c, count);
+    const float16 s = load_columns(saved_rstd + saved_rstd_offset + c, count);
+    float16 sum_dy = (float16)(0.0f), sum_dy_xhat = (float16)(0.0f);
+    for (int r = 0; r < rows; ++r) {
+        const long index = (long)r * columns;
+        const float16 g = load_columns(dyc + index, count);
+        sum_dy += g;
+        sum_dy_xhat += g * (load_columns(xc + index, count) - m) * s;
+    }
+    if (has_dw) store_columns(load_columns(dw + dw_offset + c, count) + sum_dy_xhat, dw + dw_offset + c, count);
+    if (has_db) store_columns(load_columns(db + db_offset + c, count) + sum_dy, db + db_offset + c, count);
+    const float16 gamma = has_weight ? load_columns(w + w_offset + c, count) : (float16)(1.0f);
+    const float16 k = gamma * s / rows;
+    for (int r = 0; r < rows; ++r) {
+        const long index = (long)r * columns;
+        store_columns(k * (rows * load_columns(dyc + index, count) - sum_dy - (load_columns(xc + index, count) - m) * s
+                           * sum_dy_xhat), dxc + index, count);
+    }
+#else
     __local float2 scratch[COLUMN_LANES * COLUMN_GROUP];
     const int c = get_global_id(0);
     const bool active = c < columns;
@@ -246,5 +228,5 @@ __kernel void batchnorm_backward(__global float *dx, const long dx_offset,
         const long index = (long)r * columns;
         dxc[index] = k * (rows * dyc[index] - sums.x - (xc[index] - m) * s * sums.y);
     }
+#endif
 }
-#endif  // CPU_CLASS

@@ -42,8 +42,24 @@
 #define COLUMN_LANES 8
 #endif
 
-#if CPU_CLASS
-// Global (R): one row per work-item, float8 over the columns.
+#if !CPU_CLASS
+// GPU: the work-items sharing one row, this one's index among them, and the row.
+#define ROW_LANES GROUP
+#define ROW_LANE ((int)get_local_id(0))
+#define ROW_INDEX ((int)get_group_id(0))
+// Every group is a real row (global = R * GROUP). No early return: PoCL 3.1 crashed on one before
+// the barriers of row_sum, uniform as it is, whenever some lanes of the row had no columns.
+#define ROW_GUARD(r, rows) 0
+
+// The sum of `value` over the ROW_LANES work-items of one row; every one of them gets it. The
+// trailing barrier lets the caller reuse `scratch` straight away.
+float2 row_sum(const float2 value, __local float2 *scratch) {
+    return tree_sum(scratch, value, ROW_LANE, GROUP, 1);
+}
+#endif
+
+// CPU: global (R), one row per work-item, float8 over the columns. GPU: global (R * GROUP), local
+// (GROUP).
 __kernel void layernorm_forward(__global float *y, const long y_offset,
                                 __global float *mean, const long mean_offset,
                                 __global float *rstd, const long rstd_offset,
@@ -51,6 +67,7 @@ __kernel void layernorm_forward(__global float *y, const long y_offset,
                                 __global const float *w, const long w_offset,
                                 __global const float *b, const long b_offset,
                                 const int rows, const int columns, const float epsilon) {
+#if CPU_CLASS
     const int r = get_global_id(0);
     if (r >= rows) return;
     __global const float *xr = x + x_offset + (long)r * columns;
@@ -58,7 +75,7 @@ __kernel void layernorm_forward(__global float *y, const long y_offset,
     w += w_offset;
     b += b_offset;
     const int vectors = columns / 8 * 8;
-    // The shifted mean and the exact second pass, as the GPU variant below explains.
+    // The shifted mean and the exact second pass, as the header explains.
     const float shift = xr[0];
     float8 sum8v = (float8)(0.0f);
     for (int c = 0; c < vectors; c += 8) sum8v += vload8(0, xr + c) - shift;
@@ -83,9 +100,37 @@ __kernel void layernorm_forward(__global float *y, const long y_offset,
     for (int c = vectors; c < columns; ++c) yr[c] = fma(((xr[c] - shift) - shifted_mean) * s, w[c], b[c]);
     mean[mean_offset + r] = shift + shifted_mean;
     rstd[rstd_offset + r] = s;
+#else
+    __local float2 scratch[ROW_LANES];
+    const int r = ROW_INDEX;
+    if (ROW_GUARD(r, rows)) return;
+    __global const float *xr = x + x_offset + (long)r * columns;
+    __global float *yr = y + y_offset + (long)r * columns;
+
+    const float shift = xr[0];
+    float sum = 0.0f;
+    for (int c = ROW_LANE; c < columns; c += ROW_LANES) sum += xr[c] - shift;
+    // x - shift is exact for values within a factor of two of each other (Sterbenz), so the
+    // centred values below lose nothing to the magnitude of the mean.
+    const float shifted_mean = row_sum((float2)(sum, 0.0f), scratch).x / columns;
+    float squares = 0.0f;
+    for (int c = ROW_LANE; c < columns; c += ROW_LANES) {
+        const float d = (xr[c] - shift) - shifted_mean;
+        squares = fma(d, d, squares);
+    }
+    const float s = 1.0f / sqrt(row_sum((float2)(squares, 0.0f), scratch).x / columns + epsilon);
+    for (int c = ROW_LANE; c < columns; c += ROW_LANES) {
+        const float xhat = ((xr[c] - shift) - shifted_mean) * s;
+        yr[c] = fma(xhat, w[w_offset + c], b[b_offset + c]);
+    }
+    if (ROW_LANE == 0) {
+        mean[mean_offset + r] = shift + shifted_mean;
+        rstd[rstd_offset + r] = s;
+    }
+#endif
 }
 
-// dx only, one row per work-item. Global (R).
+// dx only; dw and db come from the two params kernels. Launch shapes as layernorm_forward.
 __kernel void layernorm_backward_input(__global float *dx, const long dx_offset,
                                        __global const float *dy, const long dy_offset,
                                        __global const float *x, const long x_offset,
@@ -93,6 +138,7 @@ __kernel void layernorm_backward_input(__global float *dx, const long dx_offset,
                                        __global const float *rstd, const long rstd_offset,
                                        __global const float *w, const long w_offset,
                                        const int rows, const int columns) {
+#if CPU_CLASS
     const int r = get_global_id(0);
     if (r >= rows) return;
     __global const float *xr = x + x_offset + (long)r * columns;
@@ -124,66 +170,7 @@ __kernel void layernorm_backward_input(__global float *dx, const long dx_offset,
         const float xhat = (xr[c] - m) * s;
         dxr[c] = s * (dyr[c] * w[c] - means.x - xhat * means.y);
     }
-}
 #else
-// Work-items sharing one row, this one's index among them, and the row.
-#define ROW_LANES GROUP
-#define ROW_LANE ((int)get_local_id(0))
-#define ROW_INDEX ((int)get_group_id(0))
-// Every group is a real row (global = R * GROUP). No early return: PoCL 3.1 crashed on one before
-// the barriers of row_sum, uniform as it is, whenever some lanes of the row had no columns.
-#define ROW_GUARD(r, rows) 0
-
-// The sum of `value` over the ROW_LANES work-items of one row; every one of them gets it. The
-// trailing barrier lets the caller reuse `scratch` straight away.
-float2 row_sum(const float2 value, __local float2 *scratch) {
-    return tree_sum(scratch, value, ROW_LANE, GROUP, 1);
-}
-
-// GPU: global (R * GROUP), local (GROUP).
-__kernel void layernorm_forward(__global float *y, const long y_offset,
-                                __global float *mean, const long mean_offset,
-                                __global float *rstd, const long rstd_offset,
-                                __global const float *x, const long x_offset,
-                                __global const float *w, const long w_offset,
-                                __global const float *b, const long b_offset,
-                                const int rows, const int columns, const float epsilon) {
-    __local float2 scratch[ROW_LANES];
-    const int r = ROW_INDEX;
-    if (ROW_GUARD(r, rows)) return;
-    __global const float *xr = x + x_offset + (long)r * columns;
-    __global float *yr = y + y_offset + (long)r * columns;
-
-    const float shift = xr[0];
-    float sum = 0.0f;
-    for (int c = ROW_LANE; c < columns; c += ROW_LANES) sum += xr[c] - shift;
-    // x - shift is exact for values within a factor of two of each other (Sterbenz), so the
-    // centred values below lose nothing to the magnitude of the mean.
-    const float shifted_mean = row_sum((float2)(sum, 0.0f), scratch).x / columns;
-    float squares = 0.0f;
-    for (int c = ROW_LANE; c < columns; c += ROW_LANES) {
-        const float d = (xr[c] - shift) - shifted_mean;
-        squares = fma(d, d, squares);
-    }
-    const float s = 1.0f / sqrt(row_sum((float2)(squares, 0.0f), scratch).x / columns + epsilon);
-    for (int c = ROW_LANE; c < columns; c += ROW_LANES) {
-        const float xhat = ((xr[c] - shift) - shifted_mean) * s;
-        yr[c] = fma(xhat, w[w_offset + c], b[b_offset + c]);
-    }
-    if (ROW_LANE == 0) {
-        mean[mean_offset + r] = shift + shifted_mean;
-        rstd[rstd_offset + r] = s;
-    }
-}
-
-// dx only; dw and db come from the two params kernels. Launch shapes as layernorm_forward.
-__kernel void layernorm_backward_input(__global float *dx, const long dx_offset,
-                                       __global const float *dy, const long dy_offset,
-                                       __global const float *x, const long x_offset,
-                                       __global const float *mean, const long mean_offset,
-                                       __global const float *rstd, const long rstd_offset,
-                                       __global const float *w, const long w_offset,
-                                       const int rows, const int columns) {
     __local float2 scratch[ROW_LANES];
     const int r = ROW_INDEX;
     if (ROW_GUARD(r, rows)) return;
@@ -204,13 +191,14 @@ __kernel void layernorm_backward_input(__global float *dx, const long dx_offset,
         const float g = dyr[c] * w[w_offset + c];
         dxr[c] = s * (g - means.x - xhat * means.y);
     }
+#endif
 }
-#endif  // CPU_CLASS
 
 // partial[0][block][c] = sum dy * xhat and partial[1][block][c] = sum dy over the rows
 // [block * rows_per_block, min(R, (block + 1) * rows_per_block)).
-// CPU: global (C, blocks), one work-item per column and block.
-// GPU: global (roundup(C, COLUMN_GROUP), blocks * COLUMN_LANES), local (COLUMN_GROUP, COLUMN_LANES).
+// CPU: global (ceil(C / 16), blocks), 16 adjacent columns per work-item, each column's rows in
+// order. GPU: global (roundup(C, COLUMN_GROUP), blocks * COLUMN_LANES), local (COLUMN_GROUP,
+// COLUMN_LANES).
 __kernel void layernorm_backward_params_partial(__global float *partial,
                                                 __global const float *dy, const long dy_offset,
                                                 __global const float *x, const long x_offset,
@@ -219,7 +207,6 @@ __kernel void layernorm_backward_params_partial(__global float *partial,
                                                 const int rows, const int columns, const int rows_per_block,
                                                 const int blocks) {
 #if CPU_CLASS
-    // Global (ceil(C / 16), blocks): 16 adjacent columns per work-item, each column's rows in order.
     const int c = get_global_id(0) * 16, block = get_global_id(1);
     if (c >= columns || block >= blocks) return;
     const int first = block * rows_per_block, end = min(rows, first + rows_per_block);
