@@ -17,8 +17,9 @@ public enum AttentionVariant: String, CaseIterable, Sendable {
         self = kernelVariant == .gpu ? .tiled : .rows
     }
 
-    /// Rows per work-group: 8 is one AVX2 vector of work-items on PoCL and wastes few rows past N
-    /// (N = 65 runs 72); 64 queries per group on GPUs share each staged K/V tile.
+    /// Work-items per work-group: 8 on CPU-class devices wastes few rows past N (N = 65 runs 72
+    /// work-items, or 40 of two rows each in the forward at D <= 32); 64 queries per group on GPUs
+    /// share each staged K/V tile.
     var localSize: Int { self == .rows ? 8 : 64 }
     /// Rows per inner step (attention.cl TILE): see the kernel's header.
     var tile: Int { self == .rows ? 8 : 32 }

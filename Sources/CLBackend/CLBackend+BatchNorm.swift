@@ -1,7 +1,7 @@
 import Tensors
 
 // Launchers for kernels/cl/batchnorm.cl. Host reference: HostBackend+BatchNorm.swift.
-// The variant (one work-item per column, or a work-group per block of columns) follows
+// The variant (one work-item per 16 columns, or a work-group per block of columns) follows
 // `kernelVariant`; the GPU geometry is `normalizationGroups` (CLBackend+LayerNorm.swift).
 extension CLBackend {
     /// Global and local sizes of a kernel with 16 columns per work-item (CPU) or `lanes`

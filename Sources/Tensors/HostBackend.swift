@@ -83,9 +83,9 @@ public final class HostBackend: Backend {
         if beta == 0 {
             // BLAS leaves C unread when beta is 0, but OpenBLAS multiplies it anyway on some
             // paths; clearing first keeps a NaN already in C out of the result. OpenBLAS is then
-            // told beta = 1: its own pass over C (zeroing it again) is skipped, and 0 + alpha·AB
-            // is alpha·AB, the same bits.
-            blasBeta = 1
+            // told beta = 1, where the batches' C blocks do not overlap: its own pass over C
+            // (zeroing it again) is skipped, and 0 + alpha·AB is alpha·AB, the same bits.
+            if shape.batch == 1 || shape.strideC >= (shape.m - 1) * shape.ldc + shape.n { blasBeta = 1 }
             for batch in 0..<shape.batch {
                 for row in 0..<shape.m {
                     (pc + batch * shape.strideC + row * shape.ldc).update(repeating: 0, count: shape.n)

@@ -15,8 +15,9 @@
 //   output, output gradient (B, N, C): (b, n, h*D + d), heads concatenated
 //   lse, delta (B, H, N)
 // Global size (roundup(N, local), H, B), one work-item per query row (key row for the dK/dV
-// pass); rows past N compute a copy of row N-1 and store nothing, so the tiled variant's barriers
-// are reached by every work-item.
+// pass; the CPU-class forward with D <= 32: QUERY_ROWS = 2 query rows, roundup(ceil(N / 2), local));
+// rows past N compute a copy of row N-1 and store nothing, so the tiled variant's barriers are
+// reached by every work-item.
 //
 // Variants (build option CPU_CLASS, from the device class):
 //   1  each work-item streams the other side's rows straight from global memory: no local memory
@@ -99,7 +100,7 @@ inline void stage_scalars(__local float *tile, __global const float *src, const 
     const float scale
 
 // VECTOR_ROWS: CPU-class devices with D a multiple of 8 run the kernels at the end of this file
-// instead of these three (same names, arguments and launch geometry).
+// instead of these three (same names and arguments; the forward may take QUERY_ROWS rows each).
 #if CPU_CLASS && HEAD_DIM % 8 == 0
 #define VECTOR_ROWS 1
 #else

@@ -23,7 +23,7 @@
 //   CPU_CLASS=1  one work-item per 16 adjacent columns (a cache line) as one float16, looping
 //                over the rows, no barriers (the last work-item's partial vector is gathered and
 //                scattered lane by lane). Each column's sums run over the rows in order, as with
-//                one column per work-item, so the bits are those of that form (1-2 GB/s on PoCL).
+//                one column per work-item, so the bits are those of that (slower) form.
 //   CPU_CLASS=0  one work-group per COLUMN_GROUP columns, COLUMN_LANES work-items per column
 //                splitting the rows, with a local-memory tree reduction over the lanes
 //                (tree_sum, common.cl).

@@ -1,20 +1,21 @@
 // elementwise.cl: the point-wise and broadcast ops of a ViT training step.
 //
-//   gelu_forward:   y = x * Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2     (exact GELU, nn.GELU();
-//                   8 elements per work-item)
+//   gelu_forward:   y = x * Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2     (exact GELU, nn.GELU(),
+//                   on float8 vectors)
 //   gelu_backward:  dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2/2) / sqrt(2 pi)
 //   relu / relu_backward (mask from the output), add (residual), scale
-//   add_bias:       x[r, c] += bias[c]                         global (C, R)
-//   scale_rows:     y[r, c] = factor[r] * x[r, c]  (drop path)  global (C, R)
+//   add_bias:       x[r, c] += bias[c]
+//   scale_rows:     y[r, c] = factor[r] * x[r, c]  (drop path)
 //   sum_rows_partial / sum_rows_finish: out[c] += sum_r x[r, c] (bias gradients), in two passes
 //
 // Buffers are (base, offset in elements); counts fit in int. Host reference:
 // Sources/Tensors/HostBackend+Elementwise.swift.
 //
-// Work per work-item: GPUs run one element (one float8 for GELU) per work-item. CPU-class devices
-// run a SPAN of consecutive elements per work-item (rows of ROWS_PER_ITEM for add_bias and
-// scale_rows, passed by the launcher), walked as float8 vectors plus a scalar tail: PoCL's cost per
-// work-group then stops mattering (one work-item per element ran at 4-6 GB/s of memcpy's 22).
+// Work per work-item: GPUs run one element (one float8 for GELU; add_bias and scale_rows over a
+// (C, R) grid) per work-item. CPU-class devices run a SPAN of consecutive elements per work-item
+// (for add_bias and scale_rows, rows_per_item whole rows, an argument from the launcher), walked as
+// float8 vectors plus a scalar tail: PoCL's cost per work-group then stops mattering (one
+// work-item per element ran at 4-6 GB/s of memcpy's 22).
 //
 // Tunables: CPU_CLASS (1 on CPU-class devices). PoCL's erf costs ~10 ns per element and does not
 // vectorize, while exp costs ~0.5 ns, so CPU-class devices evaluate Phi through erfc's Chebyshev
@@ -45,8 +46,9 @@
 #define INV_SQRT2 0.70710678118654752f
 #define INV_SQRT_2PI 0.39894228040143268f
 
-// GELU runs on float8 vectors: one work-item per 8 elements (a partial last vector is gathered
-// and scattered lane by lane), so PoCL emits AVX code instead of scalar erf/exp calls.
+// GELU runs on float8 vectors (a partial last vector is gathered and scattered lane by lane), so
+// PoCL emits AVX code instead of scalar erf/exp calls: one per work-item on GPUs, a span of them
+// on CPU-class devices.
 #if CPU_CLASS
 // erfc(z) for z >= 0 with relative error < 1.2e-7.
 inline float8 erfc_nonnegative(const float8 z) {

@@ -211,15 +211,15 @@ __kernel void layernorm_backward_params_partial(__global float *partial,
     if (c >= columns || block >= blocks) return;
     const int first = block * rows_per_block, end = min(rows, first + rows_per_block);
     if (c + 16 <= columns) {
-        float16 dw8 = (float16)(0.0f), db8 = (float16)(0.0f);
+        float16 dw16 = (float16)(0.0f), db16 = (float16)(0.0f);
         for (int r = first; r < end; ++r) {
             const long index = (long)r * columns + c;
             const float16 g = vload16(0, dy + dy_offset + index);
-            dw8 += g * (vload16(0, x + x_offset + index) - mean[mean_offset + r]) * rstd[rstd_offset + r];
-            db8 += g;
+            dw16 += g * (vload16(0, x + x_offset + index) - mean[mean_offset + r]) * rstd[rstd_offset + r];
+            db16 += g;
         }
-        vstore16(dw8, 0, partial + (long)block * columns + c);
-        vstore16(db8, 0, partial + (long)(blocks + block) * columns + c);
+        vstore16(dw16, 0, partial + (long)block * columns + c);
+        vstore16(db16, 0, partial + (long)(blocks + block) * columns + c);
         return;
     }
     for (int e = c; e < columns; ++e) {

@@ -8,9 +8,10 @@
 // logits (R, M) row-major, labels (R) int32 (arange(R) + offset in the distributed case).
 // Out-of-range labels produce a NaN loss (the host validates them before the launch).
 // Variants (CPU_CLASS): one work-item per row, three passes over it as float8 vectors and a
-// scalar tail, one exp per logit (P = exp(z - max) / sum, kept in dz between passes), no barriers (PoCL: 33-37 ms for 99840x65 rows with scalar passes, against 124-132
-// ms with work-group reductions); GPU: one work-group of
-// GROUP work-items per row with local-memory reductions (tree_max, tree_sum: common.cl).
+// scalar tail, one exp per logit (P = exp(z - max) / sum, kept in dz between passes), no
+// barriers (PoCL: 33-37 ms for 99840x65 rows with scalar passes, against 124-132 ms with
+// work-group reductions); GPU: one work-group of GROUP work-items per row with local-memory
+// reductions (tree_max, tree_sum: common.cl).
 // Host reference: Sources/Tensors/HostBackend+Softmax.swift.
 
 #ifndef GROUP
