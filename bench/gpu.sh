@@ -10,7 +10,9 @@
 #   4. the whole MoCo v3 step (`mocov3-cl step --repeat`) for ViT-S/16 @ 224 batch 64 and
 #      ViT-B/16 @ 224 batch 32;
 #   5. PyTorch on CUDA on the same configurations (tools/bench_torch_step.py, float32, and with
-#      TF32), when `torch` with CUDA is importable; then a ratio table.
+#      TF32), when `torch` with CUDA is importable; then a ratio table;
+#   6. where the first configuration's step goes: `step --profile`, each kernel's device time
+#      (a separate run, so that the timed steps above carry no profiling events).
 #
 #   tar xzf mocov3-cl-*-linux-x86_64.tar.gz && cd mocov3-cl-*-linux-x86_64 && bench/gpu.sh
 #   DEVICE=gpu1 OUT=h200.txt bench/gpu.sh
@@ -97,6 +99,10 @@ for config in "${CONFIGS[@]}"; do
         done
     fi
 done
+
+IFS='|' read -r label arch size patch batch <<<"${CONFIGS[0]}"
+stage 240 "$moco" step --device "$DEVICE" -a "$arch" --image-size "$size" --patch-size "$patch" -b "$batch" \
+    --moco-dim 256 --moco-mlp-dim 4096 --repeat "$REPEAT" --profile
 
 echo; echo "# images/s (an image is one sample of the batch, both views), ratio to PyTorch float32"
 python3 - "$rates" <<'PY' || awk -F'|' '{ print $1 "  " $2 "  " $3 }' "$rates"

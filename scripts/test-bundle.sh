@@ -8,7 +8,8 @@
 #     errors that name the path and the errno in words, and the last checkpoint still loads;
 #   - `selftest --device cpu0` passes at the real and odd sizes;
 #   - a kernel broken through MOCOV3_KERNEL_DIR makes `selftest` fail, naming the op;
-#   - `bench/gpu.sh --dry-run` runs end to end on cpu0 and writes its results file.
+#   - `bench/gpu.sh --dry-run` runs end to end on cpu0 and writes its results file, with the
+#     kernel table of `step --profile`.
 # Run by scripts/test.sh after the Swift tests; on its own: scripts/test-bundle.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -125,4 +126,5 @@ echo "test-bundle: bench/gpu.sh --dry-run"
 run OUT="$work/gpu-results.txt" "$bundle/bench/gpu.sh" --dry-run >"$work/gpu.log" 2>&1 || { cat "$work/gpu.log"; fail "gpu.sh --dry-run"; }
 grep -q "0 stage(s) failed" "$work/gpu-results.txt" || fail "gpu.sh results lack the verdict"
 grep -q "vs torch" "$work/gpu-results.txt" || fail "gpu.sh results lack the ratio table"
+grep -q "^gemm_blocked,[0-9]*,[0-9.]*,[0-9.]*$" "$work/gpu-results.txt" || { cat "$work/gpu-results.txt"; fail "gpu.sh results lack step --profile's kernel table"; }
 echo "test-bundle: passed"

@@ -8,7 +8,9 @@ extension CLBackend {
     /// work-items per column in groups of `columns` columns (GPU).
     func columnLaunch(columns: Int) -> (global: [Int], local: [Int]?) {
         let groups = normalizationGroups
-        return kernelVariant == .cpu ? ([(columns + 15) / 16], nil) : ([columns, groups.lanes], [groups.columns, groups.lanes])
+        let block = Self.cpuColumnBlock
+        return kernelVariant == .cpu ? ([(columns + block - 1) / block], nil)
+            : ([columns, groups.lanes], [groups.columns, groups.lanes])
     }
 
     /// An optional tensor as a (buffer, offset, flag) argument triple. Absent ones pass

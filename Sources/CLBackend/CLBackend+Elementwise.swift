@@ -2,16 +2,23 @@ import Tensors
 
 // Launchers for kernels/cl/elementwise.cl. Host reference: HostBackend+Elementwise.swift.
 extension CLBackend {
-    /// Elements per work-item of elementwise.cl's point-wise kernels (its SPAN): consecutive runs
-    /// on CPU-class devices, one on GPUs.
+    /// Elements per work-item of elementwise.cl's point-wise kernels (its SPAN, passed as a build
+    /// option): consecutive runs on CPU-class devices, one on GPUs.
     var pointwiseSpan: Int { kernelVariant == .cpu ? 16384 : 1 }
+
+    /// Adjacent columns per work-item of the CPU-class column reductions (sum_rows here, the
+    /// LayerNorm parameter stage, BatchNorm): one float16, a cache line, in the kernels.
+    static let cpuColumnBlock = 16
+
+    /// elementwise.cl's build options: the variant and the span.
+    var elementwiseOptions: String { kernelVariant.buildOption + " -DSPAN=\(pointwiseSpan)" }
 
     /// Runs a point-wise kernel of elementwise.cl over `count` elements, `pointwiseSpan` per
     /// work-item (GELU: at least its `vector` of 8). On CPU-class devices each work-item is its own
     /// work-group: PoCL runs a work-group on one thread, so groups of 64 spans would leave cores idle.
     func launchSpanned(_ name: String, count: Int, vector: Int = 1, _ arguments: [KernelArgument]) throws {
         let perItem = max(pointwiseSpan, vector)
-        try launch(kernel(name, family: "elementwise", options: kernelVariant.buildOption), label: name,
+        try launch(kernel(name, family: "elementwise", options: elementwiseOptions), label: name,
                    global: [(count + perItem - 1) / perItem],
                    local: [kernelVariant == .cpu ? 1 : Self.vectorLocalSize], arguments)
     }
@@ -21,16 +28,9 @@ extension CLBackend {
     func launchRows(_ name: String, rows: Int, columns: Int, _ arguments: [KernelArgument]) throws {
         let rowsPerItem = kernelVariant == .cpu ? max(1, pointwiseSpan / max(columns, 1)) : 1
         let global = kernelVariant == .cpu ? [(rows + rowsPerItem - 1) / rowsPerItem] : [columns, rows]
-        try launch(kernel(name, family: "elementwise", options: kernelVariant.buildOption), label: name, global: global,
+        try launch(kernel(name, family: "elementwise", options: elementwiseOptions), label: name, global: global,
                    local: kernelVariant == .cpu ? [1] : nil,
                    arguments + [.int(Int32(rows)), .int(Int32(columns)), .int(Int32(rowsPerItem))])
-    }
-
-    /// One work-item per element over `count` elements of a family built with the variant option.
-    func launchPointwise(_ name: String, family: String = "elementwise", count: Int,
-                         _ arguments: [KernelArgument]) throws {
-        try launch(kernel(name, family: family, options: kernelVariant.buildOption), label: name, global: [count],
-                   local: [Self.vectorLocalSize], arguments)
     }
 
     public func gelu(output: Tensor, input: Tensor) throws {
@@ -101,9 +101,10 @@ extension CLBackend {
         guard rows > 0, columns > 0 else { return }
         let chunks = (rows + Self.sumRowsChunk - 1) / Self.sumRowsChunk
         let partial = try makeTensor(shape: [chunks, columns])
-        let options = kernelVariant.buildOption
+        let options = elementwiseOptions
+        let block = Self.cpuColumnBlock
         try launch(kernel("sum_rows_partial", family: "elementwise", options: options), label: "sum_rows_partial",
-                   global: [kernelVariant == .cpu ? (columns + 15) / 16 : columns, chunks],
+                   global: [kernelVariant == .cpu ? (columns + block - 1) / block : columns, chunks],
                    [.buffer(partial)] + [.operand(input), .int(Int32(rows)), .int(Int32(columns))])
         try launch(kernel("sum_rows_finish", family: "elementwise", options: options), label: "sum_rows_finish",
                    global: [columns], [.operand(output), .buffer(partial), .int(Int32(chunks)), .int(Int32(columns))])

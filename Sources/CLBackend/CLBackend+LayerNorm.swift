@@ -78,7 +78,8 @@ extension CLBackend {
         let blocks = (shape.rows + rowsPerBlock - 1) / rowsPerBlock
         let partial = try makeTensor(shape: [2, blocks, shape.columns])
         let groups = normalizationGroups
-        let partialGlobal = kernelVariant == .cpu ? [(shape.columns + 15) / 16, blocks]
+        let block = Self.cpuColumnBlock
+        let partialGlobal = kernelVariant == .cpu ? [(shape.columns + block - 1) / block, blocks]
             : [shape.columns, blocks * groups.lanes]
         let partialLocal = kernelVariant == .cpu ? nil : [groups.columns, groups.lanes]
         try launch(kernel("layernorm_backward_params_partial", family: "layernorm", options: options),

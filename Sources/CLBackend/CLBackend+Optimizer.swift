@@ -2,6 +2,12 @@ import Tensors
 
 // Launchers for kernels/cl/optimizer.cl. Host reference: HostBackend+Optimizer.swift.
 extension CLBackend {
+    /// One work-item per element over `count` elements of optimizer.cl, built with the variant option.
+    func launchOptimizer(_ name: String, count: Int, _ arguments: [KernelArgument]) throws {
+        try launch(kernel(name, family: "optimizer", options: kernelVariant.buildOption), label: name, global: [count],
+                   local: [Self.vectorLocalSize], arguments)
+    }
+
     public func adamw(parameters: Tensor, gradients: Tensor, firstMoment: Tensor, secondMoment: Tensor,
                       segments: SegmentTable, step: AdamWStep) throws {
         try checkOperands("adamw", parameters, gradients, firstMoment, secondMoment)
@@ -10,7 +16,7 @@ extension CLBackend {
         // One launch per contiguous run of trainable tensors (typically a handful per model).
         for run in segments.contiguousRuns {
             let count = try int32Count(run.count, "adamw")
-            try launchPointwise("adamw", family: "optimizer", count: run.count,
+            try launchOptimizer("adamw", count: run.count,
                                 [.operand(parameters), .operand(gradients), .operand(firstMoment),
                                  .operand(secondMoment), .long(Int64(run.offset)), .int(count), .float(k.decay), .float(k.oneMinusBeta1),
                                    .float(k.beta2), .float(k.oneMinusBeta2), .float(k.stepSize),
@@ -47,7 +53,7 @@ extension CLBackend {
         try checkSegments("sgd", segments, parameters, gradients, momentumBuffer)
         for run in segments.contiguousRuns {
             let count = try int32Count(run.count, "sgd")
-            try launchPointwise("sgd", family: "optimizer", count: run.count,
+            try launchOptimizer("sgd", count: run.count,
                                 [.operand(parameters), .operand(gradients), .operand(momentumBuffer),
                                  .long(Int64(run.offset)), .int(count), .float(Float(step.weightDecay)),
                                  .float(Float(step.momentum)), .float(Float(step.learningRate))])
@@ -86,7 +92,7 @@ extension CLBackend {
         try checkOperands("momentumUpdate", target, source)
         try checkSameCount("momentumUpdate", target, source)
         let n = try int32Count(target.count, "momentumUpdate")
-        try launchPointwise("momentum_update", family: "optimizer", count: target.count,
+        try launchOptimizer("momentum_update", count: target.count,
                             [.operand(target), .operand(source), .int(n), .float(momentum)])
     }
 }

@@ -252,6 +252,7 @@ struct Step: ParsableCommand {
         ]
         print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
     }
+
     /// --profile's table on stderr: per kernel, the launches and device milliseconds per timed step
     /// and the share of the step's wall time, longest first, then the total against the wall.
     func reportKernels(_ timing: Timing) {
@@ -265,8 +266,8 @@ struct Step: ParsableCommand {
         for (label, value) in rows {
             let milliseconds = Double(value.nanoseconds) / 1e6 / steps
             total += milliseconds
-            lines.append(String(format: "%@,%.0f,%.3f,%.1f", label, Double(value.launches) / steps, milliseconds,
-                                100 * milliseconds / wallMilliseconds))
+            lines.append("\(label)," + String(format: "%.0f,%.3f,%.1f", Double(value.launches) / steps, milliseconds,
+                                               100 * milliseconds / wallMilliseconds))
         }
         lines.append(String(format: "all kernels,%.0f,%.3f,%.1f", Double(rows.map(\.value.launches).reduce(0, +)) / steps,
                             total, 100 * total / wallMilliseconds))

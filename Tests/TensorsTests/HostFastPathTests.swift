@@ -59,9 +59,10 @@ import TestSupport
     }
 
     /// The host's GELU loops (CHostKernels), each variant this CPU runs (AVX-512F, AVX2, the
-    /// baseline), give FastGELU's bits exactly, forward and backward, on random inputs over the whole useful range and beyond,
-    /// the tails, ±0, ±∞ and NaN, at lengths that leave every vector-remainder size (1 …
-    /// 33, and a long odd one), written between canaries that must survive.
+    /// baseline), give FastGELU's bits exactly, forward and backward, on random inputs over the
+    /// whole useful range and beyond, the tails, ±0, ±∞ and NaN, at lengths that leave every
+    /// vector-remainder size (1 … 33, and a long odd one), into NaN-poisoned outputs whose element
+    /// past the end must stay NaN.
     @Test func geluLoopsGiveTheSwiftReferencesBits() throws {
         var values = random(4097, -12...12, seed: 7) + random(1003, -0.01...0.01, seed: 8)
         values += [0, -0.0, 1e-30, -1e-30, -87, -88, 88, 90, -200, .infinity, -.infinity, .nan, 7.5, -7.5]

@@ -4,8 +4,9 @@
 // kernels and is not a family of its own.
 //
 //   CPU_CLASS          the kernel variant: 1 (CPU-class devices: a work-item per row, per block of
-//                      columns or per span of elements, no barriers) unless the launcher passes -DCPU_CLASS=0 for GPU-class devices
-//                      (CLBackend.KernelVariant.buildOption, CLBackend+Attention.swift).
+//                      columns or per span of elements, no barriers) unless the launcher passes
+//                      -DCPU_CLASS=0 for GPU-class devices (CLBackend.KernelVariant.buildOption,
+//                      CLBackend+Attention.swift).
 //   floatV, vloadV, vstoreV
 //                      float vectors of the family's width VW (a tunable that gemm.cl and
 //                      patch_embed.cl each default) and their loads and stores.

@@ -26,11 +26,9 @@
 #define SUM_ROWS_CHUNK 256
 #endif
 
-// Elements per work-item of the point-wise kernels (CLBackend.pointwiseSpan must agree).
-#if CPU_CLASS
-#define SPAN 16384
-#else
-#define SPAN 1
+// Elements per work-item of the point-wise kernels: CLBackend.pointwiseSpan, the launcher's -DSPAN.
+#ifndef SPAN
+#error "elementwise.cl needs -DSPAN=<elements per work-item>"
 #endif
 
 // The work-item's elements [begin, end) of n, SPAN per work-item.
